@@ -1,0 +1,99 @@
+// swift-tools-version: 6.2
+//
+// tupp — a declarative, manifest-driven Linux container provisioner.
+//
+// Module map (see README.md, "Code tour"):
+//   tupp            the command line (thin: flags → TuppEngine)
+//   TuppEngine      observe → plan → apply, lock, state records
+//   TuppPlan        the pure planner: desired vs observed → Plan, rendering (no C, no root)
+//   TuppManifest    manifest model, libyaml loader, validation
+//   TuppStorage     btrfs pool, image import, snapshots (libbtrfsutil, libarchive)
+//   TuppNetworking  bridge, veth, addresses, routes (libnl-route-3)
+//   TuppRuntime     the container process: spawn, supervise, exec, logs (drives tupp-shim)
+//   TuppSystem      small Swift wrappers over syscalls shared by the reconcilers
+//   tupp-shim       single-threaded C helper: namespaces, rootfs, pivot_root, supervision
+//   CTuppSys        the few syscalls Swift cannot call directly (openat2, ioctls, setns…)
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "tupp",
+    products: [
+        .executable(name: "tupp", targets: ["tupp"]),
+        .executable(name: "tupp-shim", targets: ["tupp-shim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config.
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CBtrfsUtil", pkgConfig: "libbtrfsutil", providers: [.apt(["libbtrfsutil-dev"])]),
+        .systemLibrary(name: "CNLRoute", pkgConfig: "libnl-route-3.0", providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+
+        // C where Swift must not or cannot go.
+        .target(name: "CTuppSys"),
+        .executableTarget(
+            name: "tupp-shim",
+            cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
+            // A small static binary: it stays resident once per container.
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static", "-Xclang-linker", "-Wno-unused-command-line-argument"])]
+        ),
+
+        // Swift modules.
+        .target(name: "TuppSystem", dependencies: ["CTuppSys"], swiftSettings: strict),
+        .target(name: "TuppManifest", dependencies: ["CYAML"], swiftSettings: strict),
+        .target(name: "TuppPlan", dependencies: ["TuppManifest"], swiftSettings: strict),
+        .target(
+            name: "TuppStorage",
+            dependencies: [
+                "TuppSystem", "CTuppSys", "CBtrfsUtil", "CArchive",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "TuppNetworking", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys", "CNLRoute",
+                                                      .product(name: "Subprocess", package: "swift-subprocess")],
+                swiftSettings: strict),
+        .target(name: "TuppRuntime", dependencies: ["TuppSystem", "CTuppSys"], swiftSettings: strict),
+        .target(
+            name: "TuppEngine",
+            dependencies: [
+                "TuppManifest", "TuppPlan", "TuppSystem", "TuppStorage", "TuppNetworking", "TuppRuntime",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "tupp",
+            dependencies: [
+                "TuppEngine", "TuppManifest", "TuppPlan",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict,
+            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+        ),
+
+        // Tests. Unit tiers need no root; the others make real pools, links and processes.
+        .target(name: "TuppTestSupport", dependencies: ["TuppSystem"], path: "Tests/TuppTestSupport", swiftSettings: strict),
+        .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TuppPlanTests", dependencies: ["TuppPlan", "TuppManifest",
+                                                         .product(name: "PropertyBased", package: "swift-property-based")],
+                    swiftSettings: strict),
+        .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppNetworking", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
+        .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "tupp", "tupp-shim"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,7 @@
+#ifndef TUPP_RUNTIME_H
+#define TUPP_RUNTIME_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#endif

@@ -1,0 +1,150 @@
+import Glibc
+
+/// File helpers with errors that name the path.
+public enum Files {
+    /// The file's bytes, or nil when it does not exist.
+    public static func read(_ path: String, limit: Int = 64 << 20) throws(SystemError) -> [UInt8]? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw SystemError("open", path)
+        }
+        return try FileDescriptor(adopting: fd).readAll(limit: limit, describedAs: path)
+    }
+
+    /// The file as UTF-8 text, or nil when it does not exist.
+    public static func readText(_ path: String, limit: Int = 64 << 20) throws(SystemError) -> String? {
+        guard let bytes = try read(path, limit: limit) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Replaces `path` atomically: a temporary file in the same directory is written,
+    /// fsynced and renamed over the target, then the directory is fsynced. A reader sees
+    /// the old content or the new one, never a mix — also after a crash.
+    public static func writeAtomically(_ path: String, _ bytes: some Collection<UInt8>, mode: mode_t = 0o600) throws(SystemError) {
+        let dir = Paths.dirname(path)
+        let temp = "\(dir)/.\(Paths.basename(path)).tmp.\(getpid())"
+        let fd = try FileDescriptor.open(temp, O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+        do {
+            try fd.writeAll(bytes, describedAs: temp)
+            try Errno.check("fsync", temp) { fsync(fd.rawValue) }
+            try Errno.check("rename", "\(temp) → \(path)") { rename(temp, path) }
+        } catch {
+            unlink(temp)
+            throw error
+        }
+        try syncDirectory(dir)
+    }
+
+    public static func writeAtomically(_ path: String, text: String, mode: mode_t = 0o600) throws(SystemError) {
+        try writeAtomically(path, Array(text.utf8), mode: mode)
+    }
+
+    /// fsync of a directory, so a rename or unlink in it survives a crash.
+    public static func syncDirectory(_ dir: String) throws(SystemError) {
+        let fd = try FileDescriptor.open(dir, O_RDONLY | O_DIRECTORY)
+        try Errno.check("fsync", dir) { fsync(fd.rawValue) }
+    }
+
+    /// mkdir -p with the given mode for directories it creates.
+    public static func createDirectory(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) != 0 && errno != EEXIST {
+                throw SystemError("create directory", current)
+            }
+        }
+        guard isDirectory(path) else {
+            throw SystemError.failure("create directory", path, "exists and is not a directory")
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// lstat, or nil when the path does not exist.
+    public static func status(_ path: String) throws(SystemError) -> stat? {
+        var st = stat()
+        if lstat(path, &st) == 0 { return st }
+        if errno == ENOENT || errno == ENOTDIR { return nil }
+        throw SystemError("stat", path)
+    }
+
+    /// Removes a file; a missing file is not an error.
+    public static func remove(_ path: String) throws(SystemError) {
+        if unlink(path) != 0 && errno != ENOENT { throw SystemError("remove", path) }
+    }
+
+    /// rm -r without following symlinks; a missing path is not an error.
+    public static func removeTree(_ path: String) throws(SystemError) {
+        guard let st = try status(path) else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in try list(path) { try removeTree("\(path)/\(name)") }
+            if rmdir(path) != 0 && errno != ENOENT { throw SystemError("remove directory", path) }
+        } else {
+            try remove(path)
+        }
+    }
+
+    /// Entry names of a directory, without "." and "..", sorted. Missing → [].
+    public static func list(_ path: String) throws(SystemError) -> [String] {
+        guard let dir = opendir(path) else {
+            if errno == ENOENT { return [] }
+            throw SystemError("list directory", path)
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+}
+
+/// Path string helpers (no filesystem access).
+public enum Paths {
+    public static func dirname(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    public static func basename(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+
+    public static func join(_ base: String, _ rest: String) -> String {
+        if rest.hasPrefix("/") { return rest }
+        return base.hasSuffix("/") ? base + rest : base + "/" + rest
+    }
+
+    /// Lexically normalized absolute path: no ".", "..", or repeated slashes.
+    public static func normalize(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast(); continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    /// realpath(3), or nil when the path does not resolve.
+    public static func canonical(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+}
