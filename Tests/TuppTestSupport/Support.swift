@@ -1,1 +1,61 @@
+import Glibc
 import TuppSystem
+
+/// Gates for integration tests that need root and kernel features.
+///
+/// Locally a missing capability skips the test (so `swift test` works as a normal user
+/// for the unit tiers); with `CI=true` it is a failure, never a silent skip.
+public enum Host {
+    public static var isRoot: Bool { geteuid() == 0 }
+    public static var isCI: Bool { getenv("CI").map { String(cString: $0) } == "true" }
+
+    /// True when the test may run. When it may not: in CI this is a failure the caller
+    /// reports (by throwing `missing`), locally the test returns early.
+    public static func require(_ features: Feature...) throws -> Bool {
+        for feature in features where !feature.available {
+            if isCI { throw MissingFeature(feature: feature.name) }
+            return false
+        }
+        return true
+    }
+
+    public struct MissingFeature: Error, CustomStringConvertible {
+        public var feature: String
+        public var description: String { "integration test needs \(feature) (CI=true makes this a failure)" }
+    }
+
+    public struct Feature: Sendable {
+        public var name: String
+        public var available: Bool
+
+        public static var root: Feature { Feature(name: "root", available: Host.isRoot) }
+        public static var btrfs: Feature {
+            Feature(name: "btrfs in /proc/filesystems (modprobe btrfs)",
+                    available: (try? Files.readText("/proc/filesystems"))?.contains("btrfs") ?? false)
+        }
+        public static func command(_ path: String) -> Feature {
+            Feature(name: path, available: access(path, X_OK) == 0)
+        }
+    }
+}
+
+/// A unique, short prefix for names a test creates (links, bridges, containers), so
+/// parallel tests and leftovers are easy to tell apart: "tt" + 6 base-32 characters.
+public func uniquePrefix(_ label: String = #function) -> String {
+    var hash = StableHash(label, String(getpid()), String(Monotonic.nanoseconds()))
+    hash.combine(String(UInt64.random(in: 0...UInt64.max)))
+    return "tt" + hash.base32(6)
+}
+
+/// A fresh directory under /tmp, removed by `remove()`.
+public struct TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init(_ label: String = "tupp-test") throws {
+        var template = Array("/tmp/\(label).XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw SystemError("create temporary directory", "/tmp") }
+        path = String(cString: made)
+    }
+
+    public func remove() { try? Files.removeTree(path) }
+}
