@@ -1,0 +1,577 @@
+/// Turns one document's node tree into manifest elements, collecting every problem
+/// instead of stopping at the first. Semantic checks that need the whole manifest are
+/// in `Validator`.
+struct DocumentDecoder {
+    let file: String
+    /// Directory that relative paths in this file are relative to.
+    let baseDirectory: String
+    var diagnostics: [Diagnostic] = []
+
+    init(file: String, baseDirectory: String) {
+        self.file = file
+        self.baseDirectory = baseDirectory
+    }
+
+    mutating func error(_ node: Node, _ message: String) {
+        diagnostics.append(Diagnostic(file: file, mark: node.mark, message))
+    }
+
+    mutating func error(_ mark: Mark, _ message: String) {
+        diagnostics.append(Diagnostic(file: file, mark: mark, message))
+    }
+
+    func location(_ node: Node) -> SourceMap.Location { .init(file: file, mark: node.mark) }
+
+    // MARK: Document
+
+    mutating func decode(_ root: Node?, into manifest: inout Manifest, documentMark: Mark) {
+        guard let root else {
+            error(documentMark, "empty document: a manifest needs at least `version: 1`")
+            return
+        }
+        guard var fields = mapping(root, "the manifest") else { return }
+        if let version = fields.take("version") {
+            if case .int(let v)? = scalar(version), v == 1 {
+            } else {
+                error(version, "unsupported manifest version \(describe(version)); this tupp reads version 1")
+            }
+        } else {
+            error(root, "missing required key \"version\" (add `version: 1`)")
+        }
+        if let node = fields.take("storage") {
+            if let previous = manifest.sources["storage"] {
+                error(node, "storage is already declared at \(previous.file):\(previous.mark); there is one pool per host")
+            } else if let storage = decodeStorage(node) {
+                manifest.storage = storage
+                manifest.sources["storage"] = location(node)
+            }
+        }
+        for kind in ["images", "networks", "containers"] {
+            guard let section = fields.take(kind), var entries = mapping(section, kind, allowNull: true) else { continue }
+            for (keyNode, value) in entries.all() {
+                let name = keyText(keyNode)
+                let path = "\(kind).\(name)"
+                if let previous = manifest.sources[path] {
+                    error(keyNode, "\(kind.dropLast()) \"\(name)\" is already declared at \(previous.file):\(previous.mark); names are global across files")
+                    continue
+                }
+                manifest.sources[path] = location(keyNode)
+                let singular = String(kind.dropLast())
+                if let problem = Names.dnsLabelProblem(name) {
+                    error(keyNode, "\(singular) name \"\(name)\" \(problem) (names are DNS labels: lowercase letters, digits, '-')")
+                }
+                switch kind {
+                case "images": decodeImage(name, value, into: &manifest)
+                case "networks": decodeNetwork(name, value, into: &manifest)
+                default: decodeContainer(name, value, into: &manifest)
+                }
+            }
+        }
+        finish(&fields, in: "the manifest")
+    }
+
+    // MARK: Sections
+
+    mutating func decodeStorage(_ node: Node) -> Storage? {
+        guard var fields = mapping(node, "storage") else { return nil }
+        let root = fields.take("root").flatMap { path($0, "storage.root") }
+        var device: Storage.Device?
+        if let dnode = fields.take("device"), var dfields = mapping(dnode, "storage.device") {
+            let file = dfields.take("file").flatMap { path($0, "storage.device.file") }
+            let size = dfields.take("size").flatMap { sizeValue($0) }
+            if !dfields.had("file") { error(dnode, "storage.device needs \"file\" (the loop image path)") }
+            if !dfields.had("size") { error(dnode, "storage.device needs \"size\" (e.g. 2GiB)") }
+            finish(&dfields, in: "storage.device")
+            if let file, let size { device = Storage.Device(file: file, size: size) }
+        }
+        if !fields.had("root") { error(node, "storage needs \"root\" (the pool's mount point, e.g. /var/lib/tupp/pool)") }
+        finish(&fields, in: "storage")
+        guard let root else { return nil }
+        return Storage(root: root, device: device)
+    }
+
+    mutating func decodeImage(_ name: String, _ node: Node, into manifest: inout Manifest) {
+        let what = "image \"\(name)\""
+        guard var fields = mapping(node, what) else { return }
+        var sources: [(Node, Image.Source)] = []
+        let kinds = ["busybox", "tar", "oci", "directory"]
+        for kind in kinds {
+            guard let value = fields.take(kind), let text = string(value, "\(what) \(kind)") else { continue }
+            let source: Image.Source
+            switch kind {
+            case "busybox": source = .busybox(path: resolvePath(text))
+            case "tar": source = .tar(path: resolvePath(text))
+            case "directory": source = .directory(path: resolvePath(text))
+            default:
+                // DIR[:TAG]; a tag never contains "/", so split at the last ':' after the last '/'.
+                let (dir, tag) = Self.splitOCIReference(text)
+                if tag?.isEmpty == true { error(value, "empty tag in oci reference \"\(text)\"") }
+                source = .oci(layout: resolvePath(dir), tag: tag)
+            }
+            manifest.sources["images.\(name).source"] = location(value)
+            sources.append((value, source))
+        }
+        if fields.had("registry"), let r = fields.take("registry") {
+            error(r, "registry sources are not supported (tupp works offline); fetch the image into an OCI layout (skopeo copy docker://… oci:DIR:TAG) and use `oci: DIR:TAG`")
+            sources.append((r, .directory(path: "/")))
+        }
+        let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
+        finish(&fields, in: what)
+        if sources.isEmpty {
+            error(node, "\(what) needs a source: one of busybox, tar, oci, directory")
+            return
+        }
+        if sources.count > 1 {
+            error(sources[1].0, "\(what) has more than one source; choose one of busybox, tar, oci, directory")
+            return
+        }
+        manifest.images[name] = Image(name: name, source: sources[0].1, protect: protect)
+    }
+
+    static func splitOCIReference(_ text: String) -> (String, String?) {
+        let afterSlash = text.lastIndex(of: "/").map { text.index(after: $0) } ?? text.startIndex
+        if let colon = text[afterSlash...].lastIndex(of: ":") {
+            return (String(text[..<colon]), String(text[text.index(after: colon)...]))
+        }
+        return (text, nil)
+    }
+
+    mutating func decodeNetwork(_ name: String, _ node: Node, into manifest: inout Manifest) {
+        let what = "network \"\(name)\""
+        guard var fields = mapping(node, what) else { return }
+        let prefix = "networks.\(name)"
+        let bridge = fields.take("bridge").flatMap { n -> String? in
+            manifest.sources["\(prefix).bridge"] = location(n)
+            return string(n, "\(what) bridge")
+        }
+        var subnet: IPv4Network?
+        if let n = fields.take("subnet"), let text = string(n, "\(what) subnet") {
+            manifest.sources["\(prefix).subnet"] = location(n)
+            if let parsed = IPv4Network(text) {
+                subnet = parsed
+            } else if let iface = IPv4Interface(text) {
+                error(n, "subnet \"\(text)\" has host bits set; did you mean \(iface.network)?")
+            } else {
+                error(n, "subnet \"\(text)\" is not an IPv4 CIDR such as 172.17.0.0/16")
+            }
+        }
+        var gateway: IPv4Address?
+        if let n = fields.take("gateway"), let text = string(n, "\(what) gateway") {
+            manifest.sources["\(prefix).gateway"] = location(n)
+            gateway = IPv4Address(text)
+            if gateway == nil { error(n, "gateway \"\(text)\" is not an IPv4 address such as 172.17.0.1") }
+        }
+        var mtu: Int?
+        if let n = fields.take("mtu"), let v = integer(n, "\(what) mtu") {
+            manifest.sources["\(prefix).mtu"] = location(n)
+            if (68...65535).contains(v) { mtu = Int(v) } else { error(n, "mtu \(v) is outside 68…65535") }
+        }
+        let nat = fields.take("nat").flatMap { bool($0, "\(what) nat") } ?? false
+        if bridge == nil && !fields.had("bridge") { error(node, "\(what) needs \"bridge\" (the host bridge device name)") }
+        if subnet == nil && !fields.had("subnet") { error(node, "\(what) needs \"subnet\" (e.g. 172.17.0.0/16)") }
+        finish(&fields, in: what)
+        guard let bridge, let subnet else { return }
+        if fields.had("gateway") && gateway == nil { return }
+        manifest.networks[name] = Network(name: name, bridge: bridge, subnet: subnet, gateway: gateway, mtu: mtu, nat: nat)
+    }
+
+    mutating func decodeContainer(_ name: String, _ node: Node, into manifest: inout Manifest) {
+        let what = "container \"\(name)\""
+        let prefix = "containers.\(name)"
+        guard var fields = mapping(node, what) else { return }
+        var ok = true
+        func note(_ key: String, _ n: Node) { manifest.sources["\(prefix).\(key)"] = location(n) }
+
+        var image: String?
+        if let n = fields.take("image") { note("image", n); image = string(n, "\(what) image") }
+        if image == nil { ok = false; if !fields.had("image") { error(node, "\(what) needs \"image\" (a key of `images`)") } }
+
+        var hostname: String?
+        if let n = fields.take("hostname") { note("hostname", n); hostname = string(n, "\(what) hostname"); if hostname == nil { ok = false } }
+
+        var namespaces = Namespace.defaults
+        if let n = fields.take("namespaces") {
+            note("namespaces", n)
+            if let items = list(n, "\(what) namespaces") {
+                namespaces = []
+                for item in items {
+                    guard let text = string(item, "namespace") else { ok = false; continue }
+                    guard let ns = Namespace(rawValue: text) else {
+                        let supported = Namespace.allCases.map(\.rawValue).joined(separator: ", ")
+                        let hint = ["user", "cgroup", "time"].contains(text) ? " (\(text) namespaces are not supported yet)" : suggestion(text, Namespace.allCases.map(\.rawValue))
+                        error(item, "unknown namespace kind \"\(text)\"\(hint); supported: \(supported)")
+                        ok = false
+                        continue
+                    }
+                    if namespaces.contains(ns) { error(item, "namespace \"\(text)\" is listed twice"); ok = false }
+                    namespaces.append(ns)
+                }
+            } else { ok = false }
+        }
+
+        var mounts: [Mount] = []
+        if let n = fields.take("mounts") {
+            note("mounts", n)
+            if let items = list(n, "\(what) mounts") {
+                for (i, item) in items.enumerated() {
+                    if let m = decodeMount(item, what: "\(what) mounts[\(i)]", path: "\(prefix).mounts[\(i)]", manifest: &manifest) {
+                        mounts.append(m)
+                    } else { ok = false }
+                }
+            } else { ok = false }
+        }
+
+        var attachment: Container.NetworkAttachment?
+        if let n = fields.take("network") {
+            note("network", n)
+            attachment = decodeAttachment(n, what: "\(what) network", path: "\(prefix).network", manifest: &manifest)
+            if attachment == nil { ok = false }
+        }
+
+        var command: [String] = []
+        if let n = fields.take("command") {
+            note("command", n)
+            if case .scalar = n.value, case .string(let s)? = scalar(n) {
+                error(n, "\(what) command must be a list, e.g. [\"/bin/sh\", \"-c\", \"\(s.count > 30 ? String(s.prefix(30)) + "…" : s)\"]")
+                ok = false
+            } else if let items = list(n, "\(what) command") {
+                for item in items {
+                    if let s = string(item, "command argument", allowNumbers: true) {
+                        if s.utf8.contains(0) { error(item, "command arguments cannot contain NUL bytes"); ok = false }
+                        command.append(s)
+                    } else { ok = false }
+                }
+                if items.isEmpty { error(n, "\(what) command is empty; give the program and its arguments"); ok = false }
+            } else { ok = false }
+        } else {
+            error(node, "\(what) needs \"command\" (e.g. [\"/bin/sh\", \"-c\", \"exec sleep infinity\"])")
+            ok = false
+        }
+
+        var env: [(key: String, value: String)] = []
+        if let n = fields.take("env") {
+            note("env", n)
+            if var entries = mapping(n, "\(what) env", allowNull: true) {
+                for (k, v) in entries.all() {
+                    let key = keyText(k)
+                    if key.isEmpty || key.contains("=") || key.utf8.contains(0) {
+                        error(k, "environment variable name \"\(key)\" must be non-empty and contain no '=' or NUL")
+                        ok = false
+                        continue
+                    }
+                    manifest.sources["\(prefix).env.\(key)"] = location(k)
+                    guard let value = string(v, "environment variable \(key)", allowNumbers: true) else { ok = false; continue }
+                    if value.utf8.contains(0) { error(v, "environment values cannot contain NUL bytes"); ok = false }
+                    env.append((key, value))
+                }
+            } else { ok = false }
+        }
+
+        var workdir = "/"
+        if let n = fields.take("workdir") {
+            note("workdir", n)
+            if let w = string(n, "\(what) workdir") { workdir = w } else { ok = false }
+        }
+
+        var restart = RestartPolicy.no
+        if let n = fields.take("restart") {
+            note("restart", n)
+            // `restart: no` is the string "no" here (YAML 1.2); a YAML 1.1 reader makes it
+            // the boolean false, which we accept for the same meaning.
+            if case .bool(false)? = scalar(n) {
+                restart = .no
+            } else if let text = string(n, "\(what) restart") {
+                if let r = RestartPolicy(rawValue: text) { restart = r } else {
+                    error(n, "restart must be one of no, on-failure, always (got \"\(text)\")\(suggestion(text, RestartPolicy.allCases.map(\.rawValue)))")
+                    ok = false
+                }
+            } else { ok = false }
+        }
+
+        var add: [Capability] = [], drop: [Capability] = []
+        if let n = fields.take("capabilities") {
+            note("capabilities", n)
+            if var cfields = mapping(n, "\(what) capabilities") {
+                for (key, into) in [("add", 0), ("drop", 1)] {
+                    guard let ln = cfields.take(key) else { continue }
+                    guard let items = list(ln, "capabilities \(key)") else { ok = false; continue }
+                    for item in items {
+                        guard let text = string(item, "capability") else { ok = false; continue }
+                        guard let cap = Capability.named(text) else {
+                            error(item, "unknown capability \"\(text)\"\(suggestion(text.uppercased().replacingPrefix("CAP_"), Capability.all.map(\.name)))")
+                            ok = false
+                            continue
+                        }
+                        if into == 0 { add.append(cap) } else { drop.append(cap) }
+                    }
+                }
+                finish(&cfields, in: "\(what) capabilities")
+            } else { ok = false }
+        }
+
+        var stopTimeout = 10.0
+        if let n = fields.take("stopTimeout") {
+            note("stopTimeout", n)
+            if let d = duration(n) { stopTimeout = d } else { ok = false }
+        }
+        let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
+        finish(&fields, in: what)
+        guard ok, let image else { return }
+        manifest.containers[name] = Container(
+            name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
+            network: attachment, command: command, env: env, workdir: workdir, restart: restart,
+            capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect)
+    }
+
+    mutating func decodeMount(_ node: Node, what: String, path: String, manifest: inout Manifest) -> Mount? {
+        guard var fields = mapping(node, what) else { return nil }
+        manifest.sources[path] = location(node)
+        var kind: Mount.Kind?
+        if let n = fields.take("type"), let text = string(n, "\(what) type") {
+            kind = Mount.Kind(rawValue: text)
+            if kind == nil { error(n, "mount type must be bind or tmpfs (got \"\(text)\")\(suggestion(text, ["bind", "tmpfs"]))") }
+        } else if !fields.had("type") {
+            error(node, "\(what) needs \"type\" (bind or tmpfs)")
+        }
+        var target: String?
+        if let n = fields.take("target") {
+            manifest.sources["\(path).target"] = location(n)
+            target = string(n, "\(what) target")
+        } else { error(node, "\(what) needs \"target\" (an absolute path inside the container)") }
+        var source: String?
+        if let n = fields.take("source") {
+            manifest.sources["\(path).source"] = location(n)
+            if let s = string(n, "\(what) source") {
+                if kind == .tmpfs { error(n, "tmpfs mounts take no \"source\"") } else { source = resolvePath(s) }
+            }
+        } else if kind == .bind {
+            error(node, "\(what) is a bind mount and needs \"source\" (a host path)")
+        }
+        var options: [String] = []
+        if let n = fields.take("options"), let items = list(n, "\(what) options") {
+            manifest.sources["\(path).options"] = location(n)
+            for item in items {
+                guard let text = string(item, "mount option", allowNumbers: true) else { continue }
+                if let kind, let problem = MountOptions.problem(text, kind: kind) { error(item, problem) }
+                options.append(text)
+            }
+        }
+        let readonly = fields.take("readonly").flatMap { bool($0, "\(what) readonly") } ?? false
+        finish(&fields, in: what)
+        guard let kind, let target, kind == .tmpfs || source != nil else { return nil }
+        return Mount(kind: kind, source: source, target: target, options: options, readonly: readonly)
+    }
+
+    mutating func decodeAttachment(_ node: Node, what: String, path: String, manifest: inout Manifest) -> Container.NetworkAttachment? {
+        guard var fields = mapping(node, what) else { return nil }
+        var attach: String?
+        if let n = fields.take("attach") {
+            manifest.sources["\(path).attach"] = location(n)
+            attach = string(n, "\(what) attach")
+        } else { error(node, "\(what) needs \"attach\" (a key of `networks`)") }
+        var interface = "eth0"
+        if let n = fields.take("interface") {
+            manifest.sources["\(path).interface"] = location(n)
+            if let s = string(n, "\(what) interface") { interface = s }
+        }
+        var address: IPv4Interface?
+        var addressOK = true
+        if let n = fields.take("address") {
+            manifest.sources["\(path).address"] = location(n)
+            if let text = string(n, "\(what) address") {
+                if let iface = IPv4Interface(text) {
+                    address = iface
+                } else if let plain = IPv4Address(text) {
+                    // Prefix length comes from the network's subnet (filled in by the validator).
+                    address = IPv4Interface(address: plain, prefixLength: -1)
+                } else {
+                    error(n, "address \"\(text)\" is not an IPv4 address such as 172.17.42.3/16")
+                    addressOK = false
+                }
+            } else { addressOK = false }
+        }
+        finish(&fields, in: what)
+        guard let attach, addressOK else { return nil }
+        return Container.NetworkAttachment(attach: attach, interface: interface, address: address)
+    }
+
+    // MARK: Typed access
+
+    func scalar(_ node: Node) -> ScalarType? {
+        guard case .scalar(let text, let plain) = node.value else { return nil }
+        return ScalarType.resolve(text, plain: plain, tag: node.tag)
+    }
+
+    func describe(_ node: Node) -> String { node.kindDescription }
+
+    mutating func mapping(_ node: Node, _ what: String, allowNull: Bool = false) -> Fields? {
+        if case .mapping(let items) = node.value { return Fields(items: items) }
+        if allowNull, case .null? = scalar(node) { return Fields(items: []) }
+        error(node, "\(what) must be a mapping, not \(describe(node))")
+        return nil
+    }
+
+    mutating func list(_ node: Node, _ what: String) -> [Node]? {
+        if case .sequence(let items) = node.value { return items }
+        error(node, "\(what) must be a list, not \(describe(node))")
+        return nil
+    }
+
+    mutating func string(_ node: Node, _ what: String, allowNumbers: Bool = false) -> String? {
+        switch scalar(node) {
+        case .string(let s)?: return s
+        case .int?, .float?, .bool?:
+            if allowNumbers, case .scalar(let text, _) = node.value { return text }
+            error(node, "\(what) must be a string, not \(describe(node)) (quote it)")
+        case nil:
+            error(node, "\(what) must be a string, not \(describe(node))")
+        default:
+            error(node, "\(what) must be a string, not \(describe(node)) (quote it)")
+        }
+        return nil
+    }
+
+    mutating func bool(_ node: Node, _ what: String) -> Bool? {
+        if case .bool(let b)? = scalar(node) { return b }
+        error(node, "\(what) must be true or false, not \(describe(node))")
+        return nil
+    }
+
+    mutating func integer(_ node: Node, _ what: String) -> Int64? {
+        if case .int(let i)? = scalar(node) { return i }
+        error(node, "\(what) must be an integer, not \(describe(node))")
+        return nil
+    }
+
+    mutating func path(_ node: Node, _ what: String) -> String? {
+        guard let text = string(node, what) else { return nil }
+        if text.isEmpty { error(node, "\(what) is empty"); return nil }
+        return resolvePath(text)
+    }
+
+    mutating func sizeValue(_ node: Node) -> UInt64? {
+        let text: String
+        switch scalar(node) {
+        case .int(let i)?: text = String(i)
+        case .string(let s)?: text = s
+        default:
+            error(node, "size must be a number of bytes or a size such as 2GiB, not \(describe(node))")
+            return nil
+        }
+        switch Units.parseSize(text) {
+        case .success(let v): return v
+        case .failure(let e): error(node, e.message); return nil
+        }
+    }
+
+    mutating func duration(_ node: Node) -> Double? {
+        let text: String
+        switch scalar(node) {
+        case .int(let i)?: text = String(i)
+        case .float(let f)?: text = String(f)
+        case .string(let s)?: text = s
+        default:
+            error(node, "duration must be like 10s, 500ms or 1m, not \(describe(node))")
+            return nil
+        }
+        switch Units.parseDuration(text) {
+        case .success(let v): return v
+        case .failure(let e): error(node, e.message); return nil
+        }
+    }
+
+    func keyText(_ node: Node) -> String {
+        if case .scalar(let text, _) = node.value { return text }
+        return ""
+    }
+
+    func resolvePath(_ text: String) -> String {
+        Self.normalize(text.hasPrefix("/") ? text : baseDirectory + "/" + text)
+    }
+
+    static func normalize(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast(); continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    /// Reports keys nobody took, with a "did you mean".
+    mutating func finish(_ fields: inout Fields, in what: String) {
+        for (key, _) in fields.remaining() {
+            let name = keyText(key)
+            error(key, "unknown key \"\(name)\" in \(what)\(suggestion(name, fields.taken))")
+        }
+    }
+
+    func suggestion(_ word: String, _ candidates: [String]) -> String {
+        guard let best = Suggest.closest(to: word, in: candidates) else { return "" }
+        return "; did you mean \"\(best)\"?"
+    }
+}
+
+/// A mapping's entries, tracking which keys the decoder understood.
+struct Fields {
+    private var items: [(key: Node, value: Node)]
+    private var used: Set<Int> = []
+    private(set) var taken: [String] = []
+
+    init(items: [(key: Node, value: Node)]) { self.items = items }
+
+    mutating func take(_ key: String) -> Node? {
+        taken.append(key)
+        guard let i = items.firstIndex(where: { if case .scalar(key, _) = $0.key.value { true } else { false } }) else { return nil }
+        used.insert(i)
+        return items[i].value
+    }
+
+    func had(_ key: String) -> Bool {
+        items.contains { if case .scalar(key, _) = $0.key.value { true } else { false } }
+    }
+
+    mutating func all() -> [(key: Node, value: Node)] {
+        used = Set(items.indices)
+        return items
+    }
+
+    func remaining() -> [(key: Node, value: Node)] {
+        items.enumerated().filter { !used.contains($0.offset) }.map(\.element)
+    }
+}
+
+/// "Did you mean": the closest candidate by edit distance, if close enough.
+enum Suggest {
+    static func closest(to word: String, in candidates: [String]) -> String? {
+        let w = Array(word.lowercased())
+        var best: (String, Int)?
+        for candidate in candidates {
+            let d = distance(w, Array(candidate.lowercased()))
+            let limit = max(1, min(3, candidate.count / 3))
+            if d <= limit, best == nil || d < best!.1 { best = (candidate, d) }
+        }
+        return best?.0
+    }
+
+    static func distance(_ a: [Character], _ b: [Character]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        for (i, ca) in a.enumerated() {
+            var current = [i + 1]
+            for (j, cb) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}
+
+extension String {
+    func replacingPrefix(_ prefix: String) -> String {
+        hasPrefix(prefix) ? String(dropFirst(prefix.count)) : self
+    }
+}

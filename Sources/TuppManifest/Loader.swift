@@ -1,0 +1,151 @@
+import Glibc
+
+/// Manifest files read, merged and validated.
+public struct LoadedManifest: Sendable {
+    public var manifest: Manifest
+    /// The files read, in order, with their bytes (for diagnostics and digests).
+    public var files: [(path: String, bytes: [UInt8])]
+}
+
+/// Reads manifests from files and directories.
+public enum ManifestLoader {
+    public struct Failure: Error, Sendable {
+        public var diagnostics: [Diagnostic]
+        /// Source bytes by file, to print the offending lines.
+        public var sources: [String: [UInt8]]
+
+        /// Every diagnostic with its source line and caret.
+        public func rendered() -> String {
+            diagnostics.map { $0.rendered(source: sources[$0.file]) }.joined(separator: "\n")
+        }
+    }
+
+    /// `paths`: files, or directories meaning every *.yaml / *.yml in them (sorted,
+    /// not recursive). Empty → ./tupperware.yaml.
+    public static func load(_ paths: [String], limits: YAMLLimits = YAMLLimits()) -> Result<LoadedManifest, Failure> {
+        var files: [(String, [UInt8])] = []
+        var diagnostics: [Diagnostic] = []
+        for path in expand(paths.isEmpty ? ["tupperware.yaml"] : paths, diagnostics: &diagnostics) {
+            switch readFile(path, limit: limits.maxBytes) {
+            case .success(let bytes): files.append((path, bytes))
+            case .failure(let d): diagnostics.append(d)
+            }
+        }
+        var sources: [String: [UInt8]] = [:]
+        for (path, bytes) in files { sources[path] = bytes }
+        guard diagnostics.isEmpty else { return .failure(Failure(diagnostics: diagnostics, sources: sources)) }
+        if files.isEmpty {
+            return .failure(Failure(diagnostics: [Diagnostic(file: paths.first ?? ".", mark: Mark(line: 1, column: 1),
+                                                             "no *.yaml or *.yml files found")], sources: [:]))
+        }
+        return load(files: files, limits: limits)
+    }
+
+    /// Parses in-memory files (path used for messages and relative paths).
+    public static func load(files: [(path: String, bytes: [UInt8])], limits: YAMLLimits = YAMLLimits()) -> Result<LoadedManifest, Failure> {
+        var manifest = Manifest()
+        var diagnostics: [Diagnostic] = []
+        var sources: [String: [UInt8]] = [:]
+        for (path, bytes) in files {
+            sources[path] = bytes
+            let base = directory(of: path)
+            do {
+                let documents = try YAMLReader.documents(bytes, limits: limits)
+                if documents.isEmpty || documents.allSatisfy({ $0.node == nil }) && documents.count <= 1 {
+                    diagnostics.append(Diagnostic(file: path, mark: Mark(line: 1, column: 1),
+                                                  "empty manifest: it needs at least `version: 1`"))
+                    continue
+                }
+                var decoder = DocumentDecoder(file: path, baseDirectory: base)
+                for document in documents {
+                    decoder.decode(document.node, into: &manifest, documentMark: document.mark)
+                }
+                diagnostics += decoder.diagnostics
+            } catch {
+                diagnostics.append(Diagnostic(file: path, mark: error.mark, error.message))
+            }
+        }
+        // Whole-manifest checks run on whatever decoded cleanly, so one pass reports
+        // everything; references to names that failed to decode are not reported twice.
+        var validator = Validator(manifest)
+        manifest = validator.run()
+        diagnostics += validator.diagnostics
+        guard diagnostics.isEmpty else {
+            diagnostics.sort { ($0.file, $0.mark) < ($1.file, $1.mark) }
+            return .failure(Failure(diagnostics: diagnostics, sources: sources))
+        }
+        return .success(LoadedManifest(manifest: manifest, files: files))
+    }
+
+    static func expand(_ paths: [String], diagnostics: inout [Diagnostic]) -> [String] {
+        var out: [String] = []
+        for path in paths {
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                diagnostics.append(Diagnostic(file: path, mark: Mark(line: 1, column: 1),
+                                              "cannot read manifest: \(String(cString: strerror(errno)))"))
+                continue
+            }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                let entries = listDirectory(path).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+                out += entries.sorted().map { path.hasSuffix("/") ? path + $0 : path + "/" + $0 }
+            } else {
+                out.append(path)
+            }
+        }
+        return out
+    }
+
+    static func listDirectory(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if !name.hasPrefix(".") { names.append(name) }
+        }
+        return names
+    }
+
+    static func readFile(_ path: String, limit: Int) -> Result<[UInt8], Diagnostic> {
+        let mark = Mark(line: 1, column: 1)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            return .failure(Diagnostic(file: path, mark: mark, "cannot read manifest: \(String(cString: strerror(errno)))"))
+        }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) == 0, st.st_size > limit {
+            return .failure(Diagnostic(file: path, mark: mark, "file is \(st.st_size) bytes; manifests are limited to \(limit) bytes"))
+        }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failure(Diagnostic(file: path, mark: mark, "cannot read manifest: \(String(cString: strerror(errno)))"))
+            }
+            if n == 0 { break }
+            bytes += buffer[0..<n]
+            if bytes.count > limit {
+                return .failure(Diagnostic(file: path, mark: mark, "file is larger than \(limit) bytes; manifests are limited to \(limit) bytes"))
+            }
+        }
+        return .success(bytes)
+    }
+
+    /// Absolute directory of a manifest path, for relative paths inside it.
+    static func directory(of path: String) -> String {
+        var absolute = path
+        if !path.hasPrefix("/") {
+            var buffer = [CChar](repeating: 0, count: 4096)
+            if getcwd(&buffer, buffer.count) != nil {
+                let cwd = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                absolute = cwd + "/" + path
+            }
+        }
+        guard let slash = absolute.lastIndex(of: "/") else { return "/" }
+        return slash == absolute.startIndex ? "/" : String(absolute[..<slash])
+    }
+}

@@ -1,0 +1,236 @@
+/// The desired state a set of manifest files declares (MANIFEST.md, format v1).
+/// Several files and documents merge into one `Manifest`; names are global.
+public struct Manifest: Sendable, Equatable {
+    public var storage: Storage?
+    public var images: [String: Image] = [:]
+    public var networks: [String: Network] = [:]
+    public var containers: [String: Container] = [:]
+    /// Where each element came from, keyed by path ("containers.web.hostname").
+    public var sources = SourceMap()
+
+    public init() {}
+}
+
+/// The btrfs pool that holds images/ and containers/.
+public struct Storage: Sendable, Equatable {
+    public var root: String
+    public var device: Device?
+
+    public init(root: String, device: Device? = nil) {
+        self.root = root
+        self.device = device
+    }
+
+    /// A loop-mounted image file backing the pool.
+    public struct Device: Sendable, Equatable {
+        public var file: String
+        public var size: UInt64
+
+        public init(file: String, size: UInt64) {
+            self.file = file
+            self.size = size
+        }
+    }
+}
+
+public struct Image: Sendable, Equatable {
+    public enum Source: Sendable, Equatable, CustomStringConvertible {
+        /// A static busybox binary, installed with one symlink per applet.
+        case busybox(path: String)
+        /// A rootfs tarball (plain, gzip, zstd, xz), e.g. `docker export` output.
+        case tar(path: String)
+        /// An OCI image layout directory and an optional tag (ref name).
+        case oci(layout: String, tag: String?)
+        /// A directory tree, copied.
+        case directory(path: String)
+
+        public var kind: String {
+            switch self {
+            case .busybox: "busybox"
+            case .tar: "tar"
+            case .oci: "oci"
+            case .directory: "directory"
+            }
+        }
+
+        public var location: String {
+            switch self {
+            case .busybox(let p), .tar(let p), .directory(let p): p
+            case .oci(let layout, let tag): tag.map { "\(layout):\($0)" } ?? layout
+            }
+        }
+
+        public var description: String { "\(kind): \(location)" }
+    }
+
+    public var name: String
+    public var source: Source
+    public var protect: Bool
+
+    public init(name: String, source: Source, protect: Bool = false) {
+        self.name = name
+        self.source = source
+        self.protect = protect
+    }
+}
+
+public struct Network: Sendable, Equatable {
+    public var name: String
+    /// Host bridge device name.
+    public var bridge: String
+    public var subnet: IPv4Network
+    /// The bridge's address; containers route through it.
+    public var gateway: IPv4Address
+    public var mtu: Int?
+    /// Masquerade the subnet's traffic leaving the host (nftables) and enable forwarding.
+    public var nat: Bool
+
+    public init(name: String, bridge: String, subnet: IPv4Network, gateway: IPv4Address? = nil, mtu: Int? = nil, nat: Bool = false) {
+        self.name = name
+        self.bridge = bridge
+        self.subnet = subnet
+        self.gateway = gateway ?? subnet.firstHost
+        self.mtu = mtu
+        self.nat = nat
+    }
+}
+
+public enum Namespace: String, CaseIterable, Sendable, Comparable {
+    case mount, uts, ipc, net, pid
+
+    /// The seed's `unshare --mount --uts --ipc --net --pid`.
+    public static let defaults: [Namespace] = [.mount, .uts, .ipc, .net, .pid]
+
+    public static func < (a: Namespace, b: Namespace) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+public enum RestartPolicy: String, Sendable, CaseIterable {
+    case no
+    case onFailure = "on-failure"
+    case always
+}
+
+public struct Mount: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable { case bind, tmpfs }
+
+    public var kind: Kind
+    /// Host path for bind mounts; nil for tmpfs.
+    public var source: String?
+    public var target: String
+    public var options: [String]
+    public var readonly: Bool
+
+    public init(kind: Kind, source: String? = nil, target: String, options: [String] = [], readonly: Bool = false) {
+        self.kind = kind
+        self.source = source
+        self.target = target
+        self.options = options
+        self.readonly = readonly
+    }
+}
+
+public struct Container: Sendable, Equatable {
+    public struct NetworkAttachment: Sendable, Equatable {
+        /// A key of `networks`.
+        public var attach: String
+        /// Interface name inside the container.
+        public var interface: String
+        /// nil: allocated from the subnet, stable across applies.
+        public var address: IPv4Interface?
+
+        public init(attach: String, interface: String = "eth0", address: IPv4Interface? = nil) {
+            self.attach = attach
+            self.interface = interface
+            self.address = address
+        }
+    }
+
+    public var name: String
+    public var image: String
+    public var hostname: String?
+    public var namespaces: [Namespace]
+    public var mounts: [Mount]
+    public var network: NetworkAttachment?
+    public var command: [String]
+    /// Ordered as written.
+    public var env: [(key: String, value: String)]
+    public var workdir: String
+    public var restart: RestartPolicy
+    public var capabilitiesAdd: [Capability]
+    public var capabilitiesDrop: [Capability]
+    /// Seconds between SIGTERM and SIGKILL when stopping.
+    public var stopTimeout: Double
+    public var protect: Bool
+
+    public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
+                mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String],
+                env: [(key: String, value: String)] = [], workdir: String = "/", restart: RestartPolicy = .no,
+                capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
+                stopTimeout: Double = 10, protect: Bool = false) {
+        self.name = name
+        self.image = image
+        self.hostname = hostname
+        self.namespaces = namespaces
+        self.mounts = mounts
+        self.network = network
+        self.command = command
+        self.env = env
+        self.workdir = workdir
+        self.restart = restart
+        self.capabilitiesAdd = capabilitiesAdd
+        self.capabilitiesDrop = capabilitiesDrop
+        self.stopTimeout = stopTimeout
+        self.protect = protect
+    }
+
+    /// The hostname the container gets: the declared one, else its name — when it has
+    /// its own UTS namespace.
+    public var effectiveHostname: String? {
+        namespaces.contains(.uts) ? (hostname ?? name) : nil
+    }
+
+    /// The capability set the command runs with: the default set adjusted by add/drop.
+    public var effectiveCapabilities: [Capability] {
+        var set = Set(Capability.defaults)
+        set.formUnion(capabilitiesAdd)
+        set.subtract(capabilitiesDrop)
+        return set.sorted()
+    }
+
+    public static func == (a: Container, b: Container) -> Bool {
+        a.name == b.name && a.image == b.image && a.hostname == b.hostname && a.namespaces == b.namespaces
+            && a.mounts == b.mounts && a.network == b.network && a.command == b.command
+            && a.env.map(\.key) == b.env.map(\.key) && a.env.map(\.value) == b.env.map(\.value)
+            && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
+            && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
+    }
+}
+
+/// Where manifest elements came from, for errors that point at them.
+public struct SourceMap: Sendable, Equatable {
+    public struct Location: Sendable, Equatable {
+        public var file: String
+        public var mark: Mark
+    }
+
+    private var locations: [String: Location] = [:]
+
+    public init() {}
+
+    public subscript(path: String) -> Location? {
+        get { locations[path] }
+        set { locations[path] = newValue }
+    }
+
+    /// The location of `path`, or of its nearest recorded parent.
+    public func nearest(_ path: String) -> Location? {
+        var p = Substring(path)
+        while true {
+            if let l = locations[String(p)] { return l }
+            guard let cut = p.lastIndex(where: { $0 == "." || $0 == "[" }) else { return nil }
+            p = p[..<cut]
+        }
+    }
+}

@@ -1,0 +1,46 @@
+/// Name rules the kernel and DNS impose.
+public enum Names {
+    /// A DNS label (RFC 1123): 1–63 of a–z, 0–9, '-', not starting or ending with '-'.
+    /// Used for container, image and network names: they become hostnames, paths and
+    /// parts of link names.
+    public static func dnsLabelProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if name.utf8.count > 63 { return "is longer than 63 characters" }
+        if !name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }) {
+            return "may contain only lowercase letters, digits and '-'"
+        }
+        if name.hasPrefix("-") || name.hasSuffix("-") { return "may not start or end with '-'" }
+        return nil
+    }
+
+    /// A hostname per RFC 1123: dot-separated labels of letters, digits and '-', at
+    /// most 64 bytes (the kernel's HOST_NAME_MAX).
+    public static func hostnameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if name.utf8.count > 64 { return "is \(name.utf8.count) bytes; the kernel allows 64" }
+        for label in name.split(separator: ".", omittingEmptySubsequences: false) {
+            if label.isEmpty { return "has an empty label (\"..\" or a leading/trailing dot)" }
+            if label.utf8.count > 63 { return "has a label longer than 63 characters" }
+            if !label.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) {
+                return "may contain only letters, digits, '-' and '.'"
+            }
+            if label.hasPrefix("-") || label.hasSuffix("-") { return "has a label starting or ending with '-'" }
+        }
+        return nil
+    }
+
+    /// A network interface name the kernel accepts (dev_valid_name): 1–15 bytes, not
+    /// "." or "..", no '/', ':' or whitespace.
+    public static func interfaceProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if name.utf8.count > 15 { return "is \(name.utf8.count) bytes; the kernel allows 15" }
+        if name == "." || name == ".." { return "may not be \".\" or \"..\"" }
+        if name.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) {
+            return "may not contain '/', ':' or whitespace"
+        }
+        if !name.allSatisfy({ $0.isASCII && !$0.isNewline && $0.asciiValue! > 32 && $0.asciiValue! < 127 }) {
+            return "must be printable ASCII"
+        }
+        return nil
+    }
+}

@@ -1,0 +1,298 @@
+/// What apply will do, and why.
+public struct Plan: Sendable, Equatable {
+    public enum Action: String, Sendable, Equatable, Codable {
+        case create, update, replace, delete, noop = "no-op"
+
+        /// Terraform's JSON action lists: replace is delete then create.
+        public var jsonActions: [String] {
+            switch self {
+            case .create: ["create"]
+            case .update: ["update"]
+            case .replace: ["delete", "create"]
+            case .delete: ["delete"]
+            case .noop: ["no-op"]
+            }
+        }
+    }
+
+    /// One reason behind an action: a field that changes, or a condition of the live object.
+    public struct Reason: Sendable, Equatable {
+        /// The attribute path, when the reason is a changed attribute.
+        public var path: String?
+        public var before: Value?
+        public var after: Value?
+        public var message: String?
+        public var effect: ChangeEffect
+
+        public init(path: String? = nil, before: Value? = nil, after: Value? = nil, message: String? = nil, effect: ChangeEffect) {
+            self.path = path
+            self.before = before
+            self.after = after
+            self.message = message
+            self.effect = effect
+        }
+
+        public var forcesReplacement: Bool { effect == .replace }
+    }
+
+    public struct ResourceChange: Sendable, Equatable {
+        public var address: ResourceAddress
+        public var action: Action
+        public var before: [String: Value]?
+        public var after: [String: Value]?
+        public var reasons: [Reason]
+        /// The strongest effect among the reasons (for updates: in place or a restart).
+        public var effect: ChangeEffect?
+        /// A note printed under the resource ("not in manifest", "the writable snapshot is discarded").
+        public var notes: [String]
+
+        public init(address: ResourceAddress, action: Action, before: [String: Value]?, after: [String: Value]?,
+                    reasons: [Reason] = [], effect: ChangeEffect? = nil, notes: [String] = []) {
+            self.address = address
+            self.action = action
+            self.before = before
+            self.after = after
+            self.reasons = reasons
+            self.effect = effect
+            self.notes = notes
+        }
+    }
+
+    /// Every resource, changed or not, in execution order: deletes (containers first),
+    /// then creates/updates/replaces in dependency order.
+    public var changes: [ResourceChange]
+    public var drift: [Drift]
+    /// Blocking problems: the plan cannot be applied.
+    public var errors: [String]
+    public var warnings: [String]
+
+    public init(changes: [ResourceChange] = [], drift: [Drift] = [], errors: [String] = [], warnings: [String] = []) {
+        self.changes = changes
+        self.drift = drift
+        self.errors = errors
+        self.warnings = warnings
+    }
+
+    public var actionable: [ResourceChange] { changes.filter { $0.action != .noop } }
+    public var hasChanges: Bool { !actionable.isEmpty }
+
+    public struct Summary: Sendable, Equatable {
+        public var add = 0, change = 0, replace = 0, destroy = 0
+    }
+
+    public var summary: Summary {
+        var s = Summary()
+        for c in changes {
+            switch c.action {
+            case .create: s.add += 1
+            case .update: s.change += 1
+            case .replace: s.replace += 1
+            case .delete: s.destroy += 1
+            case .noop: break
+            }
+        }
+        return s
+    }
+}
+
+public struct PlanOptions: Sendable {
+    /// Delete owned resources that left the manifest.
+    public var prune = true
+    /// Plan the removal of everything declared (tupp destroy).
+    public var destroy = false
+    /// With `destroy`: also delete the pool's image file.
+    public var includeStorage = false
+
+    public init(prune: Bool = true, destroy: Bool = false, includeStorage: Bool = false) {
+        self.prune = prune
+        self.destroy = destroy
+        self.includeStorage = includeStorage
+    }
+}
+
+/// The pure planner: desired + observed → plan. No I/O, no system modules.
+public enum Planner {
+    public static func plan(desired: [DesiredResource], observed: ObservedState, options: PlanOptions = PlanOptions()) -> Plan {
+        var plan = Plan(drift: observed.resources.values.flatMap(\.drift).sorted { ($0.address, $0.message) < ($1.address, $1.message) },
+                        errors: observed.problems)
+        let desiredByAddress = Dictionary(desired.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
+        var changes: [ResourceAddress: Plan.ResourceChange] = [:]
+
+        if options.destroy {
+            for d in desired {
+                guard let o = observed.resources[d.address] else { continue }
+                if d.address.kind == .pool {
+                    changes[d.address] = poolTeardown(o, includeStorage: options.includeStorage)
+                    continue
+                }
+                guard o.owned else { continue }
+                if d.protect || o.protect {
+                    plan.errors.append("\(d.address) is protected (protect: true); remove the flag and apply before destroying it")
+                    changes[d.address] = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: o.attributes)
+                    continue
+                }
+                changes[d.address] = Plan.ResourceChange(address: d.address, action: .delete, before: o.attributes, after: nil)
+            }
+            return finish(plan, changes)
+        }
+
+        // Creates, updates, replaces — in dependency order so replacements propagate.
+        for d in desired.sorted(by: { $0.address < $1.address }) {
+            let o = observed.resources[d.address]
+            var change = diff(d, o, errors: &plan.errors)
+            if change.action != .create && change.action != .delete && (o?.owned ?? false || d.address.kind == .pool) {
+                // A replaced image forces replacement of the containers built from it; a
+                // replaced or new network re-plugs its containers in place.
+                for dep in d.dependencies {
+                    guard let depChange = changes[dep] else { continue }
+                    if dep.kind == .image && depChange.action == .replace {
+                        change.reasons.append(Plan.Reason(message: "\(dep) is replaced", effect: .replace))
+                    } else if dep.kind == .network && (depChange.action == .replace || depChange.action == .create) {
+                        change.reasons.append(Plan.Reason(message: "\(dep) is \(depChange.action == .replace ? "replaced" : "created"): plugged again", effect: .inPlace))
+                    }
+                }
+                settle(&change, protect: d.protect || (o?.protect ?? false), errors: &plan.errors)
+            }
+            changes[d.address] = change
+        }
+
+        // Orphans: owned resources that left the manifest.
+        for (address, o) in observed.resources where desiredByAddress[address] == nil && o.owned {
+            if address.kind == .pool {
+                plan.warnings.append("pool.\(address.name) is no longer declared; it is left as is (tupp never deletes a pool implicitly)")
+                continue
+            }
+            if !options.prune {
+                plan.warnings.append("\(address) is not in the manifest; kept because of --no-prune")
+                continue
+            }
+            if o.protect {
+                plan.warnings.append("\(address) is not in the manifest but protected (protect: true); kept")
+                continue
+            }
+            changes[address] = Plan.ResourceChange(address: address, action: .delete, before: o.attributes, after: nil,
+                                                   notes: ["not in manifest"])
+        }
+        // An image still used by a container that stays cannot be deleted.
+        for (address, change) in changes where address.kind == .image && change.action == .delete {
+            let users = desired.filter { $0.dependencies.contains(address) }.map(\.address.name).sorted()
+            if !users.isEmpty {
+                plan.errors.append("\(address) is not in the manifest but container(s) \(users.joined(separator: ", ")) still use it")
+            }
+        }
+        return finish(plan, changes)
+    }
+
+    /// Desired vs observed for one resource.
+    static func diff(_ d: DesiredResource, _ o: ObservedResource?, errors: inout [String]) -> Plan.ResourceChange {
+        guard let o else {
+            return Plan.ResourceChange(address: d.address, action: .create, before: nil, after: d.attributes)
+        }
+        if !o.owned && d.address.kind != .pool {
+            errors.append("\(d.address) exists on the host but was not created by tupp; remove it or choose another name")
+            return Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes)
+        }
+        var change = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes)
+        for path in d.attributes.keys.sorted() where o.attributes[path] != d.attributes[path] {
+            change.reasons.append(Plan.Reason(path: path, before: o.attributes[path], after: d.attributes[path],
+                                              effect: AttributeEffects.effect(d.address.kind, path)))
+        }
+        // Attributes that were set and are no longer declared (an env var removed, say).
+        for path in o.attributes.keys.sorted() where d.attributes[path] == nil && removable(d.address.kind, path) {
+            change.reasons.append(Plan.Reason(path: path, before: o.attributes[path], after: nil,
+                                              effect: AttributeEffects.effect(d.address.kind, path)))
+        }
+        if d.protect != o.protect {
+            change.reasons.append(Plan.Reason(path: "protect", before: .bool(o.protect), after: .bool(d.protect), effect: .inPlace))
+        }
+        for condition in o.conditions {
+            change.reasons.append(Plan.Reason(message: condition.message, effect: condition.effect))
+        }
+        if d.address.kind == .pool { checkPool(d, o, &change, errors: &errors) }
+        return change
+    }
+
+    /// Only attributes the manifest can omit count as removed when missing.
+    static func removable(_ kind: ResourceKind, _ path: String) -> Bool {
+        switch kind {
+        case .container: path.hasPrefix("env.") || path.hasPrefix("network.") || path == "mounts" || path == "hostname"
+        case .network: path == "mtu"
+        default: false
+        }
+    }
+
+    static func checkPool(_ d: DesiredResource, _ o: ObservedResource, _ change: inout Plan.ResourceChange, errors: inout [String]) {
+        for reason in change.reasons {
+            switch reason.path {
+            case "root"?, "device.file"?:
+                if reason.before != nil {
+                    errors.append("pool.\(d.address.name): changing storage.\(reason.path!) (\(reason.before!) → \(reason.after.map(\.description) ?? "none")) would abandon the existing pool; run `tupp destroy --include-storage` with the old manifest first")
+                }
+            case "device.size"?:
+                if case .int(let old)? = reason.before, case .int(let new)? = reason.after, new < old {
+                    errors.append("pool.\(d.address.name): shrinking storage.device.size from \(old) to \(new) bytes is refused (btrfs data could be lost); grow it or keep the size")
+                }
+            default: break
+            }
+        }
+        // A pool is grown or remounted, never replaced.
+        change.reasons = change.reasons.map { r in
+            var r = r
+            if r.effect == .replace { r.effect = .inPlace }
+            return r
+        }
+    }
+
+    /// Sets the action from the strongest reason; refuses to replace protected resources.
+    static func settle(_ change: inout Plan.ResourceChange, protect: Bool, errors: inout [String]) {
+        guard change.action != .create && change.action != .delete else { return }
+        let strongest = change.reasons.map(\.effect).max()
+        change.effect = strongest
+        switch strongest {
+        case nil: change.action = .noop
+        case .replace?:
+            if protect {
+                let why = change.reasons.filter(\.forcesReplacement).map(describe).joined(separator: "; ")
+                errors.append("\(change.address) is protected (protect: true) but must be replaced (\(why)); remove the flag in a separate apply first")
+            }
+            change.action = .replace
+        default: change.action = .update
+        }
+        if change.action == .replace && change.address.kind == .container && !change.notes.contains(snapshotNote(change.address)) {
+            change.notes.append(snapshotNote(change.address))
+        }
+    }
+
+    static func snapshotNote(_ address: ResourceAddress) -> String {
+        "the writable snapshot containers/\(address.name) is discarded: changes made inside the container are lost"
+    }
+
+    static func describe(_ r: Plan.Reason) -> String {
+        if let path = r.path { return "\(path): \(r.before.map(\.description) ?? "none") → \(r.after.map(\.description) ?? "none")" }
+        return r.message ?? ""
+    }
+
+    static func poolTeardown(_ o: ObservedResource, includeStorage: Bool) -> Plan.ResourceChange {
+        var change = Plan.ResourceChange(address: o.address, action: .delete, before: o.attributes, after: nil)
+        if case .string(let file)? = o.attributes["device.file"] {
+            change.notes.append(includeStorage ? "unmounted, and \(file) is deleted with all its data"
+                                               : "unmounted; \(file) and its data are kept (add --include-storage to delete it)")
+        } else {
+            change.notes.append("tupp's directories are left on the existing btrfs filesystem")
+            if !includeStorage { change.action = .noop }
+        }
+        return change
+    }
+
+    /// Orders changes for execution: deletes first (containers, networks, images, pool),
+    /// then everything else in dependency order.
+    static func finish(_ plan: Plan, _ changes: [ResourceAddress: Plan.ResourceChange]) -> Plan {
+        var plan = plan
+        let deletes = changes.values.filter { $0.action == .delete }.sorted { a, b in
+            a.address.kind != b.address.kind ? a.address.kind > b.address.kind : a.address.name < b.address.name
+        }
+        let rest = changes.values.filter { $0.action != .delete }.sorted { $0.address < $1.address }
+        plan.changes = deletes + rest
+        return plan
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Glibc
+import TuppManifest
+
+@main
+struct Tupp: AsyncParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "tupp",
+        abstract: "Declarative Linux containers: a manifest, planned against the live kernel and applied.",
+        discussion: """
+            tupp reads a YAML manifest (images, a btrfs pool, networks, containers), compares it \
+            with what the host shows right now, and makes the host match.
+
+            Examples:
+              tupp validate manifests/               check every manifest in a directory
+              tupp plan tupperware.yaml              show what apply would change
+              tupp apply tupperware.yaml             make the host match the manifest
+              tupp exec -t tupperware sh             a shell inside the container
+              tupp destroy tupperware.yaml           remove everything the manifest declares
+
+            Without a file argument, tupp reads ./tupperware.yaml.
+            """,
+        version: version,
+        subcommands: [Validate.self]
+    )
+}
+
+/// Options every subcommand shares.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .customLong("state-dir"),
+            help: ArgumentHelp("Where tupp keeps its records (env TUPP_STATE_DIR; default /var/lib/tupp).",
+                               valueName: "dir"))
+    var stateDirOption: String?
+
+    var stateDirectory: String {
+        if let stateDirOption { return stateDirOption }
+        if let env = getenv("TUPP_STATE_DIR"), env.pointee != 0 { return String(cString: env) }
+        return "/var/lib/tupp"
+    }
+}
+
+/// Writes to stderr.
+func printError(_ text: String) {
+    var line = text
+    if !line.hasSuffix("\n") { line += "\n" }
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+/// Loads manifests or prints their diagnostics and exits 1.
+func loadManifests(_ paths: [String]) throws -> LoadedManifest {
+    switch ManifestLoader.load(paths) {
+    case .success(let loaded): return loaded
+    case .failure(let failure):
+        printError(failure.rendered())
+        let count = failure.diagnostics.count
+        printError("\(count) error\(count == 1 ? "" : "s") in the manifest\(paths.count > 1 ? "s" : "").")
+        throw ExitCode(1)
+    }
+}
