@@ -87,7 +87,7 @@ let package = Package(
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
         .target(name: "TuppTestSupport", dependencies: ["TuppSystem"], path: "Tests/TuppTestSupport", swiftSettings: strict),
-        .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppTestSupport"], exclude: ["Invalid"], swiftSettings: strict),
         .testTarget(name: "TuppPlanTests", dependencies: ["TuppPlan", "TuppManifest",
                                                          .product(name: "PropertyBased", package: "swift-property-based")],
                     swiftSettings: strict),

@@ -25,7 +25,7 @@ struct DocumentDecoder {
     // MARK: Document
 
     mutating func decode(_ root: Node?, into manifest: inout Manifest, documentMark: Mark) {
-        guard let root else {
+        guard let root, !isNull(root) else {
             error(documentMark, "empty document: a manifest needs at least `version: 1`")
             return
         }
@@ -38,12 +38,19 @@ struct DocumentDecoder {
         } else {
             error(root, "missing required key \"version\" (add `version: 1`)")
         }
+        // A name may be declared in several files when every declaration is identical, so
+        // each example file can stand alone and a directory of them still forms one state.
         if let node = fields.take("storage") {
-            if let previous = manifest.sources["storage"] {
-                error(node, "storage is already declared at \(previous.file):\(previous.mark); there is one pool per host")
-            } else if let storage = decodeStorage(node) {
-                manifest.storage = storage
-                manifest.sources["storage"] = location(node)
+            let previous = manifest.sources["storage"]
+            if previous == nil { manifest.sources["storage"] = location(node) }
+            if let storage = decodeStorage(node) {
+                if let previous {
+                    if manifest.storage != storage {
+                        error(node, "storage is already declared differently at \(previous.file):\(previous.mark); there is one pool per host")
+                    }
+                } else {
+                    manifest.storage = storage
+                }
             }
         }
         for kind in ["images", "networks", "containers"] {
@@ -51,23 +58,43 @@ struct DocumentDecoder {
             for (keyNode, value) in entries.all() {
                 let name = keyText(keyNode)
                 let path = "\(kind).\(name)"
-                if let previous = manifest.sources[path] {
-                    error(keyNode, "\(kind.dropLast()) \"\(name)\" is already declared at \(previous.file):\(previous.mark); names are global across files")
+                let singular = String(kind.dropLast())
+                let previous = manifest.sources[path]
+                if previous == nil {
+                    manifest.sources[path] = location(keyNode)
+                    if let problem = Names.dnsLabelProblem(name) {
+                        error(keyNode, "\(singular) name \"\(name)\" \(problem) (names are DNS labels: lowercase letters, digits, '-')")
+                    }
+                }
+                // A repeated declaration is decoded on the side and compared; the first
+                // declaration's values and locations stand.
+                guard let previous else {
+                    decodeEntry(kind, name, value, into: &manifest)
                     continue
                 }
-                manifest.sources[path] = location(keyNode)
-                let singular = String(kind.dropLast())
-                if let problem = Names.dnsLabelProblem(name) {
-                    error(keyNode, "\(singular) name \"\(name)\" \(problem) (names are DNS labels: lowercase letters, digits, '-')")
-                }
+                var scratch = Manifest()
+                let errorsBefore = diagnostics.count
+                decodeEntry(kind, name, value, into: &scratch)
+                let same: Bool
                 switch kind {
-                case "images": decodeImage(name, value, into: &manifest)
-                case "networks": decodeNetwork(name, value, into: &manifest)
-                default: decodeContainer(name, value, into: &manifest)
+                case "images": same = scratch.images[name] == manifest.images[name]
+                case "networks": same = scratch.networks[name] == manifest.networks[name]
+                default: same = scratch.containers[name] == manifest.containers[name]
+                }
+                if !same && diagnostics.count == errorsBefore {
+                    error(keyNode, "\(singular) \"\(name)\" is already declared differently at \(previous.file):\(previous.mark); names are global across files, so declarations must match")
                 }
             }
         }
         finish(&fields, in: "the manifest")
+    }
+
+    mutating func decodeEntry(_ kind: String, _ name: String, _ value: Node, into manifest: inout Manifest) {
+        switch kind {
+        case "images": decodeImage(name, value, into: &manifest)
+        case "networks": decodeNetwork(name, value, into: &manifest)
+        default: decodeContainer(name, value, into: &manifest)
+        }
     }
 
     // MARK: Sections
@@ -179,15 +206,14 @@ struct DocumentDecoder {
         let what = "container \"\(name)\""
         let prefix = "containers.\(name)"
         guard var fields = mapping(node, what) else { return }
-        var ok = true
         func note(_ key: String, _ n: Node) { manifest.sources["\(prefix).\(key)"] = location(n) }
 
         var image: String?
         if let n = fields.take("image") { note("image", n); image = string(n, "\(what) image") }
-        if image == nil { ok = false; if !fields.had("image") { error(node, "\(what) needs \"image\" (a key of `images`)") } }
+        if image == nil && !fields.had("image") { error(node, "\(what) needs \"image\" (a key of `images`)") }
 
         var hostname: String?
-        if let n = fields.take("hostname") { note("hostname", n); hostname = string(n, "\(what) hostname"); if hostname == nil { ok = false } }
+        if let n = fields.take("hostname") { note("hostname", n); hostname = string(n, "\(what) hostname") }
 
         var namespaces = Namespace.defaults
         if let n = fields.take("namespaces") {
@@ -195,18 +221,17 @@ struct DocumentDecoder {
             if let items = list(n, "\(what) namespaces") {
                 namespaces = []
                 for item in items {
-                    guard let text = string(item, "namespace") else { ok = false; continue }
+                    guard let text = string(item, "namespace") else { continue }
                     guard let ns = Namespace(rawValue: text) else {
                         let supported = Namespace.allCases.map(\.rawValue).joined(separator: ", ")
                         let hint = ["user", "cgroup", "time"].contains(text) ? " (\(text) namespaces are not supported yet)" : suggestion(text, Namespace.allCases.map(\.rawValue))
                         error(item, "unknown namespace kind \"\(text)\"\(hint); supported: \(supported)")
-                        ok = false
                         continue
                     }
-                    if namespaces.contains(ns) { error(item, "namespace \"\(text)\" is listed twice"); ok = false }
+                    if namespaces.contains(ns) { error(item, "namespace \"\(text)\" is listed twice") }
                     namespaces.append(ns)
                 }
-            } else { ok = false }
+            }
         }
 
         var mounts: [Mount] = []
@@ -216,16 +241,15 @@ struct DocumentDecoder {
                 for (i, item) in items.enumerated() {
                     if let m = decodeMount(item, what: "\(what) mounts[\(i)]", path: "\(prefix).mounts[\(i)]", manifest: &manifest) {
                         mounts.append(m)
-                    } else { ok = false }
+                    }
                 }
-            } else { ok = false }
+            }
         }
 
         var attachment: Container.NetworkAttachment?
         if let n = fields.take("network") {
             note("network", n)
             attachment = decodeAttachment(n, what: "\(what) network", path: "\(prefix).network", manifest: &manifest)
-            if attachment == nil { ok = false }
         }
 
         var command: [String] = []
@@ -233,19 +257,17 @@ struct DocumentDecoder {
             note("command", n)
             if case .scalar = n.value, case .string(let s)? = scalar(n) {
                 error(n, "\(what) command must be a list, e.g. [\"/bin/sh\", \"-c\", \"\(s.count > 30 ? String(s.prefix(30)) + "…" : s)\"]")
-                ok = false
             } else if let items = list(n, "\(what) command") {
                 for item in items {
                     if let s = string(item, "command argument", allowNumbers: true) {
-                        if s.utf8.contains(0) { error(item, "command arguments cannot contain NUL bytes"); ok = false }
+                        if s.utf8.contains(0) { error(item, "command arguments cannot contain NUL bytes") }
                         command.append(s)
-                    } else { ok = false }
+                    }
                 }
-                if items.isEmpty { error(n, "\(what) command is empty; give the program and its arguments"); ok = false }
-            } else { ok = false }
+                if items.isEmpty { error(n, "\(what) command is empty; give the program and its arguments") }
+            }
         } else {
             error(node, "\(what) needs \"command\" (e.g. [\"/bin/sh\", \"-c\", \"exec sleep infinity\"])")
-            ok = false
         }
 
         var env: [(key: String, value: String)] = []
@@ -256,21 +278,20 @@ struct DocumentDecoder {
                     let key = keyText(k)
                     if key.isEmpty || key.contains("=") || key.utf8.contains(0) {
                         error(k, "environment variable name \"\(key)\" must be non-empty and contain no '=' or NUL")
-                        ok = false
                         continue
                     }
                     manifest.sources["\(prefix).env.\(key)"] = location(k)
-                    guard let value = string(v, "environment variable \(key)", allowNumbers: true) else { ok = false; continue }
-                    if value.utf8.contains(0) { error(v, "environment values cannot contain NUL bytes"); ok = false }
+                    guard let value = string(v, "environment variable \(key)", allowNumbers: true) else { continue }
+                    if value.utf8.contains(0) { error(v, "environment values cannot contain NUL bytes") }
                     env.append((key, value))
                 }
-            } else { ok = false }
+            }
         }
 
         var workdir = "/"
         if let n = fields.take("workdir") {
             note("workdir", n)
-            if let w = string(n, "\(what) workdir") { workdir = w } else { ok = false }
+            if let w = string(n, "\(what) workdir") { workdir = w }
         }
 
         var restart = RestartPolicy.no
@@ -283,9 +304,8 @@ struct DocumentDecoder {
             } else if let text = string(n, "\(what) restart") {
                 if let r = RestartPolicy(rawValue: text) { restart = r } else {
                     error(n, "restart must be one of no, on-failure, always (got \"\(text)\")\(suggestion(text, RestartPolicy.allCases.map(\.rawValue)))")
-                    ok = false
                 }
-            } else { ok = false }
+            }
         }
 
         var add: [Capability] = [], drop: [Capability] = []
@@ -294,29 +314,30 @@ struct DocumentDecoder {
             if var cfields = mapping(n, "\(what) capabilities") {
                 for (key, into) in [("add", 0), ("drop", 1)] {
                     guard let ln = cfields.take(key) else { continue }
-                    guard let items = list(ln, "capabilities \(key)") else { ok = false; continue }
+                    guard let items = list(ln, "capabilities \(key)") else { continue }
                     for item in items {
-                        guard let text = string(item, "capability") else { ok = false; continue }
+                        guard let text = string(item, "capability") else { continue }
                         guard let cap = Capability.named(text) else {
                             error(item, "unknown capability \"\(text)\"\(suggestion(text.uppercased().replacingPrefix("CAP_"), Capability.all.map(\.name)))")
-                            ok = false
                             continue
                         }
                         if into == 0 { add.append(cap) } else { drop.append(cap) }
                     }
                 }
                 finish(&cfields, in: "\(what) capabilities")
-            } else { ok = false }
+            }
         }
 
         var stopTimeout = 10.0
         if let n = fields.take("stopTimeout") {
             note("stopTimeout", n)
-            if let d = duration(n) { stopTimeout = d } else { ok = false }
+            if let d = duration(n) { stopTimeout = d }
         }
         let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
         finish(&fields, in: what)
-        guard ok, let image else { return }
+        // Stored even when a field was bad, so whole-manifest checks still run on the rest;
+        // the load fails on the diagnostics already recorded.
+        guard let image else { return }
         manifest.containers[name] = Container(
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
             network: attachment, command: command, env: env, workdir: workdir, restart: restart,
@@ -403,6 +424,11 @@ struct DocumentDecoder {
     }
 
     func describe(_ node: Node) -> String { node.kindDescription }
+
+    func isNull(_ node: Node) -> Bool {
+        if case .null? = scalar(node) { return true }
+        return false
+    }
 
     mutating func mapping(_ node: Node, _ what: String, allowNull: Bool = false) -> Fields? {
         if case .mapping(let items) = node.value { return Fields(items: items) }

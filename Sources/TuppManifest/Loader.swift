@@ -51,7 +51,7 @@ public enum ManifestLoader {
             let base = directory(of: path)
             do {
                 let documents = try YAMLReader.documents(bytes, limits: limits)
-                if documents.isEmpty || documents.allSatisfy({ $0.node == nil }) && documents.count <= 1 {
+                if documents.isEmpty || documents.allSatisfy({ $0.node == nil || $0.node!.isNullScalar }) && documents.count <= 1 {
                     diagnostics.append(Diagnostic(file: path, mark: Mark(line: 1, column: 1),
                                                   "empty manifest: it needs at least `version: 1`"))
                     continue

@@ -34,6 +34,11 @@ public struct Node: Sendable {
         self.tag = tag
     }
 
+    var isNullScalar: Bool {
+        if case .scalar(let text, let plain) = value, ScalarType.resolve(text, plain: plain, tag: tag) == .null { return true }
+        return false
+    }
+
     /// What kind of node this is, for error messages: "a mapping", "the string \"x\"".
     public var kindDescription: String {
         switch value {

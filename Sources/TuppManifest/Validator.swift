@@ -21,7 +21,7 @@ struct Validator {
 
     mutating func checkStorage() {
         guard let storage = manifest.storage else {
-            if !manifest.images.isEmpty || !manifest.containers.isEmpty {
+            if manifest.sources["storage"] == nil && (!manifest.images.isEmpty || !manifest.containers.isEmpty) {
                 let first = (manifest.images.keys.sorted().map { "images.\($0)" } + manifest.containers.keys.sorted().map { "containers.\($0)" }).first!
                 error(first, "images and containers need a pool: add a `storage:` section with `root:` (and `device:` to back it with a loop file)")
             }
