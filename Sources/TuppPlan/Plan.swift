@@ -78,6 +78,13 @@ public struct Plan: Sendable, Equatable {
 
     public struct Summary: Sendable, Equatable {
         public var add = 0, change = 0, replace = 0, destroy = 0
+
+        public init(add: Int = 0, change: Int = 0, replace: Int = 0, destroy: Int = 0) {
+            self.add = add
+            self.change = change
+            self.replace = replace
+            self.destroy = destroy
+        }
     }
 
     public var summary: Summary {
