@@ -132,7 +132,7 @@ public enum Planner {
                     changes[d.address] = poolTeardown(o, includeStorage: options.includeStorage)
                     continue
                 }
-                guard o.owned else { continue }
+                guard o.owned, !o.external else { continue }
                 if d.protect || o.protect {
                     plan.errors.append("\(d.address) is protected (protect: true); remove the flag and apply before destroying it")
                     changes[d.address] = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: o.attributes)
@@ -164,7 +164,7 @@ public enum Planner {
         }
 
         // Orphans: owned resources that left the manifest.
-        for (address, o) in observed.resources where desiredByAddress[address] == nil && o.owned {
+        for (address, o) in observed.resources where desiredByAddress[address] == nil && o.owned && !o.external {
             if address.kind == .pool {
                 plan.warnings.append("pool.\(address.name) is no longer declared; it is left as is (tupp never deletes a pool implicitly)")
                 continue
@@ -200,6 +200,13 @@ public enum Planner {
             return Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes)
         }
         var change = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes)
+        if o.external {
+            let differing = d.attributes.keys.sorted().filter { o.attributes[$0] != d.attributes[$0] }
+            if !differing.isEmpty {
+                errors.append("\(d.address) uses an existing object tupp did not create and will not change; it differs in \(differing.joined(separator: ", "))")
+            }
+            return change
+        }
         for path in d.attributes.keys.sorted() where o.attributes[path] != d.attributes[path] {
             change.reasons.append(Plan.Reason(path: path, before: o.attributes[path], after: d.attributes[path],
                                               effect: AttributeEffects.effect(d.address.kind, path)))
@@ -223,7 +230,6 @@ public enum Planner {
     static func removable(_ kind: ResourceKind, _ path: String) -> Bool {
         switch kind {
         case .container: path.hasPrefix("env.") || path.hasPrefix("network.") || path == "mounts" || path == "hostname"
-        case .network: path == "mtu"
         default: false
         }
     }

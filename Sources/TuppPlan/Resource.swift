@@ -115,15 +115,19 @@ public struct ObservedResource: Sendable, Equatable {
     /// Differences between what tupp recorded and what the host shows now.
     public var drift: [Drift]
     public var protect: Bool
+    /// A foreign object tupp uses but never changes or deletes (an existing bridge such as
+    /// docker0 whose address matches the declared network).
+    public var external: Bool
 
     public init(_ address: ResourceAddress, attributes: [String: Value] = [:], owned: Bool = true,
-                conditions: [Condition] = [], drift: [Drift] = [], protect: Bool = false) {
+                conditions: [Condition] = [], drift: [Drift] = [], protect: Bool = false, external: Bool = false) {
         self.address = address
         self.attributes = attributes
         self.owned = owned
         self.conditions = conditions
         self.drift = drift
         self.protect = protect
+        self.external = external
     }
 }
 
