@@ -120,7 +120,7 @@ public struct PlanOptions: Sendable {
 /// The pure planner: desired + observed → plan. No I/O, no system modules.
 public enum Planner {
     public static func plan(desired: [DesiredResource], observed: ObservedState, options: PlanOptions = PlanOptions()) -> Plan {
-        var plan = Plan(drift: observed.resources.values.flatMap(\.drift).sorted { ($0.address, $0.message) < ($1.address, $1.message) },
+        var plan = Plan(drift: (observed.drift + observed.resources.values.flatMap(\.drift)).sorted { ($0.address, $0.message) < ($1.address, $1.message) },
                         errors: observed.problems)
         let desiredByAddress = Dictionary(desired.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
         var changes: [ResourceAddress: Plan.ResourceChange] = [:]

@@ -154,9 +154,12 @@ public struct ObservedState: Sendable, Equatable {
     /// Problems found while observing that block applying (e.g. a foreign object in
     /// the way, a subnet that overlaps a host route).
     public var problems: [String]
+    /// Drift about objects the plan treats as absent (a subvolume deleted by hand).
+    public var drift: [Drift]
 
-    public init(_ resources: [ObservedResource] = [], problems: [String] = []) {
+    public init(_ resources: [ObservedResource] = [], problems: [String] = [], drift: [Drift] = []) {
         self.resources = Dictionary(resources.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
         self.problems = problems
+        self.drift = drift
     }
 }

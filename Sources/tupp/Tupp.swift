@@ -23,7 +23,8 @@ struct Tupp: AsyncParsableCommand {
             Without a file argument, tupp reads ./tupperware.yaml.
             """,
         version: version,
-        subcommands: [Validate.self]
+        subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, DestroyCommand.self, StatusCommand.self,
+                      ExecCommand.self, LogsCommand.self]
     )
 }
 

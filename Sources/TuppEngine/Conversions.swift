@@ -1,0 +1,43 @@
+import TuppManifest
+import TuppNetworking
+import TuppRuntime
+import TuppStorage
+
+// The manifest model is the user's vocabulary; each reconciler has its own. These map
+// one to the other in a single place.
+
+extension PoolConfig {
+    init(_ storage: Storage) {
+        self.init(root: storage.root, device: storage.device.map { DeviceConfig(file: $0.file, size: $0.size) })
+    }
+}
+
+extension ImageSource {
+    init(_ source: Image.Source) {
+        switch source {
+        case .busybox(let path): self = .busybox(path)
+        case .tar(let path): self = .tar(path)
+        case .oci(let layout, let tag): self = .oci(layout: layout, tag: tag)
+        case .directory(let path): self = .directory(path)
+        }
+    }
+}
+
+extension ContainerConfig {
+    /// The runtime's view of a declared container, rooted at its snapshot.
+    init(_ c: Container, rootfs: String) {
+        let namespaces = Set(c.namespaces.compactMap { TuppRuntime.Namespace(rawValue: $0.rawValue) })
+        var env: [String: String] = [:]
+        for (key, value) in c.env { env[key] = value }
+        self.init(
+            name: c.name, rootfs: rootfs, hostname: c.effectiveHostname, namespaces: namespaces,
+            mounts: c.mounts.map { m in
+                MountSpec(kind: m.kind == .bind ? .bind : .tmpfs, source: m.source, target: m.target,
+                          options: m.options, readonly: m.readonly)
+            },
+            command: c.command, env: env, workdir: c.workdir,
+            restart: TuppRuntime.RestartPolicy(rawValue: c.restart.rawValue) ?? .no,
+            capabilities: c.effectiveCapabilities.map(\.description),
+            stopTimeout: c.stopTimeout)
+    }
+}

@@ -1,0 +1,35 @@
+import TuppPlan
+
+/// Receives apply progress: the CLI prints lines for people or JSON lines for machines.
+public protocol ApplyReporter: Sendable {
+    func planned(_ plan: Plan)
+    func start(_ change: Plan.ResourceChange)
+    func progress(_ change: Plan.ResourceChange, _ message: String)
+    func complete(_ change: Plan.ResourceChange, milliseconds: Double)
+    func errored(_ change: Plan.ResourceChange, _ error: any Error)
+    func summary(_ outcome: ApplyOutcome)
+}
+
+/// How an apply ended, resource by resource.
+public struct ApplyOutcome: Sendable {
+    public var applied: [ResourceAddress] = []
+    public var failed: [(address: ResourceAddress, error: String)] = []
+    public var notAttempted: [ResourceAddress] = []
+    public var warnings: [String] = []
+    public var milliseconds: Double = 0
+
+    public var succeeded: Bool { failed.isEmpty && notAttempted.isEmpty }
+}
+
+extension Plan.ResourceChange {
+    /// "creating", "updating", "replacing", "destroying".
+    public var verb: String {
+        switch action {
+        case .create: "creating"
+        case .update: effect == .restart ? "restarting" : "updating"
+        case .replace: "replacing"
+        case .delete: "destroying"
+        case .noop: "checking"
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import TuppPlan
+import TuppRuntime
+import TuppSystem
+
+/// What `tupp status` shows for a container.
+public struct ContainerStatus: Sendable {
+    public var name: String
+    public var state: String
+    public var pid: Int32?
+    /// Seconds since the command started, when running.
+    public var uptime: Double?
+    public var image: String?
+    public var address: String?
+    public var restarts: Int
+    public var lastExit: String?
+    public var lastExitAt: Double?
+    public var error: String?
+}
+
+extension Engine {
+    /// Status of the containers tupp recorded (all, or those named).
+    public func status(_ names: [String] = []) throws -> [ContainerStatus] {
+        let records = try store.load()
+        var out: [ContainerStatus] = []
+        for (address, record) in records.sorted(by: { $0.key < $1.key }) where address.kind == .container {
+            guard names.isEmpty || names.contains(address.name) else { continue }
+            let process = runtime.observe(directory: store.containerDirectory(address.name))
+            let values = record.values
+            var uptime: Double?
+            if process.isRunning, let started = process.startedAt { uptime = max(0, wallClockSeconds() - started) }
+            out.append(ContainerStatus(
+                name: address.name, state: record.status == .ready ? process.state.rawValue : record.status.rawValue,
+                pid: process.initPID > 0 ? process.initPID : nil, uptime: uptime,
+                image: values["image"].flatMap { if case .string(let s) = $0 { s } else { nil } },
+                address: values["network.address"].flatMap { if case .string(let s) = $0 { s } else { nil } },
+                restarts: process.restarts, lastExit: process.lastExit.map { "\($0.status)" }, lastExitAt: process.lastExit?.at,
+                error: process.error))
+        }
+        for name in names where !out.contains(where: { $0.name == name }) {
+            throw SystemError.failure("status", "container \(name)", "no such container in \(store.directory)")
+        }
+        return out
+    }
+
+    /// The supervisor directory of a running container, or an error a user can act on.
+    public func runningContainerDirectory(_ name: String) throws -> String {
+        let records = try store.load()
+        guard records[ResourceAddress(.container, name)] != nil else {
+            let known = records.keys.filter { $0.kind == .container }.map(\.name).sorted()
+            throw SystemError.failure("find container", name,
+                                      known.isEmpty ? "no containers in \(store.directory) (wrong --state-dir?)"
+                                                    : "not found in \(store.directory); known: \(known.joined(separator: ", "))")
+        }
+        let directory = store.containerDirectory(name)
+        let process = runtime.observe(directory: directory)
+        guard process.isRunning else {
+            throw SystemError.failure("exec", "container \(name)", "it is \(process.state.rawValue)\(process.lastExit.map { " (\($0.status))" } ?? ""); run tupp apply to start it")
+        }
+        return directory
+    }
+}

@@ -1,0 +1,159 @@
+import ArgumentParser
+import Glibc
+import TuppEngine
+import TuppPlan
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show the containers tupp runs: state, pid, uptime, image, address, restarts, last exit.",
+        discussion: """
+            Examples:
+              tupp status
+              tupp status tupperware --json
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "Container names (default: all).")
+    var names: [String] = []
+
+    @Flag(help: "Machine-readable JSON.")
+    var json = false
+
+    func run() throws {
+        let statuses = try Engine(stateDirectory: global.stateDirectory).status(names)
+        if json {
+            let items: [JSON.Node] = statuses.map { s in
+                JSON.object([
+                    ("name", .string(s.name)), ("state", .string(s.state)),
+                    ("pid", s.pid.map { .int(Int64($0)) } ?? .null),
+                    ("uptime_seconds", s.uptime.map { .double(($0 * 10).rounded() / 10) } ?? .null),
+                    ("image", s.image.map(JSON.Node.string) ?? .null), ("address", s.address.map(JSON.Node.string) ?? .null),
+                    ("restarts", .int(Int64(s.restarts))), ("last_exit", s.lastExit.map(JSON.Node.string) ?? .null),
+                    ("last_exit_at", s.lastExitAt.map(JSON.Node.double) ?? .null), ("error", s.error.map(JSON.Node.string) ?? .null),
+                ])
+            }
+            emit(JSON.Node.array(items).serialized() + "\n")
+            return
+        }
+        if statuses.isEmpty {
+            emit("No containers.\n")
+            return
+        }
+        let rows = [["NAME", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "RESTARTS", "LAST EXIT"]] + statuses.map { s in
+            [s.name, s.state, s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-", s.image ?? "-",
+             s.address ?? "-", String(s.restarts), s.lastExit ?? "-"]
+        }
+        let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max()! }
+        for row in rows {
+            emit(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset]) }.joined(separator: "  ").trimmingTrailing() + "\n")
+        }
+    }
+}
+
+func formatUptime(_ seconds: Double) -> String {
+    let s = Int(seconds)
+    if s < 60 { return "\(s)s" }
+    if s < 3600 { return "\(s / 60)m\(s % 60)s" }
+    if s < 86400 { return "\(s / 3600)h\(s % 3600 / 60)m" }
+    return "\(s / 86400)d\(s % 86400 / 3600)h"
+}
+
+extension String {
+    func padding(toLength n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+    func trimmingTrailing() -> String {
+        var s = Substring(self)
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
+}
+
+struct ExecCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run a command inside a running container.",
+        discussion: """
+            Joins every namespace of the container, its root, capabilities and no_new_privs. \
+            The command's exit status is tupp's.
+
+            Examples:
+              tupp exec -t tupperware sh             an interactive shell (a pty)
+              tupp exec tupperware -- ps             what runs inside
+              tupp exec -e DEBUG=1 -w /tmp tupperware -- env
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(name: .shortAndLong, help: "Allocate a pseudo-terminal (for interactive programs).")
+    var tty = false
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Set an environment variable (repeatable).", valueName: "KEY=VALUE"))
+    var env: [String] = []
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Working directory inside the container.", valueName: "dir"))
+    var workdir: String?
+
+    @Argument(help: "The container.")
+    var name: String
+
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
+    var command: [String] = []
+
+    func validate() throws {
+        for item in env where !item.contains("=") || item.hasPrefix("=") {
+            throw ValidationError("--env \(item): expected KEY=VALUE")
+        }
+    }
+
+    func run() throws {
+        var argv = command
+        if argv.first == "--" { argv.removeFirst() }
+        guard !argv.isEmpty else { throw ValidationError("give a command to run, e.g. tupp exec \(name) -- sh") }
+        let engine = Engine(stateDirectory: global.stateDirectory)
+        let directory = try engine.runningContainerDirectory(name)
+        var environment: [String: String] = [:]
+        for item in env {
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            environment[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        let shim = engine.runtime.execCommand(directory: directory, command: argv, env: environment, tty: tty, workdir: workdir)
+        // Replace this process: the shim joins the namespaces single-threaded and its
+        // exit status becomes ours.
+        let cArgs = shim.map { strdup($0) } + [nil]
+        execv(shim[0], cArgs)
+        printError("exec \(shim[0]): \(String(cString: strerror(errno)))")
+        throw ExitCode(126)
+    }
+}
+
+struct LogsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs",
+        abstract: "Print a container's output (stdout and stderr).",
+        discussion: """
+            The log is bounded: it rotates at 1 MiB, keeping one older file.
+
+            Examples:
+              tupp logs tupperware
+              tupp logs -f tupperware                follow until the container stops
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(name: .shortAndLong, help: "Keep printing new output until the container stops.")
+    var follow = false
+
+    @Argument(help: "The container.")
+    var name: String
+
+    func run() throws {
+        let engine = Engine(stateDirectory: global.stateDirectory)
+        let statuses = try engine.status([name])
+        _ = statuses
+        try engine.runtime.logs(directory: engine.store.containerDirectory(name), follow: follow, to: 1)
+    }
+}

@@ -1,0 +1,122 @@
+import Glibc
+import TuppEngine
+import TuppPlan
+
+/// Whether to paint: only on a terminal, never with NO_COLOR (no-color.org).
+func colorEnabled(fd: Int32 = 1) -> Bool {
+    isatty(fd) == 1 && getenv("NO_COLOR") == nil
+}
+
+/// Writes to stdout without buffering surprises between our lines and the shim's.
+func emit(_ text: String) {
+    _ = text.withCString { write(1, $0, strlen($0)) }
+}
+
+/// One line per resource: `container.web: creating… done (14 ms)`.
+final class TextReporter: ApplyReporter, @unchecked Sendable {
+    let style: Style
+    let tty: Bool
+    private var open = false
+
+    init() {
+        style = Style(enabled: colorEnabled())
+        tty = isatty(1) == 1
+    }
+
+    func planned(_ plan: Plan) {}
+
+    func start(_ change: Plan.ResourceChange) {
+        emit("\(change.address): \(change.verb)…")
+        open = true
+    }
+
+    func progress(_ change: Plan.ResourceChange, _ message: String) {
+        if message.hasPrefix("warning:") {
+            emit((open ? "\n" : "") + style.yellow("  \(message)") + "\n")
+            open = false
+        } else if tty {
+            emit("\r\u{1B}[K\(change.address): \(change.verb)… \(message)")
+            open = true
+        }
+    }
+
+    func complete(_ change: Plan.ResourceChange, milliseconds: Double) {
+        let took = formatMilliseconds(milliseconds)
+        if open && !tty {
+            emit(" \(style.green("done")) (\(took))\n")
+        } else {
+            emit("\(tty ? "\r\u{1B}[K" : "")\(change.address): \(change.verb)… \(style.green("done")) (\(took))\n")
+        }
+        open = false
+    }
+
+    func errored(_ change: Plan.ResourceChange, _ error: any Error) {
+        emit((open ? " " : "\(change.address): ") + style.red("failed") + "\n")
+        open = false
+        printError("\(style.red("Error:")) \(change.address): \(error)")
+    }
+
+    func summary(_ outcome: ApplyOutcome) {
+        for w in outcome.warnings { emit(style.yellow("Warning:") + " \(w)\n") }
+        if outcome.succeeded {
+            emit(style.bold("Apply complete!") + " \(outcome.applied.count) change\(outcome.applied.count == 1 ? "" : "s") in \(formatMilliseconds(outcome.milliseconds)).\n")
+        } else {
+            emit("\nApply stopped: \(outcome.applied.count) applied, \(outcome.failed.count) failed, \(outcome.notAttempted.count) not attempted.\n")
+            for a in outcome.applied { emit("  applied        \(a)\n") }
+            for f in outcome.failed { emit("  failed         \(f.address)\n") }
+            for n in outcome.notAttempted { emit("  not attempted  \(n)\n") }
+            emit("Run apply again to converge.\n")
+        }
+    }
+}
+
+/// JSON lines: planned, start, progress, complete, errored, summary.
+final class JSONReporter: ApplyReporter, @unchecked Sendable {
+    let version: String
+
+    init(version: String) { self.version = version }
+
+    func line(_ type: String, _ pairs: [(String, JSON.Node)]) {
+        emit(JSON.object([("type", .string(type)), ("timestamp", .double(wallClock()))] + pairs).serialized() + "\n")
+    }
+
+    func planned(_ plan: Plan) { line("planned", [("plan", PlanJSON.render(plan, tuppVersion: version))]) }
+
+    func start(_ change: Plan.ResourceChange) {
+        line("start", [("address", .string(change.address.description)), ("actions", .array(change.action.jsonActions.map { .string($0) }))])
+    }
+
+    func progress(_ change: Plan.ResourceChange, _ message: String) {
+        line("progress", [("address", .string(change.address.description)), ("message", .string(message))])
+    }
+
+    func complete(_ change: Plan.ResourceChange, milliseconds: Double) {
+        line("complete", [("address", .string(change.address.description)), ("actions", .array(change.action.jsonActions.map { .string($0) })),
+                          ("elapsed_ms", .double((milliseconds * 10).rounded() / 10))])
+    }
+
+    func errored(_ change: Plan.ResourceChange, _ error: any Error) {
+        line("errored", [("address", .string(change.address.description)), ("error", .string("\(error)"))])
+    }
+
+    func summary(_ outcome: ApplyOutcome) {
+        line("summary", [
+            ("succeeded", .bool(outcome.succeeded)),
+            ("applied", .array(outcome.applied.map { .string($0.description) })),
+            ("failed", .array(outcome.failed.map { JSON.object([("address", .string($0.address.description)), ("error", .string($0.error))]) })),
+            ("not_attempted", .array(outcome.notAttempted.map { .string($0.description) })),
+            ("warnings", .array(outcome.warnings.map { .string($0) })),
+            ("elapsed_ms", .double((outcome.milliseconds * 10).rounded() / 10)),
+        ])
+    }
+}
+
+func wallClock() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec / 1_000_000) / 1000
+}
+
+func formatMilliseconds(_ ms: Double) -> String {
+    ms < 10 ? "\((ms * 10).rounded() / 10) ms" : ms < 10_000 ? "\(Int(ms.rounded())) ms" : "\((ms / 100).rounded() / 10) s"
+}

@@ -1,0 +1,160 @@
+import ArgumentParser
+import Glibc
+import TuppEngine
+import TuppManifest
+import TuppPlan
+
+enum PlanFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json, markdown
+}
+
+struct PlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Show what apply would change, read from the live host. Changes nothing.",
+        discussion: """
+            Lists what was changed outside tupp first (drift), then one block per resource: \
+            + create, ~ update in place, -/+ replace, - destroy, with the reason for each.
+
+            Exit status: 0 success (with --detailed-exitcode: no changes), 1 error, \
+            2 changes present (with --detailed-exitcode).
+
+            Examples:
+              tupp plan                              ./tupperware.yaml
+              tupp plan --detailed-exitcode site/    in CI: fail the job on drift
+              tupp plan --format markdown > plan.md  a pull-request comment
+              tupp plan --json | jq .summary
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Manifest files or directories (default: ./tupperware.yaml).", valueName: "file|dir"))
+    var paths: [String] = []
+
+    @Flag(help: "Machine-readable JSON (same as --format json).")
+    var json = false
+
+    @Option(help: "Output format: text, json or markdown.")
+    var format: PlanFormat = .text
+
+    @Flag(help: "Exit 2 when there are changes, 0 when there are none.")
+    var detailedExitcode = false
+
+    @Flag(help: "Keep resources that left the manifest instead of planning their removal.")
+    var noPrune = false
+
+    @Flag(help: "Plan the removal of everything the manifest declares (what destroy would do).")
+    var destroy = false
+
+    func run() async throws {
+        let loaded = try loadManifests(paths)
+        let engine = Engine(stateDirectory: global.stateDirectory)
+        let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy))
+        switch json ? .json : format {
+        case .text: emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()), destroy: destroy))
+        case .json: emit(PlanJSON.render(run.plan, tuppVersion: Tupp.version).serialized() + "\n")
+        case .markdown: emit(PlanMarkdown.render(run.plan))
+        }
+        if !run.plan.errors.isEmpty { throw ExitCode(1) }
+        if detailedExitcode && run.plan.hasChanges { throw ExitCode(2) }
+    }
+}
+
+struct ApplyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Make the host match the manifest.",
+        discussion: """
+            Takes the host lock, reads the live host, plans, and applies in dependency order, \
+            printing one line per resource. Resources tupp created that left the manifest are \
+            removed (--no-prune keeps them). On failure it stops and reports what was applied, \
+            what failed and what was not attempted; running apply again converges.
+
+            Examples:
+              tupp apply                             ./tupperware.yaml
+              tupp apply manifests/tupperware.yaml
+              tupp apply --json site/ | jq -c 'select(.type=="complete")'
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Manifest files or directories (default: ./tupperware.yaml).", valueName: "file|dir"))
+    var paths: [String] = []
+
+    @Flag(help: "Stream JSON lines (planned, start, progress, complete, errored, summary).")
+    var json = false
+
+    @Flag(help: "Keep resources that left the manifest.")
+    var noPrune = false
+
+    @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
+    var lockTimeout: Double = 60
+
+    func run() async throws {
+        let loaded = try loadManifests(paths)
+        try await runApply(loaded.manifest, options: PlanOptions(prune: !noPrune), json: json,
+                           lockTimeout: lockTimeout, state: global.stateDirectory, command: "apply")
+    }
+}
+
+struct DestroyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "destroy",
+        abstract: "Remove everything the manifest declares.",
+        discussion: """
+            Shows the destroy plan, then stops and removes containers, networks and images in \
+            reverse dependency order and unmounts the pool. The pool's image file and its data \
+            are kept unless --include-storage is given.
+
+            Examples:
+              tupp destroy manifests/tupperware.yaml
+              tupp destroy --include-storage         also delete the pool's image file
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Manifest files or directories (default: ./tupperware.yaml).", valueName: "file|dir"))
+    var paths: [String] = []
+
+    @Flag(help: "Also delete the pool's image file and every byte in it.")
+    var includeStorage = false
+
+    @Flag(help: "Stream JSON lines instead of text.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
+    var lockTimeout: Double = 60
+
+    func run() async throws {
+        let loaded = try loadManifests(paths)
+        try await runApply(loaded.manifest, options: PlanOptions(destroy: true, includeStorage: includeStorage), json: json,
+                           lockTimeout: lockTimeout, state: global.stateDirectory, command: "destroy")
+    }
+}
+
+/// Shared by apply and destroy: lock, plan, show, execute, report.
+func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeout: Double, state: String, command: String) async throws {
+    let engine = Engine(stateDirectory: state)
+    let lock = try engine.lock(timeout: lockTimeout, command: "tupp \(command) (\(CommandLine.arguments.joined(separator: " ")))")
+    defer { withExtendedLifetime(lock) {} }
+    let run = try await engine.plan(manifest, options: options)
+    let reporter: any ApplyReporter = json ? JSONReporter(version: Tupp.version) : TextReporter()
+    if !run.plan.errors.isEmpty {
+        if json { reporter.planned(run.plan) } else { emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()))) }
+        printError("\(command) refused: the plan has \(run.plan.errors.count) error\(run.plan.errors.count == 1 ? "" : "s").")
+        throw ExitCode(1)
+    }
+    if !json {
+        emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()), destroy: options.destroy))
+        if run.plan.hasChanges { emit("\n") }
+    }
+    guard run.plan.hasChanges else {
+        if json { reporter.planned(run.plan); reporter.summary(ApplyOutcome()) }
+        return
+    }
+    let outcome = await engine.apply(run, manifest: manifest, reporter: reporter)
+    if !outcome.succeeded { throw ExitCode(1) }
+}
