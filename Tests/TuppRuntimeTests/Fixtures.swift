@@ -52,6 +52,12 @@ final class ContainerFixture {
         try run(runtime.execCommand(directory: directory, command: command, env: env, workdir: workdir))
     }
 
+    /// Host mounts on or from this test's directory. (Not a before/after comparison of
+    /// the whole table: other tests on the machine mount and unmount concurrently.)
+    func hostMountsOfThisTest() throws -> [MountInfo] {
+        try MountInfo.read().filter { $0.mountPoint.hasPrefix(temp.path) || $0.root.hasPrefix(temp.path) }
+    }
+
     func sh(_ script: String) throws -> CommandResult { try exec(["sh", "-c", script]) }
 }
 

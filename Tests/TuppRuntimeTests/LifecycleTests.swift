@@ -39,6 +39,12 @@ struct LifecycleTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         let first = try fixture.runtime.start(fixture.config(restart: .always), directory: fixture.directory)
+        // Namespace inode numbers are recycled once a namespace is freed: hold the first
+        // run's pid and mount namespaces open so "new" really means new.
+        let heldNamespaces = try [Namespace.pid, .mount].map {
+            try FileDescriptor.open("/proc/\(first.initPID)/ns/\($0.procName)", O_RDONLY)
+        }
+        defer { withExtendedLifetime(heldNamespaces) {} }
 
         kill(first.initPID, SIGKILL)
         #expect(waitUntil { fixture.runtime.observe(directory: fixture.directory).restarts == 1 &&
@@ -178,12 +184,12 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        let mountsBefore = try MountInfo.read()
         let pidsBefore = try hostPIDs()
 
         // An init that catches SIGTERM and keeps running: SIGKILL after stopTimeout.
         let stubborn = fixture.config(["sh", "-c", "trap 'echo got TERM' TERM; while :; do sleep 0.2; done"], stopTimeout: 1.5)
         let observation = try fixture.runtime.start(stubborn, directory: fixture.directory)
+        #expect(try fixture.hostMountsOfThisTest().isEmpty, "the container's mounts live in its own namespace")
         #expect(waitUntil { catchesSIGTERM(observation.initPID) }, "the trap is installed")
         var started = Monotonic.nanoseconds()
         try fixture.runtime.stop(directory: fixture.directory)
@@ -205,7 +211,7 @@ struct LifecycleTests {
         #expect(try hostPIDs().subtracting(pidsBefore).filter(isAlive).allSatisfy { pid in
             !((try? Files.readText("/proc/\(pid)/cmdline")) ?? nil ?? "").contains(fixture.directory)
         })
-        #expect(try MountInfo.read() == mountsBefore)
+        #expect(try fixture.hostMountsOfThisTest().isEmpty)
         try fixture.runtime.remove(directory: fixture.directory)
         #expect(!Files.exists(fixture.directory))
         try fixture.runtime.stop(directory: fixture.directory)  // nothing runs: a no-op
