@@ -4,6 +4,7 @@
 //   tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] -- CMD ARGS...
 #include "shim.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,3 +21,13 @@ int main(int argc, char **argv) {
 // calls this hook to register the image. Defining it here keeps the Swift runtime out of
 // this pure C binary (no libswiftCore in a process that stays resident per container).
 void swift_addNewDSOImage(const void *h) { (void)h; }
+
+// The same startup object also references this backtracer hook; without a local
+// definition the linker pulls Swift's backtracer and demangler (~500 KiB of text and a
+// static constructor that runs in every shim) into this C program. A C binary has no
+// Swift thunks to recognise.
+bool _swift_backtrace_isThunkFunction(const char *mangled_name);
+bool _swift_backtrace_isThunkFunction(const char *mangled_name) {
+    (void)mangled_name;
+    return false;
+}
