@@ -24,7 +24,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -205,10 +207,14 @@ int exec_main(int argc, char **argv) {
 
     int master = -1, peer = -1;
     if (tty) {
-        master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        // The container may have tampered with its /dev: no symlinks, and the node must
+        // be devpts's own ptmx before this (fully privileged) process trusts it.
+        master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC);
+        struct statfs fs;
         int unlock = 0;
-        if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        if (master < 0 || fstatfs(master, &fs) < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0)
             die("open /dev/pts/ptmx in container %s: %s", name, strerror(errno));
+        if (fs.f_type != DEVPTS_SUPER_MAGIC) die("/dev/pts/ptmx in container %s is not on devpts", name);
         // TIOCGPTPEER opens the peer from the master, without a path lookup that could be raced.
         peer = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (peer < 0) die("open the pty peer in container %s: %s", name, strerror(errno));

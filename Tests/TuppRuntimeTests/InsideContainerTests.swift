@@ -84,6 +84,47 @@ struct InsideContainerTests {
         #expect(try fixture.exec(["hostname"]).output == fixture.name + "\n")
     }
 
+    @Test func bindMountsAndTheInitsEnvironment() throws {
+        guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
+        let fixture = try ContainerFixture()
+        defer { fixture.cleanup() }
+        let readonlyDir = fixture.temp.path + "/host-ro", writableDir = fixture.temp.path + "/host-rw"
+        let hostFile = fixture.temp.path + "/host-file"
+        try Files.createDirectory(readonlyDir)
+        try Files.createDirectory(writableDir)
+        try Files.writeAtomically(readonlyDir + "/hello", text: "from the host\n")
+        try Files.writeAtomically(hostFile, text: "a single file\n")
+        var config = fixture.config()
+        config.mounts += [.bind(readonlyDir, at: "/srv/data", readonly: true), .bind(writableDir, at: "/rw"),
+                          .bind(hostFile, at: "/etc/injected", options: ["nosuid", "nodev"])]
+        let hostPingRange = try Files.readText("/proc/sys/net/ipv4/ping_group_range")
+        _ = try fixture.runtime.start(config, directory: fixture.directory)
+
+        // Targets were created inside the root to match the source: directories and a file.
+        #expect(Files.isDirectory(fixture.root + "/srv/data"))
+        #expect(try Files.status(fixture.root + "/etc/injected").map { $0.st_mode & S_IFMT } == S_IFREG)
+        #expect(try fixture.exec(["cat", "/srv/data/hello"]).output == "from the host\n")
+        #expect(try fixture.exec(["cat", "/etc/injected"]).output == "a single file\n")
+        let readonlyWrite = try fixture.sh("echo x > /srv/data/new")
+        #expect(readonlyWrite.status != 0 && readonlyWrite.output.contains("Read-only"), "\(readonlyWrite.output)")
+        #expect(!Files.exists(readonlyDir + "/new"))
+        #expect(try fixture.sh("echo written > /rw/out").status == 0)
+        #expect(try Files.readText(writableDir + "/out") == "written\n")
+        let mounts = MountInfo.parse(try fixture.exec(["cat", "/proc/self/mountinfo"]).output)
+        #expect(mounts.first { $0.mountPoint == "/srv/data" }?.options.contains("ro") == true)
+        #expect(mounts.first { $0.mountPoint == "/rw" }?.options.contains("rw") == true)
+        #expect(mounts.first { $0.mountPoint == "/etc/injected" }.map { $0.options.contains("nosuid") && $0.options.contains("nodev") } == true)
+
+        // Every descriptor but 0, 1, 2 was closed before exec.
+        #expect(try fixture.exec(["ls", "/proc/1/fd"]).output == "0\n1\n2\n")
+        // Unprivileged ICMP sockets in the container's netns (Docker's setting); the host's is untouched.
+        #expect(try fixture.exec(["cat", "/proc/sys/net/ipv4/ping_group_range"]).output == "0\t2147483647\n")
+        #expect(try Files.readText("/proc/sys/net/ipv4/ping_group_range") == hostPingRange)
+        // The default environment, and nothing inherited from the caller.
+        let env = try fixture.exec(["cat", "/proc/1/environ"]).output.split(separator: "\0").map(String.init).sorted()
+        #expect(env == ["HOME=/root", "HOSTNAME=\(fixture.name)", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"])
+    }
+
     @Test func unrequestedNamespacesAreSharedAndCapabilitiesAdjust() throws {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
