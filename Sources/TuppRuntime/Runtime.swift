@@ -237,21 +237,27 @@ public struct Runtime: Sendable {
                 }
             }
             guard follow else { return }
-            // At the end: a rotation means a new DIR/log to continue with.
+            // At the end: a rotation means a new DIR/log to continue with — after draining
+            // the old file, which may have grown between our last read and the rename.
             if let onDisk = try Files.status(path), current == nil || inode(of: current!) != UInt64(onDisk.st_ino) {
+                if let old = current { try drain(old, into: output, buffer: &buffer) }
                 current = try FileDescriptor.open(path, O_RDONLY)
                 continue
             }
             if !observe(directory: directory).supervised {
                 // One last pass catches what was written just before the supervisor left.
-                if let fd = current {
-                    while case let count = read(fd.rawValue, &buffer, buffer.count), count > 0 {
-                        try write(buffer[..<count], to: output)
-                    }
-                }
+                if let fd = current { try drain(fd, into: output, buffer: &buffer) }
                 return
             }
-            usleep(100_000)
+            usleep(50_000)
+        }
+    }
+
+    private func drain(_ descriptor: FileDescriptor, into output: Int32, buffer: inout [UInt8]) throws(SystemError) {
+        while true {
+            let count = try Errno.check("read", "log") { read(descriptor.rawValue, &buffer, buffer.count) }
+            if count <= 0 { return }
+            try write(buffer[..<count], to: output)
         }
     }
 

@@ -253,6 +253,25 @@ struct LifecycleTests {
         try fixture.runtime.logs(directory: fixture.directory, follow: true, to: out.rawValue)
         #expect(try Files.read(copy) == previous + current)
     }
+
+    @Test func followingTheLogLosesNothingAcrossRotations() throws {
+        guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
+        let fixture = try ContainerFixture()
+        defer { fixture.cleanup() }
+        // ~9 KB written over a second or more with a 4 KiB limit: at least two rotations while following.
+        var config = fixture.config(["sh", "-c", "for i in $(seq 1 220); do echo \"line $i, padded to forty bytes.....\"; sleep 0.005; done"])
+        config.logLimitBytes = 4096
+        _ = try fixture.runtime.start(config, directory: fixture.directory)
+        let copy = fixture.temp.path + "/followed"
+        let out = try FileDescriptor.open(copy, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        try fixture.runtime.logs(directory: fixture.directory, follow: true, to: out.rawValue)
+        #expect(fixture.runtime.observe(directory: fixture.directory).state == .exited, "follow returns when the supervisor is gone")
+
+        let lines = (try Files.readText(copy) ?? "").split(separator: "\n")
+        #expect(lines.count == 220)
+        #expect(lines.enumerated().allSatisfy { $0.element.hasPrefix("line \($0.offset + 1),") }, "every line, in order")
+        #expect((try Files.read(fixture.directory + "/log.1"))?.count == 4096, "it did rotate")
+    }
 }
 
 /// Bit SIGTERM of SigCgt in /proc/PID/status: a handler is installed.
