@@ -131,7 +131,15 @@ static int supervise_command(pid_t child, int master, int signal_fd) {
             master = -1;
             stdin_open = false;
         }
-        if (stdin_open && fds[2].revents && !relay(0, master)) stdin_open = false;
+        if (stdin_open && fds[2].revents && !relay(0, master)) {
+            // The caller's input ended (a pipe, say): pass it on as the terminal's EOF
+            // character so a program reading the pty sees end of input instead of waiting.
+            // Best effort: if the program switches the pty out of canonical mode after
+            // the ^D was queued (an interactive shell starting up), the line discipline
+            // drops it.
+            (void)write_all(master, "\x04", 1);
+            stdin_open = false;
+        }
         if (fds[0].revents) {
             struct signalfd_siginfo info;
             while (read(signal_fd, &info, sizeof info) == sizeof info) {

@@ -272,6 +272,34 @@ struct LifecycleTests {
         #expect(lines.enumerated().allSatisfy { $0.element.hasPrefix("line \($0.offset + 1),") }, "every line, in order")
         #expect((try Files.read(fixture.directory + "/log.1"))?.count == 4096, "it did rotate")
     }
+
+    @Test func aRecycledPidIsNeverSignalledOrJoined() throws {
+        guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
+        let fixture = try ContainerFixture()
+        defer { fixture.cleanup() }
+        let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        let statePath = fixture.directory + "/state"
+        let genuine = try #require(try Files.readText(statePath))
+        // The record now names the same pids with other start times: as if both had
+        // exited and the pids had been given to unrelated processes.
+        let forged = genuine.split(separator: "\n").map { line -> String in
+            for key in ["shim-start=", "init-start="] where line.hasPrefix(key) {
+                return key + String(UInt64(line.dropFirst(key.count))! + 1)
+            }
+            return String(line)
+        }.joined(separator: "\n") + "\n"
+        try Files.writeAtomically(statePath, text: forged)
+
+        #expect(fixture.runtime.observe(directory: fixture.directory).state == .supervisorDied)
+        let exec = try fixture.exec(["true"])
+        #expect(exec.status == 125 && exec.output.contains("was reused"), "\(exec.output)")
+        try fixture.runtime.stop(directory: fixture.directory, timeout: 1)
+        #expect(isAlive(observation.shimPID) && isAlive(observation.initPID), "stop must not touch a recycled pid")
+
+        try Files.writeAtomically(statePath, text: genuine)
+        try fixture.runtime.stop(directory: fixture.directory, timeout: 1)
+        #expect(!isAlive(observation.shimPID) && !isAlive(observation.initPID))
+    }
 }
 
 /// Bit SIGTERM of SigCgt in /proc/PID/status: a handler is installed.
