@@ -52,24 +52,30 @@ public struct Runtime: Sendable {
         try SpecFile.write(config, directory: directory)
 
         let session = try ShimSession.launch(shimPath: shimPath, directory: directory, containerName: config.name)
-        let pids = try session.receive(timeout: startTimeout, waitingFor: "pids").split(separator: " ")
-        guard pids.count == 3, pids[0] == "pids", let shimPID = Int32(pids[1]), let initPID = Int32(pids[2]) else {
-            throw SystemError.failure("start", "container \(config.name)", "unexpected message from tupp-shim: \(pids)")
-        }
+        var shim: PinnedProcess?
         do {
+            let pids = try session.receive(timeout: startTimeout, waitingFor: "pids").split(separator: " ")
+            guard pids.count == 3, pids[0] == "pids", let shimPID = Int32(pids[1]), let initPID = Int32(pids[2]) else {
+                throw SystemError.failure("start", "container \(config.name)", "unexpected message from tupp-shim: \(pids)")
+            }
+            // The shim waits for "go" right now, so this pid is certainly it.
+            shim = try PinnedProcess.open(pid: shimPID, startTime: ProcessStat.read(shimPID)?.startTime ?? 0)
             try prepare(StartingContainer(shimPID: shimPID, initPID: initPID, netnsPath: "/proc/\(shimPID)/ns/net"))
+            try session.send("go")
+            let started = try session.receive(timeout: startTimeout, waitingFor: "start confirmation")
+            guard started.hasPrefix("started ") else {
+                throw SystemError.failure("start", "container \(config.name)", "unexpected message from tupp-shim: \(started)")
+            }
         } catch {
-            // Closing the socket tells the shim to kill the waiting init and exit; wait
-            // for that so the netns (and whatever prepare made in it) is gone on return.
-            let shim = try? PinnedProcess.open(pid: shimPID, startTime: ProcessStat.read(shimPID)?.startTime ?? 0)
+            // EOF instead of "go" makes the shim kill the waiting init and exit; after a
+            // reported failure it exits anyway. A shim stuck in setup is killed (its init
+            // dies with it). Either way nothing — netns included — outlives the error.
             session.abort()
-            _ = shim?.waitForExit(timeout: 10)
+            if let shim, !shim.waitForExit(timeout: 2) {
+                try? shim.send(SIGKILL)
+                _ = shim.waitForExit(timeout: 10)
+            }
             throw error
-        }
-        try session.send("go")
-        let started = try session.receive(timeout: startTimeout, waitingFor: "start confirmation")
-        guard started.hasPrefix("started ") else {
-            throw SystemError.failure("start", "container \(config.name)", "unexpected message from tupp-shim: \(started)")
         }
         return observe(directory: directory)
     }
