@@ -1,0 +1,75 @@
+import TuppSystem
+
+/// How the container's command ended.
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    case code(Int32)
+    case signal(Int32)
+
+    public var description: String {
+        switch self {
+        case .code(let code): "exit code \(code)"
+        case .signal(let signal): "killed by signal \(signal)"
+        }
+    }
+
+    /// The shell convention: the code, or 128 + signal.
+    public var shellStatus: Int32 {
+        switch self {
+        case .code(let code): code
+        case .signal(let signal): 128 + signal
+        }
+    }
+}
+
+public struct ExitRecord: Sendable, Equatable {
+    public var status: ExitStatus
+    /// Wall clock, seconds since the epoch.
+    public var at: Double
+}
+
+/// What the container is doing, from the live kernel (pid + start time) and DIR/state.
+public enum ContainerState: String, Sendable, Equatable {
+    /// No state record: never started here, or removed.
+    case absent
+    /// The shim is setting up the first run.
+    case starting
+    /// The command runs.
+    case running
+    /// The command just ended and the supervisor is still recording it (and deciding
+    /// whether to restart): a few milliseconds, observe again.
+    case exiting
+    /// The command exited and the restart policy will run it again after a backoff.
+    case restarting
+    /// A stop was requested; the command is being terminated.
+    case stopping
+    /// The command exited (or could not start) and was not restarted; see `lastExit`.
+    case exited
+    /// Stopped on request.
+    case stopped
+    /// The supervisor vanished without recording an end (killed, crashed): nothing is
+    /// supervised any more, and the command died with it unless `initPID` is still alive.
+    case supervisorDied
+}
+
+/// A container's process as observed now. Cheap: a small file and a few /proc reads.
+public struct ProcessObservation: Sendable, Equatable {
+    public var state: ContainerState
+    public var shimPID: Int32
+    public var shimStartTime: UInt64
+    /// The command's pid (PID 1 in its pid namespace), 0 when it does not run.
+    public var initPID: Int32
+    public var initStartTime: UInt64
+    public var restarts: Int
+    /// Wall clock time the current (or last) run started.
+    public var startedAt: Double?
+    public var lastExit: ExitRecord?
+    /// Why the last start failed ("exec /bin/nope in /…: No such file or directory").
+    public var error: String?
+    /// Namespace inodes as the kernel shows them now; empty when nothing runs.
+    public var namespaces: [Namespace: UInt64]
+
+    public var isRunning: Bool { state == .running }
+
+    static let absent = ProcessObservation(state: .absent, shimPID: 0, shimStartTime: 0, initPID: 0, initStartTime: 0,
+                                           restarts: 0, startedAt: nil, lastExit: nil, error: nil, namespaces: [:])
+}

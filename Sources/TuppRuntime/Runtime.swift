@@ -1,0 +1,292 @@
+import CTuppSys
+import Glibc
+import TuppSystem
+
+/// The container's process as seen during start, before its command runs: the engine's
+/// chance to do outside work (create the veth with its peer directly in `netnsPath`).
+public struct StartingContainer: Sendable {
+    public var shimPID: Int32
+    public var initPID: Int32
+    /// The container's network namespace, held by the supervisor (it outlives restarts
+    /// of the command and disappears with the supervisor).
+    public var netnsPath: String
+}
+
+/// Runs containers through tupp-shim, one supervisor per container, each with its own
+/// runtime directory DIR holding `spec` (written here), `state` (written by the shim),
+/// `log` and `log.1`. Every call re-reads DIR and the kernel: there is no in-memory state.
+public struct Runtime: Sendable {
+    /// Path of the tupp-shim executable.
+    public let shimPath: String
+    /// How long start waits for each step of the shim (seconds).
+    public var startTimeout: Double = 30
+
+    /// `shimPath` nil: "tupp-shim" next to the running executable (tupp and tupp-shim are
+    /// installed side by side; in tests, the build directory).
+    public init(shimPath: String? = nil) {
+        if let shimPath {
+            self.shimPath = shimPath
+        } else {
+            let executable = Paths.canonical("/proc/self/exe") ?? "/usr/local/bin/tupp"
+            self.shimPath = Paths.dirname(executable) + "/tupp-shim"
+        }
+    }
+
+    // MARK: Start
+
+    /// Starts the supervisor and the container's init, calls `prepare` while the init
+    /// waits (before the command runs), then lets it go and returns once the command was
+    /// exec'd. A failing step — in the shim, the rootfs setup or `prepare` — throws and
+    /// leaves no process behind.
+    public func start(_ config: ContainerConfig, directory: String,
+                      prepare: (StartingContainer) throws -> Void = { _ in }) throws -> ProcessObservation {
+        try config.validate()
+        guard access(shimPath, X_OK) == 0 else { throw SystemError("find tupp-shim", shimPath) }
+        let current = observe(directory: directory)
+        if current.supervised || ProcessStat.isAlive(pid: current.initPID, startTime: current.initStartTime) {
+            throw SystemError.failure("start", "container \(config.name)",
+                                      "already running (supervisor pid \(current.shimPID), state \(current.state.rawValue)); stop it first")
+        }
+        try Files.createDirectory(directory, mode: 0o700)
+        try Files.remove("\(directory)/state")
+        try SpecFile.write(config, directory: directory)
+
+        let session = try ShimSession.launch(shimPath: shimPath, directory: directory, containerName: config.name)
+        var shim: PinnedProcess?
+        do {
+            let pids = try session.receive(timeout: startTimeout, waitingFor: "pids").split(separator: " ")
+            guard pids.count == 3, pids[0] == "pids", let shimPID = Int32(pids[1]), let initPID = Int32(pids[2]) else {
+                throw SystemError.failure("start", "container \(config.name)", "unexpected message from tupp-shim: \(pids)")
+            }
+            // The shim waits for "go" right now, so this pid is certainly it.
+            shim = try PinnedProcess.open(pid: shimPID, startTime: ProcessStat.read(shimPID)?.startTime ?? 0)
+            try prepare(StartingContainer(shimPID: shimPID, initPID: initPID, netnsPath: "/proc/\(shimPID)/ns/net"))
+            try session.send("go")
+            let started = try session.receive(timeout: startTimeout, waitingFor: "start confirmation")
+            guard started.hasPrefix("started ") else {
+                throw SystemError.failure("start", "container \(config.name)", "unexpected message from tupp-shim: \(started)")
+            }
+        } catch {
+            // EOF instead of "go" makes the shim kill the waiting init and exit; after a
+            // reported failure it exits anyway. A shim stuck in setup is killed (its init
+            // dies with it). Either way nothing — netns included — outlives the error.
+            session.abort()
+            if let shim, !shim.waitForExit(timeout: 2) {
+                try? shim.send(SIGKILL)
+                _ = shim.waitForExit(timeout: 10)
+            }
+            throw error
+        }
+        return observe(directory: directory)
+    }
+
+    // MARK: Observe
+
+    /// The container's process now: DIR/state checked against the kernel (pid + start
+    /// time, not a zombie). Namespace inodes are read live from /proc.
+    public func observe(directory: String) -> ProcessObservation {
+        guard let record = (try? StateRecord.read(directory: directory)) ?? nil else { return .absent }
+        let shimAlive = ProcessStat.isAlive(pid: record.shimPID, startTime: record.shimStartTime)
+        let initAlive = record.initPID > 0 && ProcessStat.isAlive(pid: record.initPID, startTime: record.initStartTime)
+        let state: ContainerState
+        switch record.state {
+        case "exited": state = .exited
+        case "stopped": state = .stopped
+        case "running": state = shimAlive ? (initAlive ? .running : .exiting) : .supervisorDied
+        case "restarting": state = shimAlive ? .restarting : .supervisorDied
+        case "stopping": state = shimAlive ? .stopping : .supervisorDied
+        default: state = shimAlive ? .starting : .supervisorDied
+        }
+        var namespaces: [Namespace: UInt64] = [:]
+        if initAlive {
+            for namespace in Namespace.allCases {
+                namespaces[namespace] = namespaceInode(pid: String(record.initPID), kind: namespace.procName)
+            }
+            // Read after the inodes: if the pid was recycled meanwhile, they are not ours.
+            if !ProcessStat.isAlive(pid: record.initPID, startTime: record.initStartTime) { namespaces = [:] }
+        } else if shimAlive {
+            for namespace in [Namespace.net, .uts, .ipc] {
+                namespaces[namespace] = namespaceInode(pid: String(record.shimPID), kind: namespace.procName)
+            }
+            if !ProcessStat.isAlive(pid: record.shimPID, startTime: record.shimStartTime) { namespaces = [:] }
+        }
+        return ProcessObservation(
+            state: state, shimPID: record.shimPID, shimStartTime: record.shimStartTime,
+            initPID: initAlive ? record.initPID : 0, initStartTime: initAlive ? record.initStartTime : 0,
+            restarts: record.restarts, startedAt: record.startedAt, lastExit: record.exit, error: record.error,
+            namespaces: namespaces)
+    }
+
+    // MARK: Stop and remove
+
+    /// Stops the container: SIGTERM to its init, SIGKILL after `timeout` (nil: the spec's
+    /// stopTimeout), and returns once the pid namespace is gone and the supervisor exited.
+    /// Also works when the supervisor died (the orphaned init is killed through a pidfd)
+    /// and when nothing runs (no-op).
+    public func stop(directory: String, timeout: Double? = nil) throws {
+        guard let record = try StateRecord.read(directory: directory) else { return }
+        let grace = timeout ?? SpecFile.stopTimeout(directory: directory) ?? 10
+        if let shim = try PinnedProcess.open(pid: record.shimPID, startTime: record.shimStartTime) {
+            try shim.send(SIGTERM, value: Int32(min(grace, 3600) * 1000))
+            if !shim.waitForExit(timeout: grace + 10) {
+                // A hung supervisor: kill it; PDEATHSIG takes the init down with it.
+                try shim.send(SIGKILL)
+                guard shim.waitForExit(timeout: 10) else {
+                    throw SystemError.failure("stop", "supervisor pid \(shim.pid)", "still alive 10 s after SIGKILL")
+                }
+            }
+        }
+        if let orphan = try PinnedProcess.open(pid: record.initPID, startTime: record.initStartTime) {
+            try orphan.send(SIGKILL)
+            guard orphan.waitForExit(timeout: 10) else {
+                throw SystemError.failure("stop", "init pid \(orphan.pid)", "still alive 10 s after SIGKILL")
+            }
+        }
+        // The shim writes the final record itself; when it could not (it was killed),
+        // record the stop so status does not keep reporting a dead supervisor.
+        if var final = try StateRecord.read(directory: directory), !["exited", "stopped"].contains(final.state) {
+            final.state = "stopped"
+            final.initPID = 0
+            final.initStartTime = 0
+            try Files.writeAtomically("\(directory)/state", text: final.render())
+        }
+    }
+
+    /// Deletes DIR (spec, state, logs). Refuses while anything of the container runs.
+    public func remove(directory: String) throws {
+        let observation = observe(directory: directory)
+        if observation.supervised || observation.initPID != 0 {
+            throw SystemError.failure("remove", directory, "the container is \(observation.state.rawValue); stop it first")
+        }
+        try Files.removeTree(directory)
+    }
+
+    // MARK: In-place changes
+
+    /// Rewrites DIR/spec. The supervisor re-reads `restart`, `stopTimeout` and
+    /// `logLimitBytes` at every exit and stop, so those apply in place; everything else
+    /// takes effect at the next start.
+    public func updateSettings(_ config: ContainerConfig, directory: String) throws {
+        try config.validate()
+        try SpecFile.write(config, directory: directory)
+    }
+
+    /// The hostname as seen inside the container's UTS namespace.
+    public func hostname(of observation: ProcessObservation) throws -> String {
+        try inUTSNamespace(of: observation, operation: "read hostname") {
+            var buffer = [CChar](repeating: 0, count: 256)
+            try Errno.check("gethostname", "container UTS namespace") { gethostname(&buffer, buffer.count - 1) }
+            return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+    }
+
+    /// Changes the hostname inside the running container (same processes, no restart).
+    /// Also rewrite the spec (updateSettings) so that the next start uses it too.
+    public func setHostname(_ name: String, for observation: ProcessObservation) throws {
+        guard !name.isEmpty, name.utf8.count <= 64, !name.utf8.contains(0) else {
+            throw SystemError.failure("set hostname", name, "must be 1–64 bytes")
+        }
+        try inUTSNamespace(of: observation, operation: "set hostname") {
+            try Errno.check("sethostname", name) { sethostname(name, name.utf8.count) }
+        }
+    }
+
+    /// Joins the UTS namespace held by the supervisor on a throw-away thread. Refuses
+    /// when the container has no UTS namespace of its own: never the host's hostname.
+    @discardableResult
+    private func inUTSNamespace<T>(of observation: ProcessObservation, operation: String,
+                                   _ body: @escaping () throws -> T) throws -> T {
+        let pid = observation.shimPID
+        guard pid > 0 else { throw SystemError.failure(operation, "container", "it is not running") }
+        let namespace = try FileDescriptor.open("/proc/\(pid)/ns/uts", O_RDONLY)
+        // Checked after opening: the descriptor is the supervisor's namespace, not a recycled pid's.
+        guard ProcessStat.isAlive(pid: pid, startTime: observation.shimStartTime) else {
+            throw SystemError.failure(operation, "supervisor pid \(pid)", "it is gone; the container is not running")
+        }
+        var info = stat()
+        try Errno.check("stat", "/proc/\(pid)/ns/uts") { fstat(namespace.rawValue, &info) }
+        guard UInt64(info.st_ino) != namespaceInode(pid: "self", kind: "uts") else {
+            throw SystemError.failure(operation, "supervisor pid \(pid)", "the container shares the host's UTS namespace; refusing to change the host")
+        }
+        let path = "/proc/self/fd/\(namespace.rawValue)"
+        return try withExtendedLifetime(namespace) {
+            try NamespaceThread.run(joining: [(path: path, type: Int32(TUPP_CLONE_NEWUTS))], body)
+        }
+    }
+
+    // MARK: Exec and logs
+
+    /// The argv that runs `command` inside the container; the CLI execv()s it so the
+    /// command's exit status becomes its own.
+    public func execCommand(directory: String, command: [String], env: [String: String] = [:],
+                            tty: Bool = false, workdir: String? = nil) -> [String] {
+        var argv = [shimPath, "exec", directory]
+        if tty { argv.append("--tty") }
+        for key in env.keys.sorted() { argv += ["--env", "\(key)=\(env[key]!)"] }
+        if let workdir { argv += ["--workdir", workdir] }
+        return argv + ["--"] + command
+    }
+
+    /// Copies the container's output (DIR/log.1 then DIR/log) to `output`. With `follow`,
+    /// keeps copying new output across rotations until the supervisor is gone.
+    public func logs(directory: String, follow: Bool = false, to output: Int32) throws {
+        if let old = try Files.read("\(directory)/log.1") { try write(old, to: output) }
+        let path = "\(directory)/log"
+        var current: FileDescriptor? = try? FileDescriptor.open(path, O_RDONLY)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let fd = current {
+                let count = try Errno.check("read", path) { read(fd.rawValue, &buffer, buffer.count) }
+                if count > 0 {
+                    try write(buffer[..<count], to: output)
+                    continue
+                }
+            }
+            guard follow else { return }
+            // At the end: a rotation means a new DIR/log to continue with — after draining
+            // the old file, which may have grown between our last read and the rename.
+            if let onDisk = try Files.status(path), current == nil || inode(of: current!) != UInt64(onDisk.st_ino) {
+                if let old = current { try drain(old, into: output, buffer: &buffer) }
+                current = try FileDescriptor.open(path, O_RDONLY)
+                continue
+            }
+            if !observe(directory: directory).supervised {
+                // One last pass catches what was written just before the supervisor left.
+                if let fd = current { try drain(fd, into: output, buffer: &buffer) }
+                return
+            }
+            usleep(50_000)
+        }
+    }
+
+    private func drain(_ descriptor: FileDescriptor, into output: Int32, buffer: inout [UInt8]) throws(SystemError) {
+        while true {
+            let count = try Errno.check("read", "log") { read(descriptor.rawValue, &buffer, buffer.count) }
+            if count <= 0 { return }
+            try write(buffer[..<count], to: output)
+        }
+    }
+
+    private func inode(of descriptor: FileDescriptor) -> UInt64? {
+        var info = stat()
+        return fstat(descriptor.rawValue, &info) == 0 ? UInt64(info.st_ino) : nil
+    }
+
+    private func write(_ bytes: some Collection<UInt8>, to output: Int32) throws(SystemError) {
+        let array = Array(bytes)
+        var offset = 0
+        while offset < array.count {
+            let n = array.withUnsafeBytes { Glibc.write(output, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write logs", "fd \(output)")
+            }
+            offset += n
+        }
+    }
+}
+
+extension ProcessObservation {
+    /// True while a live supervisor looks after the container.
+    var supervised: Bool { [.starting, .running, .exiting, .restarting, .stopping].contains(state) }
+}

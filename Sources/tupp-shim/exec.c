@@ -1,0 +1,284 @@
+// `tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] -- CMD ARGS...`
+//
+// Runs a command inside a running container: the namespaces, root, capabilities,
+// no_new_privs and environment of its init. The init is found through DIR/state and
+// pinned with a pidfd whose start time is checked after opening, so a recycled pid is
+// never joined. setns(pidfd, flags) joins every namespace at once; the pid namespace
+// applies to children only, hence the fork. The exit status is the command's (128+N
+// when killed by signal N); tupp-shim's own failures exit 125, like docker/podman.
+//
+// With --tty the pty comes from the container's own devpts (/dev/pts/ptmx after
+// joining the mount namespace), the command gets the peer as its controlling terminal,
+// and this process relays between the caller's terminal (in raw mode) and the pty,
+// forwarding window size changes.
+#include "shim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+enum { EXIT_SHIM_FAILURE = 125, EXIT_CANNOT_RUN = 126, EXIT_NOT_FOUND = 127 };
+
+static __attribute__((noreturn, format(printf, 1, 2))) void die(const char *format, ...) {
+    char text[1024];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    dprintf(2, "tupp-shim exec: %s\n", text);
+    exit(EXIT_SHIM_FAILURE);
+}
+
+/// init-pid and init-start from DIR/state.
+static void read_state(const char *dir, pid_t *pid, unsigned long long *start, char *state, size_t state_size) {
+    char path[4096], text[4096];
+    snprintf(path, sizeof path, "%s/state", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("read %s: %s (is the container running?)", path, strerror(errno));
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    *pid = 0;
+    *start = 0;
+    state[0] = '\0';
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (!strncmp(line, "init-pid=", 9)) *pid = (pid_t)atoi(line + 9);
+        else if (!strncmp(line, "init-start=", 11)) *start = strtoull(line + 11, NULL, 10);
+        else if (!strncmp(line, "state=", 6)) snprintf(state, state_size, "%s", line + 6);
+    }
+}
+
+static int namespaces_to_join(pid_t pid) {
+    static const struct {
+        const char *name;
+        int flag;
+    } kinds[] = {{"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
+                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}};
+    int flags = 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        char theirs[64], ours[64];
+        struct stat a, b;
+        snprintf(theirs, sizeof theirs, "/proc/%d/ns/%s", (int)pid, kinds[i].name);
+        snprintf(ours, sizeof ours, "/proc/self/ns/%s", kinds[i].name);
+        if (stat(theirs, &a) < 0) die("stat %s: %s", theirs, strerror(errno));
+        if (stat(ours, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) continue;
+        flags |= kinds[i].flag;
+    }
+    return flags;
+}
+
+static struct termios saved_termios;
+static bool terminal_raw;
+
+static void restore_terminal(void) {
+    if (terminal_raw) tcsetattr(0, TCSANOW, &saved_termios);
+    terminal_raw = false;
+}
+
+static void copy_window_size(int from, int to) {
+    struct winsize size;
+    if (ioctl(from, TIOCGWINSZ, &size) == 0) ioctl(to, TIOCSWINSZ, &size);
+}
+
+static int exit_status(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return EXIT_SHIM_FAILURE;
+}
+
+/// Copies what is readable from `from` to `to`; false on EOF or error of `from`.
+static bool relay(int from, int to) {
+    char buffer[8192];
+    ssize_t n = read(from, buffer, sizeof buffer);
+    if (n > 0) {
+        (void)write_all(to, buffer, (size_t)n);  // a vanished reader must not stop the relay
+        return true;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    return false;
+}
+
+static int supervise_command(pid_t child, int master, int signal_fd) {
+    bool stdin_open = master >= 0;
+    for (;;) {
+        struct pollfd fds[3] = {{.fd = signal_fd, .events = POLLIN},
+                                {.fd = master, .events = POLLIN},
+                                {.fd = stdin_open ? 0 : -1, .events = POLLIN}};
+        int ready = poll(fds, master >= 0 ? 3 : 1, -1);
+        if (ready < 0) {
+            if (errno == EINTR) continue;
+            die("poll: %s", strerror(errno));
+        }
+        if (master >= 0 && fds[1].revents && !relay(master, 1)) {
+            // EIO: every holder of the pty's peer closed it. Wait for the command itself.
+            close(master);
+            master = -1;
+            stdin_open = false;
+        }
+        if (stdin_open && fds[2].revents && !relay(0, master)) {
+            // The caller's input ended (a pipe, say): pass it on as the terminal's EOF
+            // character so a program reading the pty sees end of input instead of waiting.
+            // Best effort: if the program switches the pty out of canonical mode after
+            // the ^D was queued (an interactive shell starting up), the line discipline
+            // drops it.
+            (void)write_all(master, "\x04", 1);
+            stdin_open = false;
+        }
+        if (fds[0].revents) {
+            struct signalfd_siginfo info;
+            while (read(signal_fd, &info, sizeof info) == sizeof info) {
+                if (info.ssi_signo == SIGWINCH) {
+                    if (master >= 0) copy_window_size(0, master);
+                } else if (info.ssi_signo != SIGCHLD) {
+                    kill(child, (int)info.ssi_signo);  // our unreaped child: the pid is stable
+                }
+            }
+            int status;
+            pid_t done = waitpid(child, &status, WNOHANG);
+            if (done == child) {
+                if (master >= 0) {
+                    while (relay(master, 1)) {
+                        struct pollfd more = {.fd = master, .events = POLLIN};
+                        if (poll(&more, 1, 0) <= 0) break;
+                    }
+                }
+                return exit_status(status);
+            }
+        }
+    }
+}
+
+int exec_main(int argc, char **argv) {
+    if (argc < 3) die("usage: tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] -- CMD ARGS...");
+    const char *dir = argv[2];
+    bool tty = false;
+    const char *workdir = NULL;
+    const char *extra_env[SHIM_MAX_ITEMS];
+    int extra_envc = 0;
+    int i = 3;
+    for (; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) {
+            i++;
+            break;
+        } else if (!strcmp(argv[i], "--tty")) {
+            tty = true;
+        } else if (!strcmp(argv[i], "--env") && i + 1 < argc) {
+            if (!strchr(argv[i + 1], '=')) die("--env %s: expected KEY=VALUE", argv[i + 1]);
+            if (extra_envc >= SHIM_MAX_ITEMS) die("too many --env");
+            extra_env[extra_envc++] = argv[++i];
+        } else if (!strcmp(argv[i], "--workdir") && i + 1 < argc) {
+            workdir = argv[++i];
+        } else {
+            die("unknown argument %s", argv[i]);
+        }
+    }
+    if (i >= argc) die("no command after --");
+    char **command = &argv[i];
+
+    struct shim_spec spec;
+    char error[512];
+    if (spec_load(dir, &spec, error, sizeof error) < 0) die("%s", error);
+    if (!workdir) workdir = spec.workdir;
+
+    pid_t pid;
+    unsigned long long start;
+    char state[32];
+    read_state(dir, &pid, &start, state, sizeof state);
+    const char *name = spec.name ? spec.name : dir;
+    if (pid <= 0 || strcmp(state, "running") != 0)
+        die("container %s is not running (state %s)", name, state[0] ? state : "unknown");
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) die("container %s: init %d is gone: %s", name, (int)pid, strerror(errno));
+    // Checked after pinning the process with the pidfd: if the start time matches now,
+    // the pidfd is the init and stays so.
+    if (process_start_time(pid) != start) die("container %s: pid %d was reused; its init is gone", name, (int)pid);
+
+    int flags = namespaces_to_join(pid);
+    if (flags && setns(pidfd, flags) < 0) die("join the namespaces of container %s (pid %d): %s", name, (int)pid, strerror(errno));
+    close(pidfd);
+
+    int master = -1, peer = -1;
+    if (tty) {
+        // The container may have tampered with its /dev: no symlinks, and the node must
+        // be devpts's own ptmx before this (fully privileged) process trusts it.
+        master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC);
+        struct statfs fs;
+        int unlock = 0;
+        if (master < 0 || fstatfs(master, &fs) < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0)
+            die("open /dev/pts/ptmx in container %s: %s", name, strerror(errno));
+        if (fs.f_type != DEVPTS_SUPER_MAGIC) die("/dev/pts/ptmx in container %s is not on devpts", name);
+        // TIOCGPTPEER opens the peer from the master, without a path lookup that could be raced.
+        peer = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (peer < 0) die("open the pty peer in container %s: %s", name, strerror(errno));
+        if (isatty(0)) copy_window_size(0, master);
+    }
+
+    sigset_t handled, none;
+    sigemptyset(&handled);
+    sigemptyset(&none);
+    int forwarded[] = {SIGCHLD, SIGWINCH, SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    for (size_t k = 0; k < sizeof forwarded / sizeof forwarded[0]; k++) sigaddset(&handled, forwarded[k]);
+    sigprocmask(SIG_BLOCK, &handled, NULL);
+    int signal_fd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd < 0) die("signalfd: %s", strerror(errno));
+
+    pid_t child = fork();
+    if (child < 0) die("fork: %s", strerror(errno));
+    if (child == 0) {
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (tty) {
+            if (setsid() < 0 || ioctl(peer, TIOCSCTTY, 0) < 0) {
+                dprintf(2, "tupp-shim exec: make the pty the controlling terminal: %s\n", strerror(errno));
+                _exit(EXIT_CANNOT_RUN);
+            }
+            dup2(peer, 0);
+            dup2(peer, 1);
+            dup2(peer, 2);
+        }
+        if (chdir(workdir) < 0) {
+            dprintf(2, "tupp-shim exec: chdir %s in container %s: %s\n", workdir, name, strerror(errno));
+            _exit(EXIT_CANNOT_RUN);
+        }
+        build_environment(&spec, extra_env, extra_envc);
+        umask(022);
+        struct shim_failure failure;
+        if (caps_apply(spec.caps, spec.capc, &failure) < 0) {
+            dprintf(2, "tupp-shim exec: %s %s: %s\n", failure.op, failure.object, strerror(failure.err));
+            _exit(EXIT_CANNOT_RUN);
+        }
+        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+        execvp(command[0], command);
+        int err = errno;
+        dprintf(2, "tupp-shim exec: exec %s in container %s: %s\n", command[0], name, strerror(err));
+        _exit(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN);
+    }
+
+    if (tty) {
+        close(peer);
+        fcntl(master, F_SETFL, O_NONBLOCK);
+        if (isatty(0) && tcgetattr(0, &saved_termios) == 0) {
+            struct termios raw = saved_termios;
+            cfmakeraw(&raw);
+            if (tcsetattr(0, TCSANOW, &raw) == 0) terminal_raw = true;
+        }
+    }
+    int status = supervise_command(child, master, signal_fd);
+    restore_terminal();
+    return status;
+}

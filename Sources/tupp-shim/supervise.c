@@ -1,0 +1,593 @@
+// `tupp-shim run DIR`: the per-container supervisor.
+//
+// The shim is this container's "pause" process: it unshares the namespaces that must
+// outlive a restart of the command (net, ipc, uts — as a Kubernetes pause container
+// holds a pod's), so the veth and addresses the engine puts in the netns survive
+// restarts, and the netns (with its veth pair) goes away when the shim exits. Each run
+// of the command gets a fresh pid and mount namespace from clone(2).
+//
+// Conversation with TuppRuntime over fd 3 (one end of a SOCK_SEQPACKET socketpair; each
+// message is one packet of text):
+//     shim → "pids SHIM_PID INIT_PID"       the init exists and waits (netns is ready)
+//     shim ← "go"                           the engine finished its outside work
+//     shim → "started INIT_PID START_TIME"  the command was exec'd; DIR/state is written
+//  or shim → "error\nERRNO\nOP\nOBJECT\nDETAIL"
+// EOF instead of "go" aborts: the waiting init is killed and the shim exits.
+//
+// DIR/state is rewritten (temp file + rename) on every change; lines of KEY=VALUE:
+//     version=1, shim-pid, shim-start, init-pid, init-start, state (starting | running |
+//     restarting | exited | stopped), restarts, started-at (epoch seconds),
+//     exit-code | exit-signal, exit-at, error, ns-mnt ns-pid ns-net ns-uts ns-ipc.
+// It is not fsynced: after a host crash no process it describes exists anyway, and the
+// rename alone gives readers an old or a new record, never a mix.
+#include "shim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { SYNC_FD = 3 };
+
+static const long backoff_initial_ms = 100, backoff_max_ms = 10000, backoff_reset_after_ms = 10000;
+
+struct supervisor {
+    const char *dir;
+    int dir_fd;
+    struct shim_spec spec;
+    int sync_fd;      // fd 3 until "started" was sent, then -1
+    int log_read;     // the container's stdout/stderr pipe, kept across restarts
+    int log_write;
+    int signal_fd;
+    struct shim_log log;
+
+    pid_t shim_pid;
+    unsigned long long shim_start;
+    pid_t init_pid;   // 0 while no init runs
+    unsigned long long init_start;
+    const char *state;
+    int restarts;
+    int backoff_step;
+    bool has_exit;
+    int exit_code, exit_signal;
+    double exit_at, started_at;
+    long long started_mono_ms;
+    char error[768];
+    unsigned long long ns[5];
+
+    bool stopping;
+    long long kill_at_ms;     // SIGKILL deadline while stopping, 0: none
+    long long restart_at_ms;  // backoff deadline, 0: none
+};
+
+static const char *ns_names[5] = {"mnt", "pid", "net", "uts", "ipc"};
+
+static long long monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+unsigned long long process_start_time(pid_t pid) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    text[n] = '\0';
+    // The command (field 2) may contain spaces and ')': count fields after the last ')'.
+    char *p = strrchr(text, ')');
+    if (!p) return 0;
+    int field = 2;
+    for (p++; *p && field < 22; p++)
+        if (*p == ' ') field++;
+    return strtoull(p, NULL, 10);
+}
+
+void build_environment(const struct shim_spec *spec, const char **extra, int extrac) {
+    clearenv();
+    for (int i = 0; i < spec->envc; i++) putenv((char *)spec->env[i]);
+    for (int i = 0; i < extrac; i++) putenv((char *)extra[i]);
+    setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 0);
+    setenv("HOME", "/root", 0);
+    char host[256] = {0};
+    if (gethostname(host, sizeof host - 1) == 0) setenv("HOSTNAME", host, 0);
+    setenv("TERM", "xterm", 0);
+}
+
+// ---- state -----------------------------------------------------------------------------
+
+static void write_state(struct supervisor *s) {
+    char text[4096];
+    int n = snprintf(text, sizeof text,
+                     "version=1\nshim-pid=%d\nshim-start=%llu\ninit-pid=%d\ninit-start=%llu\nstate=%s\n"
+                     "restarts=%d\nstarted-at=%.3f\n",
+                     (int)s->shim_pid, s->shim_start, (int)s->init_pid, s->init_start, s->state, s->restarts,
+                     s->started_at);
+    if (s->has_exit) {
+        if (s->exit_signal)
+            n += snprintf(text + n, sizeof text - (size_t)n, "exit-signal=%d\n", s->exit_signal);
+        else
+            n += snprintf(text + n, sizeof text - (size_t)n, "exit-code=%d\n", s->exit_code);
+        n += snprintf(text + n, sizeof text - (size_t)n, "exit-at=%.3f\n", s->exit_at);
+    }
+    if (s->error[0]) n += snprintf(text + n, sizeof text - (size_t)n, "error=%s\n", s->error);
+    for (int i = 0; i < 5; i++)
+        if (s->ns[i]) n += snprintf(text + n, sizeof text - (size_t)n, "ns-%s=%llu\n", ns_names[i], s->ns[i]);
+    if (n >= (int)sizeof text) n = (int)sizeof text - 1;
+
+    int fd = openat(s->dir_fd, ".state.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    int rc = write_all(fd, text, (size_t)n);
+    close(fd);
+    if (rc == 0) renameat(s->dir_fd, ".state.tmp", s->dir_fd, "state");
+}
+
+static void record_namespaces(struct supervisor *s) {
+    for (int i = 0; i < 5; i++) {
+        char path[64];
+        struct stat st;
+        snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)s->init_pid, ns_names[i]);
+        s->ns[i] = stat(path, &st) == 0 ? (unsigned long long)st.st_ino : 0;
+    }
+}
+
+// ---- messages to TuppRuntime --------------------------------------------------------
+
+static void sync_send(struct supervisor *s, const char *text) {
+    if (s->sync_fd < 0) return;
+    while (send(s->sync_fd, text, strlen(text), MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    }
+}
+
+static void sync_send_failure(struct supervisor *s, const struct shim_failure *f) {
+    char text[1024];
+    snprintf(text, sizeof text, "error\n%d\n%s\n%s\n%s", f->err, f->op, f->object, f->detail);
+    sync_send(s, text);
+}
+
+static void describe_failure(char *out, size_t size, const struct shim_failure *f) {
+    snprintf(out, size, "%s %s: %s%s%s", f->op, f->object, f->err ? strerror(f->err) : "failed",
+             f->detail[0] ? " — " : "", f->detail);
+}
+
+// ---- the container init ---------------------------------------------------------------
+
+struct pending_init {
+    pid_t pid;
+    int go_fd;     // write a byte to let the child continue
+    int error_fd;  // a struct shim_failure, or EOF once exec succeeded
+};
+
+__attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd, int error_fd) {
+    struct shim_failure failure;
+    // Die with the shim. Set before waiting for "go": if the shim died between clone and
+    // this prctl, the read below sees EOF instead (the shim held the pipe's write end),
+    // so there is no window where the child outlives it. getppid() cannot be used to
+    // check — in a new pid namespace it is 0 whoever the parent is.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    char go;
+    ssize_t n;
+    do n = read(go_fd, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(1);
+
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);  // an ignored signal would stay ignored across exec
+
+    if (rootfs_setup(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
+    if (chdir(s->spec.workdir) < 0) {
+        failure_set(&failure, errno, "chdir", "the workdir must exist in the image", "workdir %s in %s",
+                    s->spec.workdir, s->spec.rootfs);
+        failure_exit(error_fd, &failure);
+    }
+    build_environment(&s->spec, NULL, 0);
+    umask(022);
+    if (caps_apply(s->spec.caps, s->spec.capc, &failure) < 0) failure_exit(error_fd, &failure);
+
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(s->log_write, 1) < 0 || dup2(s->log_write, 2) < 0) {
+        failure_set(&failure, errno, "set up", NULL, "stdio of %s", s->spec.argv[0]);
+        failure_exit(error_fd, &failure);
+    }
+    // Everything but 0, 1, 2 disappears at exec, including the error pipe, whose EOF
+    // tells the shim that exec succeeded.
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        failure_set(&failure, errno, "close_range", NULL, "descriptors of %s", s->spec.argv[0]);
+        failure_exit(error_fd, &failure);
+    }
+    execvp(s->spec.argv[0], (char *const *)s->spec.argv);
+    failure_set(&failure, errno, "exec", NULL, "%s in %s", s->spec.argv[0], s->spec.rootfs);
+    failure_exit(error_fd, &failure);
+}
+
+static int spawn_init(struct supervisor *s, struct pending_init *out, struct shim_failure *failure) {
+    int go[2], error[2];
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        failure_set(failure, errno, "create", NULL, "sync pipe");
+        return -1;
+    }
+    if (pipe2(error, O_CLOEXEC) < 0) {
+        failure_set(failure, errno, "create", NULL, "error pipe");
+        close(go[0]);
+        close(go[1]);
+        return -1;
+    }
+    unsigned long flags = SIGCHLD | CLONE_NEWNS;
+    if (s->spec.namespaces & SHIM_NS_PID) flags |= CLONE_NEWPID;
+    // Raw clone with a NULL stack behaves like fork(2) but takes namespace flags; the
+    // shim is single-threaded, so the child may use malloc and stdio freely.
+    pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
+    if (pid < 0) {
+        failure_set(failure, errno, "clone", NULL, "the init of %s", s->spec.rootfs);
+        close(go[0]);
+        close(go[1]);
+        close(error[0]);
+        close(error[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(go[1]);
+        close(error[0]);
+        init_child(s, go[0], error[1]);
+    }
+    close(go[0]);
+    close(error[1]);
+    *out = (struct pending_init){.pid = pid, .go_fd = go[1], .error_fd = error[0]};
+    return 0;
+}
+
+/// Lets the child go on and waits until it exec'd (0) or failed (-1, `failure` set).
+static int release_init(struct pending_init *p, struct shim_failure *failure) {
+    int rc = 0;
+    if (write_all(p->go_fd, "g", 1) < 0) {
+        failure_set(failure, errno, "release", NULL, "container init %d", (int)p->pid);
+        rc = -1;
+    } else {
+        ssize_t n;
+        do n = read(p->error_fd, failure, sizeof *failure);
+        while (n < 0 && errno == EINTR);
+        if (n > 0) {
+            failure->op[sizeof failure->op - 1] = failure->object[sizeof failure->object - 1] = '\0';
+            failure->detail[sizeof failure->detail - 1] = '\0';
+            rc = -1;
+        }
+    }
+    close(p->go_fd);
+    close(p->error_fd);
+    return rc;
+}
+
+static void mark_started(struct supervisor *s, pid_t pid) {
+    s->init_pid = pid;
+    s->init_start = process_start_time(pid);
+    s->started_at = wall_seconds();
+    s->started_mono_ms = monotonic_ms();
+    s->state = "running";
+    s->error[0] = '\0';
+    record_namespaces(s);
+}
+
+// ---- exits, restarts, stop ------------------------------------------------------------
+
+static void drain_log(struct supervisor *s) {
+    char buffer[16384];
+    for (;;) {
+        ssize_t n = read(s->log_read, buffer, sizeof buffer);
+        if (n > 0) {
+            log_append(&s->log, buffer, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        return;  // EAGAIN (empty) or EOF
+    }
+}
+
+__attribute__((noreturn)) static void finish(struct supervisor *s, const char *state) {
+    drain_log(s);
+    s->state = state;
+    s->init_pid = 0;
+    s->init_start = 0;
+    write_state(s);
+    _exit(0);
+}
+
+/// The spec's fields the engine may change in place; re-read at every exit and stop.
+static void reload_live_settings(struct supervisor *s) {
+    struct shim_spec fresh;
+    char error[512];
+    if (spec_load(s->dir, &fresh, error, sizeof error) < 0) return;  // keep the old ones
+    s->spec.restart = fresh.restart;
+    s->spec.stop_timeout_ms = fresh.stop_timeout_ms;
+    s->spec.log_limit = fresh.log_limit;
+    s->log.limit = fresh.log_limit;
+    spec_free(&fresh);
+}
+
+static void start_again(struct supervisor *s);
+
+static void handle_exit(struct supervisor *s, int status) {
+    s->has_exit = true;
+    s->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+    s->exit_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    s->exit_at = wall_seconds();
+    long long ran_ms = monotonic_ms() - s->started_mono_ms;
+    s->init_pid = 0;
+    s->init_start = 0;
+    if (s->stopping) finish(s, "stopped");
+
+    reload_live_settings(s);
+    bool failed = s->exit_signal != 0 || s->exit_code != 0;
+    bool again = s->spec.restart == SHIM_RESTART_ALWAYS || (s->spec.restart == SHIM_RESTART_ON_FAILURE && failed);
+    if (!again) finish(s, "exited");
+
+    if (ran_ms >= backoff_reset_after_ms) s->backoff_step = 0;
+    long delay = backoff_initial_ms << (s->backoff_step < 7 ? s->backoff_step : 7);
+    if (delay > backoff_max_ms) delay = backoff_max_ms;
+    s->backoff_step++;
+    s->state = "restarting";
+    s->restart_at_ms = monotonic_ms() + delay;
+    write_state(s);
+}
+
+static void start_again(struct supervisor *s) {
+    struct pending_init pending;
+    struct shim_failure failure;
+    s->restart_at_ms = 0;
+    s->restarts++;
+    if (spawn_init(s, &pending, &failure) == 0) {
+        if (release_init(&pending, &failure) == 0) {
+            mark_started(s, pending.pid);
+            write_state(s);
+            return;
+        }
+        int status;
+        while (waitpid(pending.pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        s->started_mono_ms = monotonic_ms();
+        describe_failure(s->error, sizeof s->error, &failure);
+        handle_exit(s, status);
+        return;
+    }
+    // clone itself failed: count it as a failed run and back off.
+    describe_failure(s->error, sizeof s->error, &failure);
+    s->started_mono_ms = monotonic_ms();
+    handle_exit(s, 127 << 8);
+}
+
+/// PID 1 of a pid namespace only receives signals it installed a handler for: a
+/// SIGTERM to an init that did not (a plain `sleep`, a shell) is silently dropped,
+/// so waiting out the grace period would only delay the SIGKILL.
+static bool catches_sigterm(pid_t pid) {
+    char path[64], text[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return true;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return true;
+    text[n] = '\0';
+    const char *line = strstr(text, "\nSigCgt:");
+    if (!line) return true;
+    unsigned long long mask = strtoull(line + 8, NULL, 16);
+    return (mask >> (SIGTERM - 1)) & 1;
+}
+
+static void handle_stop(struct supervisor *s, long timeout_override_ms) {
+    if (s->stopping) return;
+    if (!s->init_pid) finish(s, "stopped");  // between restarts: nothing to signal
+    reload_live_settings(s);
+    long timeout = timeout_override_ms >= 0 ? timeout_override_ms : s->spec.stop_timeout_ms;
+    s->stopping = true;
+    s->state = "stopping";
+    write_state(s);
+    // The init is our unreaped child: its pid cannot be reused, so kill(2) is safe here.
+    bool polite = (s->spec.namespaces & SHIM_NS_PID) == 0 || catches_sigterm(s->init_pid);
+    if (polite && timeout > 0) {
+        kill(s->init_pid, SIGTERM);
+        s->kill_at_ms = monotonic_ms() + timeout;
+    } else {
+        kill(s->init_pid, SIGKILL);
+    }
+}
+
+static void reap(struct supervisor *s) {
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) return;
+        if (pid == s->init_pid) handle_exit(s, status);
+        // Others: orphans adopted as subreaper (only without a pid namespace).
+    }
+}
+
+static void supervise_loop(struct supervisor *s) {
+    for (;;) {
+        long long now = monotonic_ms();
+        long long deadline = 0;
+        if (s->restart_at_ms) deadline = s->restart_at_ms;
+        if (s->kill_at_ms && (!deadline || s->kill_at_ms < deadline)) deadline = s->kill_at_ms;
+        int timeout = deadline ? (int)(deadline > now ? deadline - now : 0) : -1;
+
+        struct pollfd fds[2] = {{.fd = s->signal_fd, .events = POLLIN}, {.fd = s->log_read, .events = POLLIN}};
+        int ready = poll(fds, 2, timeout);
+        if (ready < 0 && errno != EINTR) _exit(3);
+        if (ready > 0 && fds[1].revents) drain_log(s);
+        if (ready > 0 && fds[0].revents) {
+            struct signalfd_siginfo info;
+            while (read(s->signal_fd, &info, sizeof info) == sizeof info) {
+                if (info.ssi_signo == SIGCHLD) {
+                    reap(s);
+                } else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
+                    // TuppRuntime.stop may queue the grace period (ms) with the signal.
+                    long override = info.ssi_code == SI_QUEUE ? (long)info.ssi_int : -1;
+                    handle_stop(s, override);
+                }
+            }
+        }
+        now = monotonic_ms();
+        if (s->kill_at_ms && now >= s->kill_at_ms && s->init_pid) {
+            kill(s->init_pid, SIGKILL);
+            s->kill_at_ms = 0;
+        }
+        if (s->restart_at_ms && now >= s->restart_at_ms) start_again(s);
+    }
+}
+
+// ---- entry ----------------------------------------------------------------------------
+
+static __attribute__((noreturn)) void fail_start(struct supervisor *s, const struct shim_failure *f) {
+    sync_send_failure(s, f);
+    _exit(1);
+}
+
+int supervise_main(const char *dir) {
+    struct stat st;
+    if (fstat(SYNC_FD, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        fprintf(stderr, "tupp-shim run: fd 3 must be the sync socket from TuppRuntime\n");
+        return 2;
+    }
+    // Detach from the caller: the intermediate process exits at once (the caller reaps
+    // it), so the supervisor is reparented to init and outlives the CLI that started it.
+    pid_t daemon = fork();
+    if (daemon < 0) {
+        perror("tupp-shim run: fork");
+        return 1;
+    }
+    if (daemon > 0) _exit(0);
+    setsid();
+
+    static struct supervisor s;  // static: large and lives for the whole process
+    s.dir = dir;
+    s.sync_fd = SYNC_FD;
+    s.state = "starting";
+    s.shim_pid = getpid();
+    s.shim_start = process_start_time(s.shim_pid);
+    struct shim_failure failure;
+
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        if (devnull > 3) close(devnull);
+    }
+    close_range(4, ~0U, 0);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t handled;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGCHLD);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigaddset(&handled, SIGHUP);  // ignored by leaving it blocked and unread
+    sigprocmask(SIG_BLOCK, &handled, NULL);
+    sigdelset(&handled, SIGHUP);
+    s.signal_fd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s.signal_fd < 0) {
+        failure_set(&failure, errno, "create", NULL, "signalfd");
+        fail_start(&s, &failure);
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+    s.dir_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (s.dir_fd < 0) {
+        failure_set(&failure, errno, "open", NULL, "runtime directory %s", dir);
+        fail_start(&s, &failure);
+    }
+    char error[512];
+    if (spec_load(dir, &s.spec, error, sizeof error) < 0) {
+        failure_set(&failure, 0, "load spec", error, "%s/spec", dir);
+        fail_start(&s, &failure);
+    }
+
+    int shared = 0;
+    if (s.spec.namespaces & SHIM_NS_NET) shared |= CLONE_NEWNET;
+    if (s.spec.namespaces & SHIM_NS_IPC) shared |= CLONE_NEWIPC;
+    if (s.spec.namespaces & SHIM_NS_UTS) shared |= CLONE_NEWUTS;
+    if (shared && unshare(shared) < 0) {
+        failure_set(&failure, errno, "unshare", NULL, "net/ipc/uts namespaces for %s", s.spec.rootfs);
+        fail_start(&s, &failure);
+    }
+    if (s.spec.namespaces & SHIM_NS_NET) {
+        // As Docker does: unprivileged ICMP echo sockets for every group in this netns,
+        // so ping works without CAP_NET_RAW. /proc/sys/net follows the opener's netns.
+        int fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write_all(fd, "0 2147483647", 12) < 0) {
+            failure_set(&failure, errno, "write", NULL, "net.ipv4.ping_group_range for %s", s.spec.rootfs);
+            fail_start(&s, &failure);
+        }
+        close(fd);
+    }
+    if ((s.spec.namespaces & SHIM_NS_UTS) && s.spec.hostname &&
+        sethostname(s.spec.hostname, strlen(s.spec.hostname)) < 0) {
+        failure_set(&failure, errno, "sethostname", NULL, "%s", s.spec.hostname);
+        fail_start(&s, &failure);
+    }
+
+    int log_pipe[2];
+    if (pipe2(log_pipe, O_CLOEXEC) < 0 || log_open(&s.log, s.dir_fd, s.spec.log_limit) < 0) {
+        failure_set(&failure, errno, "open", NULL, "log %s/log", dir);
+        fail_start(&s, &failure);
+    }
+    s.log_read = log_pipe[0];
+    s.log_write = log_pipe[1];
+    fcntl(s.log_read, F_SETFL, O_NONBLOCK);
+
+    struct pending_init pending;
+    if (spawn_init(&s, &pending, &failure) < 0) fail_start(&s, &failure);
+
+    char message[128];
+    snprintf(message, sizeof message, "pids %d %d", (int)s.shim_pid, (int)pending.pid);
+    sync_send(&s, message);
+    ssize_t n;
+    do n = recv(s.sync_fd, message, sizeof message - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n != 2 || memcmp(message, "go", 2) != 0) {
+        // TuppRuntime gave up (its outside setup failed or it died): no container.
+        kill(pending.pid, SIGKILL);
+        waitpid(pending.pid, NULL, 0);
+        _exit(1);
+    }
+    if (release_init(&pending, &failure) < 0) {
+        int status;
+        waitpid(pending.pid, &status, 0);
+        describe_failure(s.error, sizeof s.error, &failure);
+        s.has_exit = true;
+        s.exit_code = 127;
+        s.exit_at = wall_seconds();
+        s.state = "exited";
+        write_state(&s);
+        fail_start(&s, &failure);
+    }
+    mark_started(&s, pending.pid);
+    write_state(&s);
+    snprintf(message, sizeof message, "started %d %llu", (int)s.init_pid, s.init_start);
+    sync_send(&s, message);
+    close(s.sync_fd);
+    s.sync_fd = -1;
+
+    supervise_loop(&s);
+    return 0;
+}

@@ -1,0 +1,147 @@
+import Glibc
+import Testing
+import TuppRuntime
+import TuppSystem
+import TuppTestSupport
+
+/// A busybox root in a temporary directory (not btrfs: storage is another module's
+/// job) plus a runtime directory, removed — after stopping the container — by `cleanup`.
+final class ContainerFixture {
+    static let applets = ["sh", "ls", "cat", "ps", "hostname", "sleep", "mount", "mknod", "echo", "true",
+                          "false", "grep", "stty", "tty", "env", "kill", "readlink", "pwd", "wc", "head", "tail", "seq"]
+
+    let temp: TemporaryDirectory
+    let root: String
+    let directory: String
+    let name: String
+    let runtime = Runtime()
+
+    init(_ label: String = #function) throws {
+        temp = try TemporaryDirectory("tupp-runtime")
+        name = uniquePrefix(label)
+        root = temp.path + "/root"
+        directory = temp.path + "/run"
+        for dir in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+            try Files.createDirectory("\(root)/\(dir)")
+        }
+        guard let busybox = try Files.read(Self.busyboxPath) else {
+            throw SystemError.failure("read", Self.busyboxPath, "busybox-static is not installed")
+        }
+        try Files.writeAtomically("\(root)/bin/busybox", busybox, mode: 0o755)
+        for applet in Self.applets {
+            try Errno.check("symlink", "\(root)/bin/\(applet)") { symlink("busybox", "\(root)/bin/\(applet)") }
+        }
+    }
+
+    static var busyboxPath: String { access("/bin/busybox", X_OK) == 0 ? "/bin/busybox" : "/usr/bin/busybox" }
+
+    func config(_ command: [String] = ["sleep", "100000"], namespaces: Set<Namespace> = Set(Namespace.allCases),
+                restart: RestartPolicy = .no, stopTimeout: Double = 2) -> ContainerConfig {
+        ContainerConfig(name: name, rootfs: root, namespaces: namespaces, mounts: [.tmpfs(at: "/tmp", options: ["size=1m"])],
+                        command: command, restart: restart, stopTimeout: stopTimeout)
+    }
+
+    /// Stops whatever runs (also after a failed expectation) and removes every file.
+    func cleanup() {
+        try? runtime.stop(directory: directory, timeout: 1)
+        temp.remove()
+    }
+
+    /// Runs `command` inside the container through `tupp-shim exec`.
+    func exec(_ command: [String], env: [String: String] = [:], workdir: String? = nil) throws -> CommandResult {
+        try run(runtime.execCommand(directory: directory, command: command, env: env, workdir: workdir))
+    }
+
+    /// Host mounts on or from this test's directory. (Not a before/after comparison of
+    /// the whole table: other tests on the machine mount and unmount concurrently.)
+    func hostMountsOfThisTest() throws -> [MountInfo] {
+        try MountInfo.read().filter { $0.mountPoint.hasPrefix(temp.path) || $0.root.hasPrefix(temp.path) }
+    }
+
+    func sh(_ script: String) throws -> CommandResult { try exec(["sh", "-c", script]) }
+}
+
+struct CommandResult {
+    var status: Int32
+    var output: String
+}
+
+/// posix_spawn `argv` with stdin /dev/null and stdout+stderr captured.
+func run(_ argv: [String]) throws -> CommandResult {
+    var pipeFDs: [Int32] = [-1, -1]
+    try Errno.check("pipe", "capture") { pipe(&pipeFDs) }
+    let reader = FileDescriptor(adopting: pipeFDs[0])
+    _ = fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC)
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+    let pid = try spawn(argv, actions: &actions)
+    close(pipeFDs[1])
+    let output = try reader.readAll(describedAs: argv.joined(separator: " "))
+    return CommandResult(status: try wait(pid), output: String(decoding: output, as: UTF8.self))
+}
+
+func spawn(_ argv: [String], actions: inout posix_spawn_file_actions_t, flags: Int32 = 0) throws -> pid_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    if flags != 0 { posix_spawnattr_setflags(&attributes, Int16(flags)) }
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { for pointer in cArgs { free(pointer) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, environ)
+    guard rc == 0 else { throw SystemError("spawn", argv[0], errno: rc) }
+    return pid
+}
+
+/// The shell convention: exit code, or 128 + signal.
+func wait(_ pid: pid_t) throws -> Int32 {
+    var status: Int32 = 0
+    try Errno.check("waitpid", String(pid)) { waitpid(pid, &status, 0) }
+    return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
+
+/// Polls `condition` every 20 ms for up to `timeout` seconds.
+func waitUntil(_ timeout: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Monotonic.nanoseconds() + UInt64(timeout * 1e9)
+    while Monotonic.nanoseconds() < deadline {
+        if try condition() { return true }
+        usleep(20_000)
+    }
+    return try condition()
+}
+
+func hostHostname() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    gethostname(&buffer, 255)
+    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Live pids on the host (for before/after comparisons).
+func hostPIDs() throws -> Set<Int32> {
+    Set(try Files.list("/proc").compactMap { Int32($0) })
+}
+
+func isAlive(_ pid: Int32) -> Bool {
+    guard let stat = ProcessStat.read(pid) else { return false }
+    return stat.state != "Z" && stat.state != "X"
+}
+
+/// The SystemError `body` throws; nil (and a recorded issue) when it throws nothing.
+/// Not `#expect(throws:)`: that renders the error, and rendering an errno currently traps
+/// in TuppSystem (Errno.names has duplicate keys: EWOULDBLOCK == EAGAIN on Linux).
+func thrownError(sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) -> SystemError? {
+    do {
+        try body()
+    } catch let error as SystemError {
+        return error
+    } catch {
+        Issue.record("expected a SystemError, got \(type(of: error))", sourceLocation: sourceLocation)
+        return nil
+    }
+    Issue.record("expected an error, but the call succeeded", sourceLocation: sourceLocation)
+    return nil
+}
