@@ -129,3 +129,39 @@ func render(_ error: any Error) -> String {
     guard let error = error as? SystemError else { return String(describing: type(of: error)) }
     return "\(error.operation) \(error.object) [errno \(error.code)] \(error.detail ?? "")"
 }
+
+/// Runs `body` with a fresh pool (skipped when the host cannot), records any error
+/// through `render` and always destroys the pool.
+func withPool(size: UInt64 = 256 << 20, _ body: (TestPool) async throws -> Void) async throws {
+    guard try storageHostReady() else { return }
+    let pool: TestPool
+    do {
+        pool = try await TestPool.make(size: size)
+    } catch {
+        Issue.record("creating the test pool: \(render(error))")
+        return
+    }
+    defer { pool.destroy() }
+    do {
+        try await body(pool)
+    } catch {
+        Issue.record("\(render(error))")
+    }
+}
+
+/// The SystemError `body` throws; records an issue when it succeeds. (Not
+/// `#expect(throws:)`, which describes the error value and so hits the errno table.)
+@discardableResult
+func expectFailure(_ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation,
+                   _ body: () throws -> Void) -> SystemError? {
+    do {
+        try body()
+        Issue.record("expected a failure \(comment)", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as SystemError {
+        return error
+    } catch {
+        Issue.record("unexpected error type \(type(of: error))", sourceLocation: sourceLocation)
+        return nil
+    }
+}
