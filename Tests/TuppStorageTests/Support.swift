@@ -165,3 +165,36 @@ func expectFailure(_ comment: String = "", sourceLocation: SourceLocation = #_so
         return nil
     }
 }
+
+/// sha256 of a file, from coreutils' sha256sum (an outside witness).
+func sha256sum(_ path: String) throws -> String {
+    let output = try command(["sha256sum", path]).output
+    return String(output.prefix(64))
+}
+
+/// A minimal OCI image layout around uncompressed layer tarballs, written by hand so
+/// tests can put hostile layers in it. Returns the manifest digest.
+@discardableResult
+func makeOCILayout(_ directory: String, layers: [String], tag: String? = "latest") throws -> String {
+    try Files.createDirectory("\(directory)/blobs/sha256")
+    func addBlob(_ bytes: [UInt8]) throws -> (digest: String, size: Int) {
+        let temp = "\(directory)/blob.tmp"
+        try Files.writeAtomically(temp, bytes, mode: 0o644)
+        let hex = try sha256sum(temp)
+        try command(["mv", temp, "\(directory)/blobs/sha256/\(hex)"])
+        return ("sha256:\(hex)", bytes.count)
+    }
+    var layerDescriptors: [String] = []
+    var diffIDs: [String] = []
+    for layer in layers {
+        let blob = try addBlob(try Files.read(layer) ?? [])
+        layerDescriptors.append(#"{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(blob.digest)","size":\#(blob.size)}"#)
+        diffIDs.append("\"\(blob.digest)\"")
+    }
+    let config = try addBlob(Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[\#(diffIDs.joined(separator: ","))]}}"#.utf8))
+    let manifest = try addBlob(Array(#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(config.digest)","size":\#(config.size)},"layers":[\#(layerDescriptors.joined(separator: ","))]}"#.utf8))
+    let annotations = tag.map { #","annotations":{"org.opencontainers.image.ref.name":"\#($0)"}"# } ?? ""
+    try Files.writeAtomically("\(directory)/index.json", text: #"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(manifest.digest)","size":\#(manifest.size)\#(annotations)}]}"#, mode: 0o644)
+    try Files.writeAtomically("\(directory)/oci-layout", text: #"{"imageLayoutVersion":"1.0.0"}"#, mode: 0o644)
+    return manifest.digest
+}
