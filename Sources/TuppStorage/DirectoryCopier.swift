@@ -145,7 +145,12 @@ struct DirectoryCopier {
         guard copy >= 0, let stream = fdopendir(copy) else { throw SystemError("list directory", path) }
         defer { closedir(stream) }
         var names: [String] = []
-        while let item = readdir(stream) {
+        while true {
+            errno = 0
+            guard let item = readdir(stream) else {
+                if errno != 0 { throw SystemError("list directory", path) }
+                break
+            }
             let name = withUnsafeBytes(of: item.pointee.d_name) { raw in
                 String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
             }

@@ -337,8 +337,12 @@ final class RootfsWriter {
         }
         if header.size != 0 { throw refusal(header.path, "whiteout must be empty (it carries \(header.size) bytes)") }
         if name == ".wh..wh..opq" {
-            guard let directory = try openExistingDirectory(parentPath) else { return true }
-            let inode = try inodeOf(directory.rawValue, entry: header.path)
+            guard let located = try openExistingDirectory(parentPath) else { return true }
+            // The resolved O_PATH descriptor cannot be listed; open the directory itself.
+            let raw = openat(located.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if raw < 0 { throw failure("open directory", parentPath) }
+            let directory = FileDescriptor(adopting: raw)
+            let inode = try inodeOf(raw, entry: header.path)
             try removeLowerChildren(of: directory.rawValue, inode: inode, entry: header.path)
             invalidateParentCache()
             return true
@@ -423,7 +427,12 @@ final class RootfsWriter {
         defer { closedir(stream) }
         rewinddir(stream)
         var names: [String] = []
-        while let item = readdir(stream) {
+        while true {
+            errno = 0
+            guard let item = readdir(stream) else {
+                if errno != 0 { throw failure("list directory", entry) }
+                break
+            }
             let name = withUnsafeBytes(of: item.pointee.d_name) { raw in
                 String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
             }
