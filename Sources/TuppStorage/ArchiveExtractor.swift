@@ -1,31 +1,43 @@
 import CArchive
-import Crypto
 import Glibc
 import TuppSystem
 
 /// The bytes of an archive as libarchive pulls them: read from a descriptor in large
-/// blocks, counted for progress and, for OCI blobs, hashed on the way through so the
-/// digest is verified without a second read.
+/// blocks, counted for progress and, when asked, hashed on a second thread on the way
+/// through — the digest of exactly the bytes extracted, without a second read.
 final class ArchiveInput {
     let fd: FileDescriptor
     let name: String
     private(set) var bytesRead: UInt64 = 0
-    private var hasher: SHA256?
-    private let buffer: UnsafeMutableRawPointer
+    private var hasher: BackgroundHasher?
+    private let buffers: [UnsafeMutableRawPointer]
+    private var nextSlot = 0
     private static let bufferSize = 1 << 20
     fileprivate var readError: Int32 = 0
 
     init(path: String, hashing: Bool) throws(SystemError) {
         fd = try FileDescriptor.open(path, O_RDONLY)
         name = path
-        hasher = hashing ? SHA256() : nil
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 64)
+        hasher = hashing ? try BackgroundHasher() : nil
+        buffers = (0..<(hashing ? BackgroundHasher.slotCount : 1)).map { _ in
+            UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 64)
+        }
         posix_fadvise(fd.rawValue, 0, 0, POSIX_FADV_SEQUENTIAL)
     }
 
-    deinit { buffer.deallocate() }
+    deinit {
+        // The hashing thread may still be reading a buffer: stop it before freeing them.
+        _ = hasher?.finish()
+        buffers.forEach { $0.deallocate() }
+    }
 
+    /// libarchive keeps a returned block only until its next read, so a slot is free
+    /// for reuse once the hasher has also let go of it.
     fileprivate func fill(_ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
+        let slot = nextSlot
+        nextSlot = (nextSlot + 1) % buffers.count
+        hasher?.acquire(slot)
+        let buffer = buffers[slot]
         while true {
             let n = read(fd.rawValue, buffer, Self.bufferSize)
             if n < 0 {
@@ -35,7 +47,7 @@ final class ArchiveInput {
             }
             if n > 0 {
                 bytesRead += UInt64(n)
-                hasher?.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
+                hasher?.submit(slot, UnsafeRawPointer(buffer), n)
             }
             out.pointee = UnsafeRawPointer(buffer)
             return n
@@ -45,14 +57,15 @@ final class ArchiveInput {
     /// Reads whatever libarchive left unread (tar padding after the end marker) so the
     /// digest covers the whole blob, then returns "sha256:<hex>".
     func finishDigest() throws(SystemError) -> String? {
-        guard hasher != nil else { return nil }
+        guard let hasher else { return nil }
         var ignored: UnsafeRawPointer?
         while true {
             let n = fill(&ignored)
             if n < 0 { throw SystemError("read", name, errno: readError) }
             if n == 0 { break }
         }
-        return hasher.map { "sha256:" + Hex.encode($0.finalize()) }
+        self.hasher = nil
+        return "sha256:" + Hex.encode(hasher.finish())
     }
 }
 

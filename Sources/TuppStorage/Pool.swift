@@ -112,6 +112,9 @@ public enum Pool {
                 try? Files.remove(device.file)
                 throw error
             }
+        } else if try isBlank(device.file) {
+            // Left by a create that died between ftruncate and mkfs: nothing to lose.
+            try await format(device.file)
         }
         try mount(config)
     }
@@ -228,6 +231,19 @@ public enum Pool {
             let path = "\(root)/\(name)"
             if mkdir(path, 0o700) != 0 && errno != EEXIST { throw SystemError("create directory", path) }
         }
+    }
+
+    /// True only for a file with no blocks allocated at all and no btrfs superblock:
+    /// the remains of an interrupted create. Anything else is never reformatted.
+    static func isBlank(_ file: String) throws(SystemError) -> Bool {
+        let fd = try FileDescriptor.open(file, O_RDONLY)
+        var st = stat()
+        try Errno.check("stat", file) { fstat(fd.rawValue, &st) }
+        guard st.st_blocks == 0 else { return false }
+        var magic = [UInt8](repeating: 0, count: 8)
+        // The primary superblock is at 64 KiB; its magic "_BHRfS_M" at offset 64 in it.
+        let n = pread(fd.rawValue, &magic, 8, 65536 + 64)
+        return n <= 0 || magic != Array("_BHRfS_M".utf8)
     }
 
     static func createImageFile(_ device: DeviceConfig) throws(SystemError) {

@@ -68,6 +68,32 @@ struct PoolTests {
         expectFailure { try Pool.removeFile(pool.config) }
     }
 
+    @Test func blankImageFromAnInterruptedCreateIsFormattedButDataNeverIs() async throws {
+        guard try storageHostReady() else { return }
+        let directory = try TemporaryDirectory("tupp-storage")
+        let config = PoolConfig(root: "\(directory.path)/pool", device: DeviceConfig(file: "\(directory.path)/pool.img", size: 256 << 20))
+        defer {
+            try? Pool.unmountAndDetach(config)
+            directory.remove()
+        }
+        // A file with data but no filesystem: never formatted, the mount error says why.
+        try command(["sh", "-c", "truncate -s 256M \"$0\" && printf precious | dd of=\"$0\" conv=notrunc status=none", config.device!.file])
+        let refused = await { () async -> SystemError? in
+            do { try await Pool.create(config); return nil } catch { return error as? SystemError }
+        }()
+        #expect(refused?.operation == "mount btrfs")
+        var head = [UInt8](repeating: 0, count: 8)
+        let fd = open(config.device!.file, O_RDONLY)
+        #expect(fd >= 0 && pread(fd, &head, 8, 0) == 8 && head == Array("precious".utf8))
+        close(fd)
+        #expect(!Pool.observe(config).mounted)
+        // A blank sparse file (ftruncate done, mkfs never ran) is formatted and mounted.
+        try Files.remove(config.device!.file)
+        try command(["truncate", "-s", "256M", config.device!.file])
+        try await Pool.create(config)
+        #expect(Pool.observe(config).mounted)
+    }
+
     @Test func rootNotOnBtrfsIsRefusedWithoutDevice() async throws {
         guard try storageHostReady() else { return }
         let directory = try TemporaryDirectory("tupp-storage")
