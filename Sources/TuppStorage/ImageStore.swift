@@ -1,0 +1,289 @@
+import CBtrfsUtil
+import CTuppSys
+import Glibc
+import TuppSystem
+
+/// Everything in the pool, from one pass over the filesystem's subvolumes.
+public struct PoolContents: Sendable, Equatable {
+    /// images/NAME → its subvolume.
+    public var images: [String: SubvolumeInfo] = [:]
+    /// containers/NAME → its subvolume.
+    public var containers: [String: SubvolumeInfo] = [:]
+    /// images/.import-* — temporary subvolumes of imports that were interrupted.
+    public var leftovers: [SubvolumeInfo] = []
+    /// Any other subvolume below the pool root, e.g. one a container made inside itself.
+    public var others: [SubvolumeInfo] = []
+}
+
+/// The result of an import.
+public struct ImportedImage: Sendable, Equatable {
+    public var info: SubvolumeInfo
+    /// The source's identity, computed from the very bytes that were imported.
+    public var digest: String
+    /// Things skipped on purpose (device nodes, trusted.* xattrs), one line each.
+    public var warnings: [String]
+    public var entries: Int
+    public var bytesRead: UInt64
+    public var seconds: Double
+}
+
+/// Images (read-only subvolumes in images/) and container snapshots (containers/).
+public struct ImageStore: Sendable {
+    public let poolRoot: String
+
+    static let leftoverPrefix = ".import-"
+
+    public init(poolRoot: String) {
+        self.poolRoot = poolRoot
+    }
+
+    // MARK: - Observation
+
+    /// Classifies every subvolume below the pool root. One libbtrfsutil iteration.
+    public func contents() throws -> PoolContents {
+        let (subvolumeRoot, prefix) = try locateInSubvolume(poolRoot)
+        let root = try FileDescriptor.open(subvolumeRoot, O_RDONLY | O_DIRECTORY)
+        var contents = PoolContents()
+        for var subvolume in try Btrfs.subvolumes(below: root, describedAs: poolRoot) {
+            guard subvolume.path.hasPrefix(prefix) else { continue }
+            subvolume.path = String(subvolume.path.dropFirst(prefix.count))
+            let parts = subvolume.path.split(separator: "/")
+            if parts.count == 2 && parts[0] == "images" {
+                if parts[1].hasPrefix(Self.leftoverPrefix) {
+                    contents.leftovers.append(subvolume)
+                } else {
+                    contents.images[String(parts[1])] = subvolume
+                }
+            } else if parts.count == 2 && parts[0] == "containers" {
+                contents.containers[String(parts[1])] = subvolume
+            } else {
+                contents.others.append(subvolume)
+            }
+        }
+        return contents
+    }
+
+    /// The subvolume at `relativePath` ("images/box"), nil when nothing is there.
+    public func subvolume(_ relativePath: String) throws -> SubvolumeInfo? {
+        let path = try absolute(relativePath)
+        let raw = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if raw < 0 {
+            if errno == ENOENT { return nil }
+            throw SystemError("open subvolume", path)
+        }
+        let fd = FileDescriptor(adopting: raw)
+        guard Btrfs.isSubvolume(fd) else { return nil }
+        return try Btrfs.info(fd, path: relativePath)
+    }
+
+    /// The subvolume containing `path` and the path's place in it: ("/mnt", "a/b/") for
+    /// the directory /mnt/a/b, ("/pool", "") for a pool that is a subvolume itself (a
+    /// mounted pool). Subvolume paths from the iterator are relative to that subvolume.
+    private func locateInSubvolume(_ path: String) throws(SystemError) -> (subvolume: String, prefix: String) {
+        var current = Paths.canonical(path) ?? path
+        var prefix = ""
+        while current != "/" {
+            var st = stat()
+            try Errno.check("stat", current) { stat(current, &st) }
+            if st.st_ino == 256 { break }  // BTRFS_FIRST_FREE_OBJECTID: a subvolume's root
+            prefix = Paths.basename(current) + "/" + prefix
+            current = Paths.dirname(current)
+        }
+        return (current, prefix)
+    }
+
+    // MARK: - Identity
+
+    /// "sha256:<hex>" of the source: the tar file, the busybox binary, the OCI manifest
+    /// digest, or the directory tree. File digests are cached in `cacheDirectory`.
+    public func identify(_ source: ImageSource, cacheDirectory: String) throws -> String {
+        try SourceIdentity(cacheDirectory: cacheDirectory).identify(source)
+    }
+
+    // MARK: - Import
+
+    /// Builds images/NAME from `source`, atomically: everything goes into a temporary
+    /// subvolume images/.import-NAME-<random>, which is synced, made read-only and only
+    /// then renamed into place (swapped with an existing images/NAME, which is deleted
+    /// after). Any failure or cancellation deletes the temporary subvolume; a crash
+    /// leaves it to be found in `contents().leftovers`.
+    public func importImage(name: String, from source: ImageSource,
+                            progress: ((ImportProgress) -> Void)? = nil) async throws -> ImportedImage {
+        try Self.validate(name: name, kind: "image")
+        let images = try openPoolDirectory("images")
+        let temporary = "\(Self.leftoverPrefix)\(name)-\(Self.randomSuffix())"
+        let temporaryPath = "\(poolRoot)/images/\(temporary)"
+        try Btrfs.createSubvolume(in: images, named: temporary, describedAs: temporaryPath)
+        do {
+            let rootfs = try images.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
+            let meter = ProgressMeter(totalBytes: nil, callback: progress)
+            let writer = RootfsWriter(root: rootfs, sourceName: "")
+            let digest = try await populate(writer, from: source, meter: meter)
+            meter.finish(entries: writer.entriesWritten)
+            try Btrfs.sync(rootfs, describedAs: temporaryPath)
+            try Btrfs.setReadOnly(rootfs, true, describedAs: temporaryPath)
+            var warnings = writer.warnings
+            if let note = try moveIntoPlace(images, temporary: temporary, name: name) { warnings.append(note) }
+            let final = try images.openAt(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: "\(poolRoot)/images/\(name)")
+            return ImportedImage(info: try Btrfs.info(final, path: "images/\(name)"), digest: digest,
+                                 warnings: warnings, entries: writer.entriesWritten,
+                                 bytesRead: meter.bytesRead, seconds: meter.elapsedSeconds)
+        } catch {
+            try? Btrfs.deleteSubvolume(in: images, named: temporary, describedAs: temporaryPath)
+            throw error
+        }
+    }
+
+    private func populate(_ writer: RootfsWriter, from source: ImageSource, meter: ProgressMeter) async throws -> String {
+        switch source {
+        case .tar(let path):
+            writer.sourceName = path
+            let input = try ArchiveInput(path: path, hashing: true)
+            var st = stat()
+            if fstat(input.fd.rawValue, &st) == 0 { meter.totalBytes = UInt64(st.st_size) }
+            try ArchiveExtractor(progress: meter).extract(input, into: writer, label: path)
+            try writer.finish()
+            return try input.finishDigest()!
+
+        case .oci(let layout, let tag):
+            let oci = OCILayout(path: layout)
+            let (digest, manifest) = try oci.resolve(tag: tag)
+            meter.totalBytes = manifest.layers.reduce(0) { $0 + UInt64(max(0, $1.size)) }
+            writer.layerMode = true
+            for (number, layer) in manifest.layers.enumerated() {
+                let label = "\(layout) layer \(number + 1)/\(manifest.layers.count) (\(layer.digest))"
+                if let type = layer.mediaType, !OCILayout.layerTypes.contains(type) {
+                    throw SystemError.failure("import OCI layer", label, "unsupported media type \(type)")
+                }
+                let blob = try oci.blobPath(layer.digest)
+                let input = try ArchiveInput(path: blob, hashing: true)
+                writer.beginLayer(name: label)
+                try ArchiveExtractor(progress: meter).extract(input, into: writer, label: label)
+                try writer.finish()
+                let actual = try input.finishDigest()!
+                guard actual == layer.digest else {
+                    throw SystemError.failure("verify OCI layer", blob, "digest mismatch: expected \(layer.digest), content is \(actual)")
+                }
+                guard Int64(input.bytesRead) == layer.size else {
+                    throw SystemError.failure("verify OCI layer", blob, "size mismatch: expected \(layer.size) bytes, read \(input.bytesRead)")
+                }
+                meter.completeInput(bytes: input.bytesRead)
+            }
+            return digest
+
+        case .directory(let path):
+            writer.sourceName = path
+            var copier = DirectoryCopier(source: path, writer: writer, progress: meter)
+            try copier.copy()
+            return try SourceIdentity(cacheDirectory: nil).identify(source)
+
+        case .busybox(let path):
+            writer.sourceName = path
+            return try await BusyboxImage(binary: path).build(into: writer, meter: meter)
+        }
+    }
+
+    /// Renames the finished temporary subvolume to `name`, swapping atomically with an
+    /// existing image. Returns a warning when the replaced image could not be deleted.
+    private func moveIntoPlace(_ images: FileDescriptor, temporary: String, name: String) throws -> String? {
+        let object = "\(poolRoot)/images/\(temporary) → \(name)"
+        if tupp_renameat2(images.rawValue, temporary, images.rawValue, name, UInt32(TUPP_RENAME_NOREPLACE)) == 0 {
+            return nil
+        }
+        guard errno == EEXIST else { throw SystemError("rename image into place", object) }
+        try Errno.check("swap image into place", object) {
+            tupp_renameat2(images.rawValue, temporary, images.rawValue, name, UInt32(TUPP_RENAME_EXCHANGE))
+        }
+        // The previous image now sits at the temporary name.
+        do {
+            try Btrfs.deleteSubvolume(in: images, named: temporary, describedAs: "\(poolRoot)/images/\(temporary)")
+            return nil
+        } catch {
+            return "replaced image left behind at images/\(temporary) (\(error.operation) failed, errno \(error.code)); remove it as a leftover"
+        }
+    }
+
+    // MARK: - Snapshots and deletion
+
+    /// A writable snapshot of images/IMAGE as containers/CONTAINER.
+    public func snapshot(image: String, container: String) throws -> SubvolumeInfo {
+        try Self.validate(name: image, kind: "image")
+        try Self.validate(name: container, kind: "container")
+        let images = try openPoolDirectory("images")
+        let containers = try openPoolDirectory("containers")
+        let imagePath = "\(poolRoot)/images/\(image)"
+        let source = try images.openAt(image, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: imagePath)
+        let target = "\(poolRoot)/containers/\(container)"
+        try Btrfs.createSnapshot(of: source, in: containers, named: container, describedAs: "\(imagePath) → \(target)")
+        let snapshot = try containers.openAt(container, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: target)
+        return try Btrfs.info(snapshot, path: "containers/\(container)")
+    }
+
+    /// Deletes the subvolume at `relativePath` and any subvolume nested in it. Refused
+    /// while anything is mounted at or below it, or while it is bind-mounted elsewhere.
+    public func deleteSubvolume(_ relativePath: String) throws {
+        let path = try absolute(relativePath)
+        if let mount = try mountUsing(path) {
+            throw SystemError("delete subvolume", path, errno: EBUSY,
+                              detail: "\(mount.mountPoint) is mounted from it (\(mount.fsType) \(mount.root)); unmount it first")
+        }
+        let parent = try FileDescriptor.open(Paths.dirname(path), O_RDONLY | O_DIRECTORY)
+        try Btrfs.deleteSubvolume(in: parent, named: Paths.basename(path), describedAs: path)
+    }
+
+    /// Deletes a temporary subvolume left by an interrupted import.
+    public func removeLeftover(_ info: SubvolumeInfo) throws {
+        let parts = info.path.split(separator: "/")
+        guard parts.count == 2, parts[0] == "images", parts[1].hasPrefix(Self.leftoverPrefix) else {
+            throw SystemError.failure("remove leftover", info.path, "not a temporary import subvolume")
+        }
+        try deleteSubvolume(info.path)
+    }
+
+    /// The first mount that would pin `path`: one at or below it, or a bind mount of
+    /// it (or of something inside it) elsewhere, as seen in mountinfo.
+    private func mountUsing(_ path: String) throws -> MountInfo? {
+        let table = try MountInfo.read()
+        if let below = MountInfo.mounts(under: path, in: table).first { return below }
+        // Which mount holds the path, and where the path is inside that filesystem.
+        guard let holder = table.filter({ path == $0.mountPoint || path.hasPrefix($0.mountPoint == "/" ? "/" : $0.mountPoint + "/") })
+            .max(by: { $0.mountPoint.count < $1.mountPoint.count }) else { return nil }
+        let inside = String(path.dropFirst(holder.mountPoint == "/" ? 0 : holder.mountPoint.count))
+        let fsPath = Paths.normalize(holder.root + "/" + inside)
+        return table.first { mount in
+            mount.id != holder.id && mount.device == holder.device
+                && (mount.root == fsPath || mount.root.hasPrefix(fsPath + "/"))
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func absolute(_ relativePath: String) throws -> String {
+        guard case .success(let normalized) = RootfsPath.normalize(relativePath), !normalized.isEmpty else {
+            throw SystemError.failure("resolve pool path", relativePath, "must be a relative path inside the pool without '..'")
+        }
+        return "\(Paths.canonical(poolRoot) ?? poolRoot)/\(normalized)"
+    }
+
+    private func openPoolDirectory(_ name: String) throws(SystemError) -> FileDescriptor {
+        let path = "\(poolRoot)/\(name)"
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw SystemError("create directory", path) }
+        return try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+    }
+
+    /// Image and container names are single path components that cannot collide with
+    /// tupp's temporary names.
+    static func validate(name: String, kind: String) throws(SystemError) {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty, bytes.count <= 200, bytes.first != UInt8(ascii: "."),
+              !bytes.contains(UInt8(ascii: "/")), !bytes.contains(0) else {
+            throw SystemError.failure("validate \(kind) name", "'\(name)'",
+                                      "must be 1–200 bytes, not start with '.', and contain no '/'")
+        }
+    }
+
+    static func randomSuffix() -> String {
+        Hex.encode((0..<6).map { _ in UInt8.random(in: 0...255) })
+    }
+}
+

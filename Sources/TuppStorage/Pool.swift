@@ -1,0 +1,273 @@
+import CTuppSys
+import Glibc
+import Subprocess
+import SystemPackage
+import TuppSystem
+
+/// The btrfs pool: a directory on btrfs that holds images/ and containers/.
+public struct PoolConfig: Sendable, Equatable {
+    /// Where the pool is (or gets mounted): e.g. /var/lib/tupp/pool.
+    public var root: String
+    /// When set, the pool lives in a loop-mounted image file that tupp creates.
+    public var device: DeviceConfig?
+
+    public init(root: String, device: DeviceConfig? = nil) {
+        self.root = root
+        self.device = device
+    }
+}
+
+/// A sparse image file backing the pool through a loop device.
+public struct DeviceConfig: Sendable, Equatable {
+    public var file: String
+    /// Bytes.
+    public var size: UInt64
+
+    public init(file: String, size: UInt64) {
+        self.file = file
+        self.size = size
+    }
+}
+
+/// What the host shows about a pool right now; the planner diffs this against the config.
+public struct PoolObservation: Sendable, Equatable {
+    public var rootExists: Bool
+    /// Permission bits of the root directory (e.g. 0o700), nil when it does not exist.
+    public var rootMode: UInt32?
+    /// statfs(2) on the root says btrfs.
+    public var onBtrfs: Bool
+    /// A filesystem is mounted exactly at the root (mountinfo).
+    public var mounted: Bool
+    /// The mount's source, e.g. "/dev/loop3".
+    public var mountSource: String?
+    /// "/dev/loopN" when the mount at the root comes from a loop device.
+    public var loopDevice: String?
+    /// The file behind that loop device (/sys/block/loopN/loop/backing_file).
+    public var backingFile: String?
+    /// Whether the configured device file exists (false without a device).
+    public var fileExists: Bool
+    public var fileSize: UInt64?
+    /// Bytes the mounted btrfs spans (sum of its devices' sizes), nil when not mounted.
+    public var filesystemSize: UInt64?
+
+    /// True when the mounted loop device is backed by the configured file.
+    public func isBacked(by device: DeviceConfig) -> Bool {
+        guard let backingFile else { return false }
+        return backingFile == (Paths.canonical(device.file) ?? device.file)
+    }
+}
+
+/// Operations on the pool. Each one is safe to repeat: it does only what is missing.
+public enum Pool {
+    /// Reads the live state; never fails — what cannot be read is reported as absent.
+    public static func observe(_ config: PoolConfig) -> PoolObservation {
+        let root = Paths.canonical(config.root) ?? config.root
+        var observation = PoolObservation(rootExists: false, rootMode: nil, onBtrfs: false, mounted: false,
+                                          mountSource: nil, loopDevice: nil, backingFile: nil,
+                                          fileExists: false, fileSize: nil, filesystemSize: nil)
+        var st = stat()
+        if stat(root, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+            observation.rootExists = true
+            observation.rootMode = UInt32(st.st_mode & 0o7777)
+            observation.onBtrfs = isBtrfs(root)
+        }
+        if observation.rootExists, let mount = mount(at: root) {
+            observation.mounted = true
+            observation.mountSource = mount.source
+            if mount.source.hasPrefix("/dev/loop") {
+                observation.loopDevice = mount.source
+                observation.backingFile = LoopDevice.backingFile(of: mount.source)
+            }
+            if let fd = try? FileDescriptor.open(root, O_RDONLY | O_DIRECTORY) {
+                var total: UInt64 = 0
+                if tupp_btrfs_total_bytes(fd.rawValue, &total) == 0 { observation.filesystemSize = total }
+            }
+        }
+        if let device = config.device, let fileStat = try? Files.status(device.file) {
+            observation.fileExists = true
+            observation.fileSize = UInt64(fileStat.st_size)
+        }
+        return observation
+    }
+
+    /// Makes the pool exist. With a device: creates the sparse file and formats it
+    /// (only when the file does not exist yet — an existing file is never reformatted),
+    /// attaches and mounts it. Without one: the root must already be on btrfs.
+    /// Either way the root ends with mode 0700 and images/ and containers/ in it.
+    public static func create(_ config: PoolConfig) async throws {
+        guard let device = config.device else {
+            try Files.createDirectory(config.root, mode: 0o700)
+            guard isBtrfs(config.root) else {
+                throw SystemError.failure("use pool", config.root,
+                                          "not on btrfs; put the root on a btrfs filesystem or set storage.device to have tupp create one")
+            }
+            try prepareLayout(config.root)
+            return
+        }
+        if try Files.status(device.file) == nil {
+            try createImageFile(device)
+            do {
+                try await format(device.file)
+            } catch {
+                try? Files.remove(device.file)
+                throw error
+            }
+        } else if try isBlank(device.file) {
+            // Left by a create that died between ftruncate and mkfs: nothing to lose.
+            try await format(device.file)
+        }
+        try mount(config)
+    }
+
+    /// Attaches the existing image file to a loop device and mounts it at the root,
+    /// unless it is already mounted there.
+    public static func mount(_ config: PoolConfig) throws {
+        guard let device = config.device else {
+            throw SystemError.failure("mount pool", config.root, "the pool has no device to mount")
+        }
+        let observation = observe(config)
+        if observation.mounted {
+            guard observation.isBacked(by: device) else {
+                throw SystemError.failure("mount pool", config.root,
+                                          "\(observation.mountSource ?? "another filesystem") is already mounted there, not \(device.file)")
+            }
+            try prepareLayout(config.root)
+            return
+        }
+        guard observation.fileExists else {
+            throw SystemError("mount pool", device.file, errno: ENOENT, detail: "the image file is missing")
+        }
+        try Files.createDirectory(config.root, mode: 0o700)
+        // `loop` stays open until the mount holds the device; if mounting fails, closing
+        // it lets autoclear detach the device again.
+        let (loopPath, loop) = try LoopDevice.attach(device.file)
+        try Errno.check("mount btrfs", "\(loopPath) (\(device.file)) on \(config.root)") {
+            Glibc.mount(loopPath, config.root, "btrfs", 0, nil)
+        }
+        withExtendedLifetime(loop) {}
+        try prepareLayout(config.root)
+    }
+
+    /// Grows the image file to the configured size and the filesystem with it, online.
+    /// Shrinking is refused: btrfs can shrink, but tupp never risks pool data for it.
+    public static func grow(_ config: PoolConfig) throws {
+        guard let device = config.device else {
+            throw SystemError.failure("grow pool", config.root, "the pool has no device; grow the filesystem holding it instead")
+        }
+        guard let fileStat = try Files.status(device.file) else {
+            throw SystemError("grow pool", device.file, errno: ENOENT, detail: "the image file is missing")
+        }
+        let current = UInt64(fileStat.st_size)
+        if device.size < current {
+            throw SystemError.failure("grow pool", device.file,
+                                      "refusing to shrink from \(current) to \(device.size) bytes; shrinking a pool is not supported — keep size ≥ \(current)")
+        }
+        if device.size > current {
+            let fd = try FileDescriptor.open(device.file, O_WRONLY)
+            try Errno.check("extend image file", device.file) { ftruncate(fd.rawValue, off_t(device.size)) }
+        }
+        var observation = observe(config)
+        if !observation.mounted {
+            try mount(config)
+            observation = observe(config)
+        }
+        guard let loop = observation.loopDevice, observation.isBacked(by: device) else {
+            throw SystemError.failure("grow pool", config.root, "not mounted from a loop device backed by \(device.file)")
+        }
+        try LoopDevice.refreshCapacity(loop)
+        let rootFD = try FileDescriptor.open(config.root, O_RDONLY | O_DIRECTORY)
+        try Errno.check("resize btrfs to max", "\(config.root) (\(loop))") { tupp_btrfs_resize(rootFD.rawValue, "max") }
+    }
+
+    /// Unmounts the pool and makes sure its loop device is detached. Fails (EBUSY) while
+    /// anything still uses it — a running container, a mount below the root.
+    public static func unmountAndDetach(_ config: PoolConfig) throws {
+        guard let device = config.device else { return }
+        let observation = observe(config)
+        guard observation.mounted else { return }
+        guard observation.isBacked(by: device) else {
+            throw SystemError.failure("unmount pool", config.root,
+                                      "mounted from \(observation.mountSource ?? "?"), not from \(device.file); leaving it alone")
+        }
+        let root = Paths.canonical(config.root) ?? config.root
+        if umount2(root, 0) != 0 {
+            let code = errno
+            throw SystemError("unmount pool", root, errno: code,
+                              detail: code == EBUSY ? "still in use; stop containers and unmount what is mounted below it" : nil)
+        }
+        if let loop = observation.loopDevice {
+            try LoopDevice.waitForDetach(loop, from: device.file)
+        }
+    }
+
+    /// Deletes the image file — all pool data. Only for `destroy --include-storage`;
+    /// refused while the file is mounted or attached to a loop device.
+    public static func removeFile(_ config: PoolConfig) throws {
+        guard let device = config.device else { return }
+        let attached = LoopDevice.devices(backing: device.file)
+        guard attached.isEmpty else {
+            throw SystemError.failure("remove pool image", device.file,
+                                      "still attached to \(attached.joined(separator: ", ")); unmount the pool first")
+        }
+        try Files.remove(device.file)
+    }
+
+    // MARK: - Helpers
+
+    static func isBtrfs(_ path: String) -> Bool {
+        var fs = statfs()
+        return statfs(path, &fs) == 0 && UInt64(UInt(bitPattern: fs.f_type)) == UInt64(TUPP_BTRFS_SUPER_MAGIC)
+    }
+
+    /// The topmost mount exactly at `path`.
+    static func mount(at path: String) -> MountInfo? {
+        guard let table = try? MountInfo.read() else { return nil }
+        return table.last { $0.mountPoint == path }
+    }
+
+    static func prepareLayout(_ root: String) throws(SystemError) {
+        try Errno.check("set mode 0700 on pool root", root) { chmod(root, 0o700) }
+        for name in ["images", "containers"] {
+            let path = "\(root)/\(name)"
+            if mkdir(path, 0o700) != 0 && errno != EEXIST { throw SystemError("create directory", path) }
+        }
+    }
+
+    /// True only for a file with no blocks allocated at all and no btrfs superblock:
+    /// the remains of an interrupted create. Anything else is never reformatted.
+    static func isBlank(_ file: String) throws(SystemError) -> Bool {
+        let fd = try FileDescriptor.open(file, O_RDONLY)
+        var st = stat()
+        try Errno.check("stat", file) { fstat(fd.rawValue, &st) }
+        guard st.st_blocks == 0 else { return false }
+        var magic = [UInt8](repeating: 0, count: 8)
+        // The primary superblock is at 64 KiB; its magic "_BHRfS_M" at offset 64 in it.
+        let n = pread(fd.rawValue, &magic, 8, 65536 + 64)
+        return n <= 0 || magic != Array("_BHRfS_M".utf8)
+    }
+
+    static func createImageFile(_ device: DeviceConfig) throws(SystemError) {
+        try Files.createDirectory(Paths.dirname(device.file), mode: 0o755)
+        let fd = try FileDescriptor.open(device.file, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        do {
+            // Sparse: ftruncate allocates nothing; btrfs writes only what it uses.
+            try Errno.check("size image file", device.file) { ftruncate(fd.rawValue, off_t(device.size)) }
+        } catch {
+            try? Files.remove(device.file)
+            throw error
+        }
+    }
+
+    /// mkfs.btrfs — the one external command tupp runs for storage.
+    static func format(_ file: String) async throws {
+        let candidates = ["/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs", "/usr/bin/mkfs.btrfs", "/bin/mkfs.btrfs"]
+        let executable: Executable = candidates.first { access($0, X_OK) == 0 }
+            .map { .path(FilePath($0)) } ?? .name("mkfs.btrfs")
+        let result = try await run(executable, arguments: ["-q", file],
+                                   output: .discarded, error: .string(limit: 16 << 10))
+        guard result.terminationStatus.isSuccess else {
+            let message = result.standardError.trimmingCharacters()
+            throw SystemError.failure("format btrfs", file, "mkfs.btrfs \(result.terminationStatus): \(message)")
+        }
+    }
+}

@@ -1,0 +1,166 @@
+import Glibc
+import Testing
+import TuppStorage
+import TuppSystem
+import TuppTestSupport
+
+@Suite("Identity, interruption, deletion", .serialized)
+struct LifecycleTests {
+    @Test func identifyFollowsTheSourceAndTheCacheAvoidsRereading() async throws {
+        try await withPool { pool in
+            let work = pool.directory.path
+            let cache = "\(work)/cache"
+            let tar = "\(work)/rootfs.tar"
+            try makeTar(tar, "add(tf, \"a\", b\"one\")")
+            let first = try pool.store.identify(.tar(path: tar), cacheDirectory: cache)
+            #expect(first == "sha256:" + (try sha256sum(tar)))
+
+            // A cache hit does not read the file: poison the cached digest and it comes back.
+            let cacheFiles = try Files.list(cache)
+            #expect(cacheFiles.count == 1)
+            let cacheFile = "\(cache)/\(cacheFiles[0])"
+            let poisoned = try #require(fileText(cacheFile)).replacingOccurrences(of: String(first.dropFirst(7)), with: String(repeating: "0", count: 64))
+            try Files.writeAtomically(cacheFile, text: poisoned)
+            #expect(try pool.store.identify(.tar(path: tar), cacheDirectory: cache) == "sha256:" + String(repeating: "0", count: 64))
+
+            // A changed source is noticed (new mtime/ctime/size) and hashed again.
+            try makeTar(tar, "add(tf, \"a\", b\"two\")")
+            let second = try pool.store.identify(.tar(path: tar), cacheDirectory: cache)
+            let secondExpected = "sha256:" + (try sha256sum(tar))
+            #expect(second != first && second == secondExpected)
+            // Same size, same mtime restored: ctime still moves, so the rewrite is seen.
+            try makeTar(tar, "add(tf, \"a\", b\"six\")")
+            try command(["touch", "-d", "@1700000000", tar])
+            let third = try pool.store.identify(.tar(path: tar), cacheDirectory: cache)
+            let thirdExpected = "sha256:" + (try sha256sum(tar))
+            #expect(third == thirdExpected && third != second)
+
+            // Directories: content, mode and symlink changes all change the digest.
+            let tree = "\(work)/tree"
+            try Files.createDirectory("\(tree)/sub")
+            try Files.writeAtomically("\(tree)/sub/file", text: "x", mode: 0o644)
+            let d1 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
+            #expect(try pool.store.identify(.directory(path: tree), cacheDirectory: cache) == d1)
+            chmod("\(tree)/sub/file", 0o600)
+            let d2 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
+            try Files.writeAtomically("\(tree)/sub/file", text: "y", mode: 0o600)
+            let d3 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
+            symlink("sub/file", "\(tree)/link")
+            let d4 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
+            #expect(Set([d1, d2, d3, d4]).count == 4)
+
+            // Busybox: the binary's sha256.
+            #expect(try pool.store.identify(.busybox(path: "/bin/busybox"), cacheDirectory: cache) == "sha256:" + (try sha256sum("/bin/busybox")))
+        }
+    }
+
+    @Test func failedImportKeepsThePreviousImageAndLeavesNoTemporarySubvolume() async throws {
+        try await withPool { pool in
+            let work = pool.directory.path
+            let good = "\(work)/good.tar"
+            try makeTar(good, "add(tf, \"version\", b\"good\")", compression: "gz")
+            let original = try await pool.store.importImage(name: "app", from: .tar(path: good))
+            // Many entries, then the stream is cut off in the middle.
+            let big = "\(work)/big.tar.gz"
+            try makeTar(big, "for i in range(2000):\n    add(tf, \"f%d\" % i, bytes(1000))", compression: "gz")
+            let bytes = try #require(try Files.read(big))
+            let truncated = "\(work)/truncated.tar.gz"
+            try Files.writeAtomically(truncated, Array(bytes.prefix(bytes.count / 2)), mode: 0o644)
+            do {
+                _ = try await pool.store.importImage(name: "app", from: .tar(path: truncated))
+                Issue.record("a truncated archive was imported")
+            } catch let error as SystemError {
+                #expect(error.object.contains(truncated), "\(render(error))")
+            }
+            let contents = try pool.store.contents()
+            #expect(contents.leftovers.isEmpty)
+            #expect(contents.images["app"]?.uuid == original.info.uuid)
+            #expect(fileText("\(pool.root)/images/app/version") == "good")
+        }
+    }
+
+    @Test func cancelledImportLeavesNothing() async throws {
+        try await withPool { pool in
+            let work = pool.directory.path
+            let big = "\(work)/big.tar"
+            try makeTar(big, "for i in range(20000):\n    add(tf, \"d%d/f%d\" % (i % 50, i), bytes(2000))")
+            let started = AsyncFlag()
+            let task = Task {
+                try await pool.store.importImage(name: "big", from: .tar(path: big)) { progress in
+                    if progress.entries > 0 { started.set() }
+                }
+            }
+            while !started.isSet { try await Task.sleep(nanoseconds: 1_000_000) }
+            task.cancel()
+            do {
+                _ = try await task.value
+                Issue.record("the import finished despite cancellation")
+            } catch is CancellationError {
+            } catch {
+                Issue.record("unexpected \(render(error))")
+            }
+            let contents = try pool.store.contents()
+            #expect(contents.images.isEmpty && contents.leftovers.isEmpty)
+        }
+    }
+
+    @Test func leftoverFromACrashIsReportedAndRemovable() async throws {
+        try await withPool { pool in
+            // What a killed import leaves: a writable temporary subvolume with some content.
+            try command(["btrfs", "subvolume", "create", "\(pool.root)/images/.import-app-dead01"])
+            try Files.writeAtomically("\(pool.root)/images/.import-app-dead01/partial", text: "half")
+            let contents = try pool.store.contents()
+            #expect(contents.images.isEmpty)
+            let leftover = try #require(contents.leftovers.first)
+            #expect(leftover.path == "images/.import-app-dead01" && contents.leftovers.count == 1)
+            // Only leftovers are accepted by removeLeftover.
+            _ = try await pool.store.importImage(name: "box", from: .busybox(path: "/bin/busybox"))
+            let image = try #require(try pool.store.contents().images["box"])
+            expectFailure { try pool.store.removeLeftover(image) }
+            try pool.store.removeLeftover(leftover)
+            #expect(try pool.store.contents().leftovers.isEmpty)
+            #expect(!Files.exists("\(pool.root)/images/.import-app-dead01"))
+        }
+    }
+
+    @Test func deletionRefusesWhileMountedAndRemovesNestedSubvolumes() async throws {
+        try await withPool { pool in
+            _ = try await pool.store.importImage(name: "box", from: .busybox(path: "/bin/busybox"))
+            _ = try pool.store.snapshot(image: "box", container: "web")
+            let container = "\(pool.root)/containers/web"
+            // A subvolume the container made inside itself.
+            try command(["btrfs", "subvolume", "create", "\(container)/var-lib"])
+            #expect(try pool.store.contents().others.map(\.path) == ["containers/web/var-lib"])
+
+            // Something mounted below it: refused, naming the mount.
+            try command(["mount", "-t", "tmpfs", "tmpfs", "\(container)/tmp"])
+            var error = expectFailure { try pool.store.deleteSubvolume("containers/web") }
+            #expect(error?.code == EBUSY && error?.detail?.contains("\(Paths.canonical(container)!)/tmp") == true)
+            try command(["umount", "\(container)/tmp"])
+
+            // Bind-mounted elsewhere (as a runtime does for a rootfs): refused too.
+            let elsewhere = "\(pool.directory.path)/rootfs"
+            try Files.createDirectory(elsewhere)
+            try command(["mount", "--bind", container, elsewhere])
+            error = expectFailure { try pool.store.deleteSubvolume("containers/web") }
+            #expect(error?.detail?.contains(elsewhere) == true)
+            try command(["umount", elsewhere])
+
+            try pool.store.deleteSubvolume("containers/web")
+            let contents = try pool.store.contents()
+            #expect(contents.containers.isEmpty && contents.others.isEmpty)
+            #expect(!Files.exists(container))
+            // Paths must stay inside the pool.
+            #expect(expectFailure { try pool.store.deleteSubvolume("../escape") }?.detail?.contains("..") == true)
+        }
+    }
+}
+
+/// A flag set from a progress callback and polled by the test.
+final class AsyncFlag: @unchecked Sendable {
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var value = false
+    init() { pthread_mutex_init(lock, nil) }
+    func set() { pthread_mutex_lock(lock); value = true; pthread_mutex_unlock(lock) }
+    var isSet: Bool { pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }; return value }
+}

@@ -1,0 +1,200 @@
+import Glibc
+import Testing
+import TuppStorage
+import TuppSystem
+import TuppTestSupport
+
+/// Runs an outside witness (findmnt, btrfs, umoci, python3) with posix_spawn and
+/// collects its output. Only for tests; tupp itself never shells out like this.
+@discardableResult
+func command(_ argv: [String], input: String? = nil, allowFailure: Bool = false) throws -> (status: Int32, output: String) {
+    var outPipe: [Int32] = [0, 0]
+    var inPipe: [Int32] = [0, 0]
+    guard pipe(&outPipe) == 0, pipe(&inPipe) == 0 else { throw SystemError("pipe", argv[0]) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 2)
+    for fd in [outPipe[0], outPipe[1], inPipe[0], inPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
+    var pid: pid_t = 0
+    let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { arg in arg.withCString { strdup($0) } } + [nil]
+    defer { cArgs.forEach { free($0) } }
+    let environment: [UnsafeMutablePointer<CChar>?] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"].map { arg in arg.withCString { strdup($0) } } + [nil]
+    defer { environment.forEach { free($0) } }
+    let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, environment)
+    close(outPipe[1])
+    close(inPipe[0])
+    guard rc == 0 else {
+        close(outPipe[0]); close(inPipe[1])
+        throw SystemError("spawn", argv[0], errno: rc)
+    }
+    if let input { _ = input.withCString { write(inPipe[1], $0, strlen($0)) } }
+    close(inPipe[1])
+    let bytes = try FileDescriptor(adopting: outPipe[0]).readAll(describedAs: argv[0])
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    let output = String(decoding: bytes, as: UTF8.self)
+    if exit != 0 && !allowFailure {
+        throw SystemError.failure("run", argv.joined(separator: " "), "exit \(exit): \(output)")
+    }
+    return (exit, output)
+}
+
+/// A loop-backed pool in a fresh temporary directory, torn down completely by
+/// `destroy()`: unmounted, loop device detached, image file and directory removed.
+struct TestPool {
+    let directory: TemporaryDirectory
+    let config: PoolConfig
+    var root: String { config.root }
+    var store: ImageStore { ImageStore(poolRoot: config.root) }
+
+    static func make(size: UInt64 = 256 << 20) async throws -> TestPool {
+        let directory = try TemporaryDirectory("tupp-storage")
+        let config = PoolConfig(root: "\(directory.path)/pool",
+                                device: DeviceConfig(file: "\(directory.path)/pool.img", size: size))
+        let pool = TestPool(directory: directory, config: config)
+        do {
+            try await Pool.create(config)
+        } catch {
+            pool.destroy()
+            throw error
+        }
+        return pool
+    }
+
+    func destroy() {
+        // Mounts a test made below the root go first (tests unmount their own; this
+        // is the safety net when one failed half-way).
+        if let table = try? MountInfo.read() {
+            for mount in MountInfo.mounts(under: Paths.canonical(root) ?? root, in: table).reversed()
+            where mount.mountPoint != (Paths.canonical(root) ?? root) {
+                umount2(mount.mountPoint, Int32(MNT_DETACH))
+            }
+        }
+        do { try Pool.unmountAndDetach(config) } catch { Issue.record("teardown: \(render(error))") }
+        do { try Pool.removeFile(config) } catch { Issue.record("teardown: \(render(error))") }
+        directory.remove()
+    }
+}
+
+/// Gate for every integration test here.
+func storageHostReady() throws -> Bool {
+    try Host.require(.root, .btrfs, .command("/usr/sbin/mkfs.btrfs"), .command("/usr/bin/btrfs"))
+}
+
+/// Writes a Python tarfile program's output: `script` gets `out` (the archive path) and
+/// `tarfile`, `io` imported, with a helper `add(tf, name, data=b"", **attributes)`.
+func makeTar(_ path: String, _ body: String, compression: String = "") throws {
+    let program = """
+    import io, sys, tarfile, time
+    out = sys.argv[1]
+    def info(name, type=tarfile.REGTYPE, mode=0o644, uid=0, gid=0, linkname="", size=0, devmajor=0, devminor=0, mtime=1700000000):
+        ti = tarfile.TarInfo(name)
+        ti.type = type; ti.mode = mode; ti.uid = uid; ti.gid = gid; ti.linkname = linkname
+        ti.size = size; ti.devmajor = devmajor; ti.devminor = devminor; ti.mtime = mtime
+        return ti
+    def add(tf, name, data=b"", **kw):
+        ti = info(name, size=len(data), **kw)
+        tf.addfile(ti, io.BytesIO(data) if data else None)
+    def dir(tf, name, **kw):
+        kw.setdefault("mode", 0o755)
+        tf.addfile(info(name, type=tarfile.DIRTYPE, **kw))
+    def sym(tf, name, target, **kw):
+        tf.addfile(info(name, type=tarfile.SYMTYPE, linkname=target, mode=0o777, **kw))
+    def hard(tf, name, target, **kw):
+        tf.addfile(info(name, type=tarfile.LNKTYPE, linkname=target, **kw))
+    with tarfile.open(out, "w\(compression.isEmpty ? "" : ":" + compression)", format=tarfile.PAX_FORMAT) as tf:
+    \(body.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+    """
+    try command(["python3", "-c", program, path])
+}
+
+extension SystemError {
+    var text: String { description }
+}
+
+func fileText(_ path: String) -> String? { try? Files.readText(path) }
+
+extension String {
+    enum TrimSet { case whitespacesAndNewlines }
+    func trimmingCharacters(in _: TrimSet) -> String { trimmingCharacters() }
+}
+
+/// An error as text without going through `Errno.describe` (whose errno-name table
+/// currently traps on duplicate keys — EWOULDBLOCK/EAGAIN, ENOTSUP/EOPNOTSUPP share values).
+func render(_ error: any Error) -> String {
+    guard let error = error as? SystemError else { return String(describing: type(of: error)) }
+    return "\(error.operation) \(error.object) [errno \(error.code)] \(error.detail ?? "")"
+}
+
+/// Runs `body` with a fresh pool (skipped when the host cannot), records any error
+/// through `render` and always destroys the pool.
+func withPool(size: UInt64 = 256 << 20, _ body: (TestPool) async throws -> Void) async throws {
+    guard try storageHostReady() else { return }
+    let pool: TestPool
+    do {
+        pool = try await TestPool.make(size: size)
+    } catch {
+        Issue.record("creating the test pool: \(render(error))")
+        return
+    }
+    defer { pool.destroy() }
+    do {
+        try await body(pool)
+    } catch {
+        Issue.record("\(render(error))")
+    }
+}
+
+/// The SystemError `body` throws; records an issue when it succeeds. (Not
+/// `#expect(throws:)`, which describes the error value and so hits the errno table.)
+@discardableResult
+func expectFailure(_ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation,
+                   _ body: () throws -> Void) -> SystemError? {
+    do {
+        try body()
+        Issue.record("expected a failure \(comment)", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as SystemError {
+        return error
+    } catch {
+        Issue.record("unexpected error type \(type(of: error))", sourceLocation: sourceLocation)
+        return nil
+    }
+}
+
+/// sha256 of a file, from coreutils' sha256sum (an outside witness).
+func sha256sum(_ path: String) throws -> String {
+    let output = try command(["sha256sum", path]).output
+    return String(output.prefix(64))
+}
+
+/// A minimal OCI image layout around uncompressed layer tarballs, written by hand so
+/// tests can put hostile layers in it. Returns the manifest digest.
+@discardableResult
+func makeOCILayout(_ directory: String, layers: [String], tag: String? = "latest") throws -> String {
+    try Files.createDirectory("\(directory)/blobs/sha256")
+    func addBlob(_ bytes: [UInt8]) throws -> (digest: String, size: Int) {
+        let temp = "\(directory)/blob.tmp"
+        try Files.writeAtomically(temp, bytes, mode: 0o644)
+        let hex = try sha256sum(temp)
+        try command(["mv", temp, "\(directory)/blobs/sha256/\(hex)"])
+        return ("sha256:\(hex)", bytes.count)
+    }
+    var layerDescriptors: [String] = []
+    var diffIDs: [String] = []
+    for layer in layers {
+        let blob = try addBlob(try Files.read(layer) ?? [])
+        layerDescriptors.append(#"{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(blob.digest)","size":\#(blob.size)}"#)
+        diffIDs.append("\"\(blob.digest)\"")
+    }
+    let config = try addBlob(Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[\#(diffIDs.joined(separator: ","))]}}"#.utf8))
+    let manifest = try addBlob(Array(#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(config.digest)","size":\#(config.size)},"layers":[\#(layerDescriptors.joined(separator: ","))]}"#.utf8))
+    let annotations = tag.map { #","annotations":{"org.opencontainers.image.ref.name":"\#($0)"}"# } ?? ""
+    try Files.writeAtomically("\(directory)/index.json", text: #"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"\#(manifest.digest)","size":\#(manifest.size)\#(annotations)}]}"#, mode: 0o644)
+    try Files.writeAtomically("\(directory)/oci-layout", text: #"{"imageLayoutVersion":"1.0.0"}"#, mode: 0o644)
+    return manifest.digest
+}
