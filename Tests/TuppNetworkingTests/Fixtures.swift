@@ -1,0 +1,270 @@
+import Testing
+import Foundation
+import Glibc
+import Synchronization
+import TuppManifest
+import TuppNetworking
+import TuppSystem
+import TuppTestSupport
+
+/// A process holding a fresh network namespace: `unshare --net sleep infinity`, started
+/// with posix_spawn. `stop()` kills it by pid and reaps it.
+final class NetnsHolder: @unchecked Sendable {
+    let pid: pid_t
+    var path: String { "/proc/\(pid)/ns/net" }
+
+    init() throws {
+        pid = try Spawn.start(["/usr/bin/unshare", "--net", "/bin/sleep", "infinity"])
+        // unshare(2) runs before the exec of sleep: wait until the namespace differs.
+        let own = namespaceInode(pid: "self", kind: "net")
+        for _ in 0..<2000 {
+            if let inode = namespaceInode(pid: String(pid), kind: "net"), inode != own,
+               let command = try? Files.readText("/proc/\(pid)/comm"), command.hasPrefix("sleep") {
+                return
+            }
+            usleep(1000)
+        }
+        stop()
+        throw SystemError.failure("wait for netns holder", String(pid), "namespace never appeared")
+    }
+
+    /// SIGKILL by pid, then reap. Safe to call twice.
+    func stop() {
+        if kill(pid, SIGKILL) == 0 || errno != ESRCH {
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+        }
+    }
+}
+
+/// Outside witnesses and actors: iproute2, nsenter, busybox ping. Tests may run them;
+/// the module never does.
+enum Witness {
+    /// Runs a command to completion and collects its output.
+    @discardableResult
+    static func run(_ arguments: [String]) throws -> Output {
+        try Spawn.run(arguments)
+    }
+
+    /// Prefix that runs a command inside `netns` (nil: the host).
+    static func inside(_ netns: String?) -> [String] {
+        netns.map { ["/usr/bin/nsenter", "--net=\($0)"] } ?? []
+    }
+
+    /// `ip -d -j link show dev NAME` as a dictionary, or nil when the link does not exist.
+    static func link(_ name: String, netns: String? = nil) throws -> [String: Any]? {
+        let output = try run(inside(netns) + ["/usr/sbin/ip", "-d", "-j", "link", "show", "dev", name])
+        guard output.status == 0 else { return nil }
+        let list = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [[String: Any]]
+        return list?.first
+    }
+
+    /// IPv4 addresses of a link as "a.b.c.d/len".
+    static func addresses(_ name: String, netns: String? = nil) throws -> [String] {
+        let output = try run(inside(netns) + ["/usr/sbin/ip", "-4", "-j", "addr", "show", "dev", name])
+        guard output.status == 0,
+              let list = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [[String: Any]],
+              let infos = list.first?["addr_info"] as? [[String: Any]] else { return [] }
+        return infos.compactMap { info in
+            guard let local = info["local"] as? String, let length = info["prefixlen"] as? Int else { return nil }
+            return "\(local)/\(length)"
+        }
+    }
+
+    /// The main table's default route as (gateway, dev).
+    static func defaultRoute(netns: String) throws -> (gateway: String, device: String)? {
+        let output = try run(inside(netns) + ["/usr/sbin/ip", "-4", "-j", "route", "show", "default"])
+        guard let list = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [[String: Any]],
+              let route = list.first, let gateway = route["gateway"] as? String,
+              let device = route["dev"] as? String else { return nil }
+        return (gateway, device)
+    }
+
+    /// One ICMP echo with a one-second deadline, from `netns` (nil: the host).
+    static func ping(_ address: IPv4Address, from netns: String? = nil) throws -> Bool {
+        try run(inside(netns) + ["/bin/busybox", "ping", "-c", "1", "-W", "1", address.description]).status == 0
+    }
+
+    static func flags(_ link: [String: Any]) -> [String] { link["flags"] as? [String] ?? [] }
+}
+
+/// Per-test network resources with unique names, removed by `cleanUp()` even when the
+/// test failed, and a leak check on the way out.
+final class TestNetwork: @unchecked Sendable {
+    let prefix: String
+    let subnet: IPv4Network
+    var gateway: IPv4Interface { IPv4Interface(address: subnet.firstHost, prefixLength: subnet.prefixLength) }
+    private var holders: [NetnsHolder] = []
+    private let lock = Mutex(())
+
+    init(_ label: String = #function) throws {
+        prefix = uniquePrefix(label)
+        subnet = try Self.freeSubnet()
+    }
+
+    /// The n-th host address of the subnet (gateway is 1).
+    func host(_ n: UInt32) -> IPv4Interface {
+        IPv4Interface(address: IPv4Address(subnet.network.value + n), prefixLength: subnet.prefixLength)
+    }
+
+    var bridge: String { prefix + "br" }
+    func veth(_ n: Int) -> String { prefix + "v\(n)" }
+
+    func holder() throws -> NetnsHolder {
+        let holder = try NetnsHolder()
+        lock.withLock { _ in holders.append(holder) }
+        return holder
+    }
+
+    /// Kills holders, deletes every host link with this test's prefix, then reports any
+    /// link that survived (a leak is a test failure).
+    func cleanUp() -> [String] {
+        lock.withLock { _ in holders.forEach { $0.stop() } }
+        let session = try? NetlinkSession.host()
+        for link in (try? session?.snapshot().links) ?? [] where link.name.hasPrefix(prefix) {
+            _ = try? session?.deleteLink(name: link.name)
+        }
+        return ((try? session?.snapshot().links) ?? []).map(\.name).filter { $0.hasPrefix(prefix) }
+    }
+
+    /// A /24 in 10.213.0.0/16 that no host route overlaps and no other test in this
+    /// process took.
+    static func freeSubnet() throws -> IPv4Network {
+        let routes = try NetlinkSession.host().snapshot().routes.filter { !$0.isDefault }
+        return try taken.withLock { taken in
+            for _ in 0..<500 {
+                let octet = UInt32.random(in: 1...254)
+                let candidate = IPv4Network(address: IPv4Address(0x0ad5_0000 | octet << 8), prefixLength: 24)
+                if taken.contains(candidate) || routes.contains(where: { $0.destination.overlaps(candidate) }) { continue }
+                taken.insert(candidate)
+                return candidate
+            }
+            throw SystemError.failure("pick test subnet", "10.213.0.0/16", "no free /24")
+        }
+    }
+
+    private static let taken = Mutex<Set<IPv4Network>>([])
+}
+
+/// Polls `condition` every 10 ms for up to `seconds`.
+func eventually(seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Monotonic.nanoseconds() + UInt64(seconds * 1e9)
+    while Monotonic.nanoseconds() < deadline {
+        if try condition() { return true }
+        usleep(10_000)
+    }
+    return try condition()
+}
+
+/// The `SystemError` that `body` throws, or nil when it succeeds.
+///
+/// Used instead of `#expect(throws:)`, which describes the caught error: describing a
+/// SystemError with an errno currently traps in TuppSystem's `Errno.names` (a dictionary
+/// literal with duplicate keys: EWOULDBLOCK == EAGAIN and ENOTSUP == EOPNOTSUPP on Linux).
+func systemError(_ body: () throws -> Void) -> SystemError? {
+    do {
+        try body()
+        return nil
+    } catch let error as SystemError {
+        return error
+    } catch {
+        Issue.record("expected a SystemError, got \(type(of: error))")
+        return nil
+    }
+}
+
+struct Output {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// posix_spawn with a clean signal state.
+///
+/// The test process's threads block most signals and children inherit that mask:
+/// busybox ping's -W timer (SIGALRM) then never fires and ping hangs. Every child here
+/// starts with an empty mask and default dispositions.
+enum Spawn {
+    /// Starts `arguments` with stdin, stdout and stderr on /dev/null (or the given fds).
+    static func start(_ arguments: [String], stdout: Int32? = nil, stderr: Int32? = nil) throws -> pid_t {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) } else {
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        }
+        if let stderr { posix_spawn_file_actions_adddup2(&actions, stderr, 2) } else {
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        }
+
+        var cArguments = arguments.map { strdup($0) }
+        cArguments.append(nil)
+        defer { cArguments.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, arguments[0], &actions, &attributes, &cArguments, environ)
+        guard rc == 0 else { throw SystemError("spawn", arguments[0], errno: rc) }
+        return pid
+    }
+
+    /// Runs `arguments` to completion, collecting stdout and stderr (read together with
+    /// poll, so a chatty stderr cannot stall the child).
+    static func run(_ arguments: [String]) throws -> Output {
+        var outPipe: [Int32] = [0, 0]
+        var errPipe: [Int32] = [0, 0]
+        // Close-on-exec from birth: a pipe end leaked into a concurrently spawned child
+        // (say a netns holder) would keep EOF from ever arriving.
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        guard socketpair(AF_UNIX, type, 0, &outPipe) == 0 else { throw SystemError("socketpair", arguments[0]) }
+        guard socketpair(AF_UNIX, type, 0, &errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw SystemError("socketpair", arguments[0])
+        }
+        let pid: pid_t
+        do {
+            pid = try start(arguments, stdout: outPipe[1], stderr: errPipe[1])
+        } catch {
+            outPipe.forEach { close($0) }
+            errPipe.forEach { close($0) }
+            throw error
+        }
+        close(outPipe[1])
+        close(errPipe[1])
+        var collected: [Int32: [UInt8]] = [outPipe[0]: [], errPipe[0]: []]
+        var open = [outPipe[0], errPipe[0]]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !open.isEmpty {
+            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for entry in fds where entry.revents != 0 {
+                let n = read(entry.fd, &buffer, buffer.count)
+                if n > 0 {
+                    collected[entry.fd]!.append(contentsOf: buffer[..<n])
+                } else if n == 0 || errno != EINTR {
+                    close(entry.fd)
+                    open.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = status & 0x7f == 0
+        return Output(status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f),
+                      stdout: String(decoding: collected[outPipe[0]]!, as: UTF8.self),
+                      stderr: String(decoding: collected[errPipe[0]]!, as: UTF8.self))
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+import TuppManifest
+import TuppNetworking
+import TuppSystem
+import TuppTestSupport
+
+@Suite("NAT via nft (root; rules read back, no traffic)")
+struct NATTests {
+    @Test func masqueradeIsAddedOnceReadBackAndRemoved() async throws {
+        guard try Host.require(.root, .command(NAT.nftPath)) else { return }
+        let net = try TestNetwork()
+        let table = "tupp_" + net.prefix
+        defer { _ = try? Witness.run([NAT.nftPath, "delete", "table", "ip", table]) }
+        let other = IPv4Network(address: IPv4Address(net.subnet.network.value ^ 0x8000), prefixLength: 25)
+
+        #expect(try await NAT.masqueradedSubnets(table: table) == nil)
+        #expect(try await NAT.ensureMasquerade(subnet: net.subnet, table: table))
+        #expect(try await NAT.ensureMasquerade(subnet: net.subnet, table: table) == false)
+        #expect(try await NAT.ensureMasquerade(subnet: other, table: table))
+        #expect(try await NAT.masqueradedSubnets(table: table) == [net.subnet, other])
+
+        // nft's own text shows the rule the way an operator would read it.
+        let listing = try Witness.run([NAT.nftPath, "list", "table", "ip", table]).stdout
+        #expect(listing.contains("type nat hook postrouting priority srcnat"))
+        #expect(listing.contains("ip saddr \(net.subnet) ip daddr != \(net.subnet) masquerade"))
+
+        #expect(try await NAT.removeMasquerade(subnet: net.subnet, table: table))
+        #expect(try await NAT.removeMasquerade(subnet: net.subnet, table: table) == false)
+        #expect(try await NAT.masqueradedSubnets(table: table) == [other])
+
+        #expect(try await NAT.removeTable(table))
+        #expect(try await NAT.removeTable(table) == false)
+        #expect(try Witness.run([NAT.nftPath, "list", "table", "ip", table]).status != 0)
+    }
+
+    @Test func forwardingIsPerNamespace() throws {
+        guard try Host.require(.root, .command("/usr/bin/unshare")) else { return }
+        let net = try TestNetwork()
+        defer { #expect(net.cleanUp().isEmpty) }
+        let holder = try net.holder()
+        let hostBefore = try NAT.isIPv4ForwardingEnabled()
+
+        // Flipped inside a test namespace only; the host's setting is left alone.
+        let cloneNewNet: Int32 = 0x4000_0000  // CLONE_NEWNET
+        let inside = try NamespaceThread.run(joining: [(holder.path, cloneNewNet)]) { () throws -> (Bool, Bool) in
+            let before = try NAT.isIPv4ForwardingEnabled()
+            try NAT.enableIPv4Forwarding()
+            return (before, try NAT.isIPv4ForwardingEnabled())
+        }
+        #expect(inside.0 == false)
+        #expect(inside.1 == true)
+        #expect(try NAT.isIPv4ForwardingEnabled() == hostBefore)
+    }
+}
