@@ -15,10 +15,10 @@ extension PoolConfig {
 extension ImageSource {
     init(_ source: Image.Source) {
         switch source {
-        case .busybox(let path): self = .busybox(path)
-        case .tar(let path): self = .tar(path)
+        case .busybox(let path): self = .busybox(path: path)
+        case .tar(let path): self = .tar(path: path)
         case .oci(let layout, let tag): self = .oci(layout: layout, tag: tag)
-        case .directory(let path): self = .directory(path)
+        case .directory(let path): self = .directory(path: path)
         }
     }
 }

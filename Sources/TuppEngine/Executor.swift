@@ -19,7 +19,7 @@ struct Executor: Sendable {
 
     typealias Progress = @Sendable (String) -> Void
 
-    func execute(_ change: Plan.ResourceChange, progress: Progress) async throws {
+    func execute(_ change: Plan.ResourceChange, progress: @escaping Progress) async throws {
         switch change.address.kind {
         case .pool: try await pool(change)
         case .image: try await image(change, progress: progress)
@@ -73,7 +73,7 @@ struct Executor: Sendable {
 
     // MARK: Images
 
-    func image(_ change: Plan.ResourceChange, progress: Progress) async throws {
+    func image(_ change: Plan.ResourceChange, progress: @escaping Progress) async throws {
         let name = change.address.name
         let storage = try declaredStorage()
         let images = ImageStore(poolRoot: storage.root)

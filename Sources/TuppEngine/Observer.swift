@@ -288,7 +288,7 @@ struct Observer {
                 netnsPaths.append((name, "/proc/\(process.shimPID)/ns/net"))
             }
         }
-        for (i, result) in NamespaceObservation.snapshots(ofNamespaces: netnsPaths.map(\.1)).enumerated() {
+        for (i, result) in NetlinkSession.snapshots(ofNamespaces: netnsPaths.map(\.1)).enumerated() {
             if case .success(let snapshot) = result { o.namespaces[netnsPaths[i].0] = snapshot }
         }
 
@@ -327,7 +327,7 @@ struct Observer {
 
             // The process: pid + start time, never a recycled pid.
             switch process.state {
-            case .running, .starting, .restarting:
+            case .running, .starting, .restarting, .exiting:
                 if let recordedPID = record.facts["initPID"].flatMap(Int32.init), process.initPID != 0, recordedPID != process.initPID {
                     resource.drift.append(Drift(address, "restarted by its supervisor (pid \(recordedPID) → \(process.initPID), \(process.restarts) restart\(process.restarts == 1 ? "" : "s"))"))
                 }

@@ -18,6 +18,8 @@ public struct ApplyOutcome: Sendable {
     public var warnings: [String] = []
     public var milliseconds: Double = 0
 
+    public init() {}
+
     public var succeeded: Bool { failed.isEmpty && notAttempted.isEmpty }
 }
 

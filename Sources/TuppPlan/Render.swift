@@ -4,12 +4,12 @@ public struct Style: Sendable {
 
     public init(enabled: Bool) { self.enabled = enabled }
 
-    func paint(_ text: String, _ code: String) -> String { enabled ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
-    func green(_ t: String) -> String { paint(t, "32") }
-    func yellow(_ t: String) -> String { paint(t, "33") }
-    func red(_ t: String) -> String { paint(t, "31") }
-    func bold(_ t: String) -> String { paint(t, "1") }
-    func dim(_ t: String) -> String { paint(t, "2") }
+    public func paint(_ text: String, _ code: String) -> String { enabled ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
+    public func green(_ t: String) -> String { paint(t, "32") }
+    public func yellow(_ t: String) -> String { paint(t, "33") }
+    public func red(_ t: String) -> String { paint(t, "31") }
+    public func bold(_ t: String) -> String { paint(t, "1") }
+    public func dim(_ t: String) -> String { paint(t, "2") }
 }
 
 /// Human-readable plans in the style reviewers know from Terraform.

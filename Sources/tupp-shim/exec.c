@@ -241,6 +241,9 @@ int exec_main(int argc, char **argv) {
     pid_t child = fork();
     if (child < 0) die("fork: %s", strerror(errno));
     if (child == 0) {
+        // tupp execs this helper from a Swift thread whose mask may block every signal and
+        // whose runtime may ignore SIGPIPE; both survive exec, so the command starts clean.
+        for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
         sigprocmask(SIG_SETMASK, &none, NULL);
         if (tty) {
             if (setsid() < 0 || ioctl(peer, TIOCSCTTY, 0) < 0) {

@@ -28,6 +28,21 @@ struct Tupp: AsyncParsableCommand {
     )
 }
 
+extension Tupp {
+    /// `tupp --state-dir DIR apply` and `tupp apply --state-dir DIR` both work: the
+    /// global option is moved after the subcommand, where every subcommand declares it.
+    static func main() async {
+        var args = Array(CommandLine.arguments.dropFirst())
+        var globals: [String] = []
+        while let first = args.first, first.hasPrefix("--state-dir") {
+            globals.append(args.removeFirst())
+            if first == "--state-dir", !args.isEmpty { globals.append(args.removeFirst()) }
+        }
+        if !globals.isEmpty, !args.isEmpty { args.insert(contentsOf: globals, at: 1) } else { args = globals + args }
+        await main(args)
+    }
+}
+
 /// Options every subcommand shares.
 struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("state-dir"),
