@@ -41,6 +41,8 @@ struct Executor: Sendable {
             if storage.device != nil {
                 try Pool.unmountAndDetach(config)
                 if options.includeStorage { try Pool.removeFile(config) }
+                // The mount point tupp made; left in place if anything else is in it.
+                rmdir(storage.root)
             }
             try store.remove(address)
         case .create, .update, .replace:

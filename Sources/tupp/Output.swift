@@ -16,11 +16,14 @@ func emit(_ text: String) {
 final class TextReporter: ApplyReporter, @unchecked Sendable {
     let style: Style
     let tty: Bool
+    /// "Apply" or "Destroy", for the closing line.
+    let operation: String
     private var open = false
 
-    init() {
+    init(operation: String) {
         style = Style(enabled: colorEnabled())
         tty = isatty(1) == 1
+        self.operation = operation
     }
 
     func planned(_ plan: Plan) {}
@@ -59,13 +62,13 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
     func summary(_ outcome: ApplyOutcome) {
         for w in outcome.warnings { emit(style.yellow("Warning:") + " \(w)\n") }
         if outcome.succeeded {
-            emit(style.bold("Apply complete!") + " \(outcome.applied.count) change\(outcome.applied.count == 1 ? "" : "s") in \(formatMilliseconds(outcome.milliseconds)).\n")
+            emit(style.bold("\(operation) complete!") + " \(outcome.applied.count) change\(outcome.applied.count == 1 ? "" : "s") in \(formatMilliseconds(outcome.milliseconds)).\n")
         } else {
-            emit("\nApply stopped: \(outcome.applied.count) applied, \(outcome.failed.count) failed, \(outcome.notAttempted.count) not attempted.\n")
+            emit("\n\(operation) stopped: \(outcome.applied.count) applied, \(outcome.failed.count) failed, \(outcome.notAttempted.count) not attempted.\n")
             for a in outcome.applied { emit("  applied        \(a)\n") }
             for f in outcome.failed { emit("  failed         \(f.address)\n") }
             for n in outcome.notAttempted { emit("  not attempted  \(n)\n") }
-            emit("Run apply again to converge.\n")
+            emit("Run \(operation.lowercased()) again to converge.\n")
         }
     }
 }

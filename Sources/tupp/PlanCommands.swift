@@ -141,7 +141,7 @@ func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeou
     let lock = try engine.lock(timeout: lockTimeout, command: "tupp \(command) (\(CommandLine.arguments.joined(separator: " ")))")
     defer { withExtendedLifetime(lock) {} }
     let run = try await engine.plan(manifest, options: options)
-    let reporter: any ApplyReporter = json ? JSONReporter(version: Tupp.version) : TextReporter()
+    let reporter: any ApplyReporter = json ? JSONReporter(version: Tupp.version) : TextReporter(operation: options.destroy ? "Destroy" : "Apply")
     if !run.plan.errors.isEmpty {
         if json { reporter.planned(run.plan) } else { emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()))) }
         printError("\(command) refused: the plan has \(run.plan.errors.count) error\(run.plan.errors.count == 1 ? "" : "s").")

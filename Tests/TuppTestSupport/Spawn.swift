@@ -1,0 +1,132 @@
+import Glibc
+import TuppSystem
+
+/// A finished command's exit status and output.
+public struct Output: Sendable, CustomStringConvertible {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+
+    public var description: String { "exit \(status)\nstdout:\n\(stdout)\nstderr:\n\(stderr)" }
+}
+
+/// posix_spawn with a clean signal state.
+///
+/// The test process's threads block most signals and children inherit that mask:
+/// busybox ping's -W timer (SIGALRM) then never fires and ping hangs. Every child here
+/// starts with an empty mask and default dispositions.
+public enum Spawn {
+    /// Starts `arguments` with stdin on /dev/null and stdout/stderr on the given fds
+    /// (or /dev/null). `environment` entries are KEY=VALUE added to the test's own.
+    public static func start(_ arguments: [String], stdout: Int32? = nil, stderr: Int32? = nil,
+                             environment: [String] = []) throws -> pid_t {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) } else {
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        }
+        if let stderr { posix_spawn_file_actions_adddup2(&actions, stderr, 2) } else {
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        }
+
+        var cArguments = arguments.map { strdup($0) }
+        cArguments.append(nil)
+        defer { cArguments.forEach { free($0) } }
+        var env: [UnsafeMutablePointer<CChar>?] = []
+        var index = 0
+        while let entry = environ[index] {
+            let text = String(cString: entry)
+            let key = text.split(separator: "=", maxSplits: 1).first.map(String.init) ?? text
+            if !environment.contains(where: { $0.hasPrefix(key + "=") }) { env.append(strdup(entry)) }
+            index += 1
+        }
+        env += environment.map { strdup($0) }
+        env.append(nil)
+        defer { env.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, arguments[0], &actions, &attributes, &cArguments, &env)
+        guard rc == 0 else { throw SystemError("spawn", arguments[0], errno: rc) }
+        return pid
+    }
+
+    /// Runs `arguments` to completion, collecting stdout and stderr (read together with
+    /// poll, so a chatty stderr cannot stall the child).
+    @discardableResult
+    public static func run(_ arguments: [String], environment: [String] = []) throws -> Output {
+        var outPipe: [Int32] = [0, 0]
+        var errPipe: [Int32] = [0, 0]
+        // Close-on-exec from birth: a pipe end leaked into a concurrently spawned child
+        // would keep EOF from ever arriving.
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        guard socketpair(AF_UNIX, type, 0, &outPipe) == 0 else { throw SystemError("socketpair", arguments[0]) }
+        guard socketpair(AF_UNIX, type, 0, &errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw SystemError("socketpair", arguments[0])
+        }
+        let pid: pid_t
+        do {
+            pid = try start(arguments, stdout: outPipe[1], stderr: errPipe[1], environment: environment)
+        } catch {
+            outPipe.forEach { close($0) }
+            errPipe.forEach { close($0) }
+            throw error
+        }
+        close(outPipe[1])
+        close(errPipe[1])
+        var collected: [Int32: [UInt8]] = [outPipe[0]: [], errPipe[0]: []]
+        var open = [outPipe[0], errPipe[0]]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !open.isEmpty {
+            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for entry in fds where entry.revents != 0 {
+                let n = read(entry.fd, &buffer, buffer.count)
+                if n > 0 {
+                    collected[entry.fd]!.append(contentsOf: buffer[..<n])
+                } else if n == 0 || errno != EINTR {
+                    close(entry.fd)
+                    open.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+        let status = wait(pid)
+        return Output(status: status, stdout: String(decoding: collected[outPipe[0]]!, as: UTF8.self),
+                      stderr: String(decoding: collected[errPipe[0]]!, as: UTF8.self))
+    }
+
+    /// Reaps `pid`; the shell-style status (128 + signal when killed).
+    @discardableResult
+    public static func wait(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = status & 0x7f == 0
+        return exited ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+}
+
+/// Paths of the executables this test run built, next to the test bundle.
+public enum Built {
+    public static var directory: String { Paths.dirname(Paths.canonical("/proc/self/exe") ?? "/proc/self/exe") }
+    public static var tupp: String { "\(directory)/tupp" }
+    public static var shim: String { "\(directory)/tupp-shim" }
+    /// The repository checkout (for manifests/ and schemas/).
+    public static var repository: String {
+        String(#filePath.dropLast("Tests/TuppTestSupport/Spawn.swift".count))
+    }
+}
