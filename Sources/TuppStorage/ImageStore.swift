@@ -107,7 +107,12 @@ public struct ImageStore: Sendable {
     /// then renamed into place (swapped with an existing images/NAME, which is deleted
     /// after). Any failure or cancellation deletes the temporary subvolume; a crash
     /// leaves it to be found in `contents().leftovers`.
-    public func importImage(name: String, from source: ImageSource,
+    ///
+    /// `cacheDirectory` is the one `identify` uses. A tarball whose digest is cached for
+    /// its current (device, inode, size, mtime, ctime) is not hashed again — the stamp is
+    /// checked on the descriptor read from, before and after extraction; otherwise the
+    /// digest computed while extracting is stored there for the next plan.
+    public func importImage(name: String, from source: ImageSource, cacheDirectory: String? = nil,
                             progress: ((ImportProgress) -> Void)? = nil) async throws -> ImportedImage {
         try Self.validate(name: name, kind: "image")
         let images = try openPoolDirectory("images")
@@ -118,7 +123,7 @@ public struct ImageStore: Sendable {
             let rootfs = try images.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
             let meter = ProgressMeter(totalBytes: nil, callback: progress)
             let writer = RootfsWriter(root: rootfs, sourceName: "")
-            let digest = try await populate(writer, from: source, meter: meter)
+            let digest = try await populate(writer, from: source, meter: meter, cacheDirectory: cacheDirectory)
             meter.finish(entries: writer.entriesWritten)
             try Btrfs.sync(rootfs, describedAs: temporaryPath)
             try Btrfs.setReadOnly(rootfs, true, describedAs: temporaryPath)
@@ -134,16 +139,28 @@ public struct ImageStore: Sendable {
         }
     }
 
-    private func populate(_ writer: RootfsWriter, from source: ImageSource, meter: ProgressMeter) async throws -> String {
+    private func populate(_ writer: RootfsWriter, from source: ImageSource, meter: ProgressMeter,
+                          cacheDirectory: String?) async throws -> String {
         switch source {
         case .tar(let path):
             writer.sourceName = path
-            let input = try ArchiveInput(path: path, hashing: true)
+            let identity = SourceIdentity(cacheDirectory: cacheDirectory)
+            let probe = try FileDescriptor.open(path, O_RDONLY)
+            let (cached, stampBefore) = try identity.cachedDigest(of: path, fd: probe)
+            let input = try ArchiveInput(path: path, hashing: cached == nil)
+            let (_, stampOpened) = try identity.cachedDigest(of: path, fd: input.fd)
             var st = stat()
             if fstat(input.fd.rawValue, &st) == 0 { meter.totalBytes = UInt64(st.st_size) }
             try ArchiveExtractor(progress: meter).extract(input, into: writer, label: path)
             try writer.finish()
-            return try input.finishDigest()!
+            let (_, stampAfter) = try identity.cachedDigest(of: path, fd: input.fd)
+            guard stampBefore == stampOpened, stampOpened == stampAfter else {
+                throw SystemError.failure("import image", path, "the file changed while it was being imported; run again")
+            }
+            if let cached { return cached }
+            let digest = try input.finishDigest()!
+            try identity.store(digest, of: path, stamp: stampAfter)
+            return digest
 
         case .oci(let layout, let tag):
             let oci = OCILayout(path: layout)

@@ -49,6 +49,19 @@ struct LifecycleTests {
             let d4 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
             #expect(Set([d1, d2, d3, d4]).count == 4)
 
+            // An import records the digest it computed; the next identify is a cache hit,
+            // and a later import trusts the cache only while the file's stamp is unchanged.
+            let fresh = "\(work)/fresh.tar"
+            try makeTar(fresh, "add(tf, \"b\", b\"bee\")")
+            let imported = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
+            #expect(imported.digest == "sha256:" + (try sha256sum(fresh)))
+            #expect(try pool.store.identify(.tar(path: fresh), cacheDirectory: cache) == imported.digest)
+            let again = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
+            #expect(again.digest == imported.digest && again.info.uuid != imported.info.uuid)
+            try makeTar(fresh, "add(tf, \"b\", b\"wasp\")")
+            let changed = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
+            #expect(changed.digest == "sha256:" + (try sha256sum(fresh)) && changed.digest != imported.digest)
+
             // Busybox: the binary's sha256.
             #expect(try pool.store.identify(.busybox(path: "/bin/busybox"), cacheDirectory: cache) == "sha256:" + (try sha256sum("/bin/busybox")))
         }
