@@ -159,7 +159,28 @@ struct LifecycleTests {
             #expect(error?.detail?.contains(elsewhere) == true)
             try command(["umount", elsewhere])
 
-            try pool.store.deleteSubvolume("containers/web")
+            // Bind-mounted only inside another mount namespace (a running container's
+            // rootfs): invisible in our mount table, still refused.
+            let holder = try command(["sh", "-c", """
+                unshare --mount --propagation private sh -c 'mount --bind "$0" "$1" && echo ready && exec sleep 30' "$0" "$1" > "$2" 2>&1 & echo $!
+                """, container, elsewhere, "\(pool.directory.path)/holder.out"])
+            let holderPID = try #require(Int32(holder.output.trimmingCharacters()))
+            let holderStart = try #require(ProcessStat.read(holderPID)?.startTime)
+            // Killed by pid + start time only, never a recycled pid.
+            func stopHolder() {
+                if ProcessStat.isAlive(pid: holderPID, startTime: holderStart) { kill(holderPID, SIGKILL) }
+            }
+            defer { stopHolder() }
+            for _ in 0..<200 where fileText("\(pool.directory.path)/holder.out")?.contains("ready") != true { usleep(10_000) }
+            #expect(!MountInfo.mounts(under: elsewhere, in: try MountInfo.read()).contains { $0.mountPoint == elsewhere })
+            error = expectFailure { try pool.store.deleteSubvolume("containers/web") }
+            #expect(error?.detail?.contains("mount namespace of pid") == true, "\(error.map(render) ?? "")")
+            stopHolder()
+
+            for _ in 0..<200 {
+                if (try? pool.store.deleteSubvolume("containers/web")) != nil { break }
+                usleep(10_000)  // the namespace goes away with its last process
+            }
             let contents = try pool.store.contents()
             #expect(contents.containers.isEmpty && contents.others.isEmpty)
             #expect(!Files.exists(container))
