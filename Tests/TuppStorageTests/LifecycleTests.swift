@@ -160,9 +160,11 @@ struct LifecycleTests {
             try command(["umount", elsewhere])
 
             // Bind-mounted only inside another mount namespace (a running container's
-            // rootfs): invisible in our mount table, still refused.
+            // rootfs): invisible in our mount table, still refused. The holder drops its
+            // copies of the test pools' mounts (its own and concurrent tests'), keeping
+            // only the bind — as a container does after pivot_root — so it pins nothing else.
             let holder = try command(["sh", "-c", """
-                unshare --mount --propagation private sh -c 'mount --bind "$0" "$1" && echo ready && exec sleep 30' "$0" "$1" > "$2" 2>&1 & echo $!
+                unshare --mount --propagation private sh -c 'mount --bind "$0" "$1" && for t in $(findmnt -rn -t btrfs -o TARGET); do case "$t" in "$1") ;; /tmp/tupp-storage.*) umount -l "$t";; esac; done; echo ready; exec sleep 30' "$0" "$1" > "$2" 2>&1 & echo $!
                 """, container, elsewhere, "\(pool.directory.path)/holder.out"])
             let holderPID = try #require(Int32(holder.output.trimmingCharacters()))
             let holderStart = try #require(ProcessStat.read(holderPID)?.startTime)
