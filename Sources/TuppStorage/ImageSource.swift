@@ -50,6 +50,23 @@ struct SourceIdentity {
         }
     }
 
+    /// The cached digest of the file open at `fd`, if its stamp is unchanged since it
+    /// was hashed.
+    func cachedDigest(of path: String, fd: FileDescriptor) throws(SystemError) -> (digest: String?, stamp: String) {
+        var st = stat()
+        try Errno.check("stat", path) { fstat(fd.rawValue, &st) }
+        let stamp = Self.stamp(st)
+        let cached = loadCache(for: path).entries[""]
+        return (cached?.stamp == stamp ? cached?.digest : nil, stamp)
+    }
+
+    /// Records a digest computed elsewhere (during an import) for the file's stamp.
+    func store(_ digest: String, of path: String, stamp: String) throws {
+        var cache = loadCache(for: path)
+        cache.entries[""] = .init(stamp: stamp, digest: digest)
+        try saveCache(cache, for: path)
+    }
+
     static func stamp(_ st: stat) -> String {
         "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec):\(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
     }

@@ -107,7 +107,12 @@ public struct ImageStore: Sendable {
     /// then renamed into place (swapped with an existing images/NAME, which is deleted
     /// after). Any failure or cancellation deletes the temporary subvolume; a crash
     /// leaves it to be found in `contents().leftovers`.
-    public func importImage(name: String, from source: ImageSource,
+    ///
+    /// `cacheDirectory` is the one `identify` uses. A tarball whose digest is cached for
+    /// its current (device, inode, size, mtime, ctime) is not hashed again — the stamp is
+    /// checked on the descriptor read from, before and after extraction; otherwise the
+    /// digest computed while extracting is stored there for the next plan.
+    public func importImage(name: String, from source: ImageSource, cacheDirectory: String? = nil,
                             progress: ((ImportProgress) -> Void)? = nil) async throws -> ImportedImage {
         try Self.validate(name: name, kind: "image")
         let images = try openPoolDirectory("images")
@@ -118,7 +123,7 @@ public struct ImageStore: Sendable {
             let rootfs = try images.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
             let meter = ProgressMeter(totalBytes: nil, callback: progress)
             let writer = RootfsWriter(root: rootfs, sourceName: "")
-            let digest = try await populate(writer, from: source, meter: meter)
+            let digest = try await populate(writer, from: source, meter: meter, cacheDirectory: cacheDirectory)
             meter.finish(entries: writer.entriesWritten)
             try Btrfs.sync(rootfs, describedAs: temporaryPath)
             try Btrfs.setReadOnly(rootfs, true, describedAs: temporaryPath)
@@ -134,16 +139,28 @@ public struct ImageStore: Sendable {
         }
     }
 
-    private func populate(_ writer: RootfsWriter, from source: ImageSource, meter: ProgressMeter) async throws -> String {
+    private func populate(_ writer: RootfsWriter, from source: ImageSource, meter: ProgressMeter,
+                          cacheDirectory: String?) async throws -> String {
         switch source {
         case .tar(let path):
             writer.sourceName = path
-            let input = try ArchiveInput(path: path, hashing: true)
+            let identity = SourceIdentity(cacheDirectory: cacheDirectory)
+            let probe = try FileDescriptor.open(path, O_RDONLY)
+            let (cached, stampBefore) = try identity.cachedDigest(of: path, fd: probe)
+            let input = try ArchiveInput(path: path, hashing: cached == nil)
+            let (_, stampOpened) = try identity.cachedDigest(of: path, fd: input.fd)
             var st = stat()
             if fstat(input.fd.rawValue, &st) == 0 { meter.totalBytes = UInt64(st.st_size) }
             try ArchiveExtractor(progress: meter).extract(input, into: writer, label: path)
             try writer.finish()
-            return try input.finishDigest()!
+            let (_, stampAfter) = try identity.cachedDigest(of: path, fd: input.fd)
+            guard stampBefore == stampOpened, stampOpened == stampAfter else {
+                throw SystemError.failure("import image", path, "the file changed while it was being imported; run again")
+            }
+            if let cached { return cached }
+            let digest = try input.finishDigest()!
+            try identity.store(digest, of: path, stamp: stampAfter)
+            return digest
 
         case .oci(let layout, let tag):
             let oci = OCILayout(path: layout)
@@ -220,12 +237,15 @@ public struct ImageStore: Sendable {
     }
 
     /// Deletes the subvolume at `relativePath` and any subvolume nested in it. Refused
-    /// while anything is mounted at or below it, or while it is bind-mounted elsewhere.
+    /// while anything is mounted at or below it, or while it (or something inside it) is
+    /// bind-mounted — here or in any other mount namespace, such as a running
+    /// container's, which the host's own mount table does not show.
     public func deleteSubvolume(_ relativePath: String) throws {
         let path = try absolute(relativePath)
-        if let mount = try mountUsing(path) {
+        if let (mount, pid) = try mountUsing(path) {
+            let place = pid.map { "in the mount namespace of pid \($0)" } ?? "at \(mount.mountPoint)"
             throw SystemError("delete subvolume", path, errno: EBUSY,
-                              detail: "\(mount.mountPoint) is mounted from it (\(mount.fsType) \(mount.root)); unmount it first")
+                              detail: "it is mounted \(place) (\(mount.mountPoint), \(mount.fsType) \(mount.root)); unmount it first")
         }
         let parent = try FileDescriptor.open(Paths.dirname(path), O_RDONLY | O_DIRECTORY)
         try Btrfs.deleteSubvolume(in: parent, named: Paths.basename(path), describedAs: path)
@@ -240,20 +260,30 @@ public struct ImageStore: Sendable {
         try deleteSubvolume(info.path)
     }
 
-    /// The first mount that would pin `path`: one at or below it, or a bind mount of
-    /// it (or of something inside it) elsewhere, as seen in mountinfo.
-    private func mountUsing(_ path: String) throws -> MountInfo? {
+    /// The first mount that pins `path`: in our namespace one at or below it, or one
+    /// whose source is it or lies inside it; in other namespaces the latter (with the pid
+    /// whose mountinfo showed it).
+    private func mountUsing(_ path: String) throws -> (MountInfo, Int32?)? {
         let table = try MountInfo.read()
-        if let below = MountInfo.mounts(under: path, in: table).first { return below }
-        // Which mount holds the path, and where the path is inside that filesystem.
+        if let below = MountInfo.mounts(under: path, in: table).first { return (below, nil) }
+        // The mount holding the path, and where the path is inside that filesystem.
         guard let holder = table.filter({ path == $0.mountPoint || path.hasPrefix($0.mountPoint == "/" ? "/" : $0.mountPoint + "/") })
             .max(by: { $0.mountPoint.count < $1.mountPoint.count }) else { return nil }
         let inside = String(path.dropFirst(holder.mountPoint == "/" ? 0 : holder.mountPoint.count))
         let fsPath = Paths.normalize(holder.root + "/" + inside)
-        return table.first { mount in
-            mount.id != holder.id && mount.device == holder.device
-                && (mount.root == fsPath || mount.root.hasPrefix(fsPath + "/"))
+        func pins(_ mount: MountInfo) -> Bool {
+            mount.device == holder.device && (mount.root == fsPath || mount.root.hasPrefix(fsPath + "/"))
         }
+        if let bind = table.first(where: { $0.id != holder.id && pins($0) }) { return (bind, nil) }
+        var seen: Set<UInt64> = []
+        if let own = namespaceInode(pid: "self", kind: "mnt") { seen.insert(own) }
+        for entry in (try? Files.list("/proc")) ?? [] {
+            guard let pid = Int32(entry), let inode = namespaceInode(pid: entry, kind: "mnt"),
+                  seen.insert(inode).inserted,
+                  let mounts = try? MountInfo.read(pid: entry) else { continue }
+            if let bind = mounts.first(where: pins) { return (bind, pid) }
+        }
+        return nil
     }
 
     // MARK: - Helpers

@@ -69,7 +69,9 @@ enum LoopDevice {
             if Monotonic.nanoseconds() >= deadline {
                 let fd = try FileDescriptor.open(device, O_RDONLY)
                 if tupp_loop_clear(fd.rawValue) != 0 && errno != ENXIO {
-                    throw SystemError("detach loop device", "\(device) ← \(file)")
+                    let code = errno
+                    throw SystemError("detach loop device", "\(device) ← \(file)", errno: code,
+                                      detail: code == EBUSY ? "the filesystem is still in use — mounted in another mount namespace (a process that unshared its mounts while the pool was mounted)?" : nil)
                 }
                 return
             }

@@ -193,3 +193,46 @@ extension ImportedImage {
     var uuid: String { info.uuid }
 }
 
+
+@Suite("Archive names", .serialized)
+struct ArchiveNameTests {
+    @Test func utf8NamesSurviveInPaxAndGnuFormats() async throws {
+        try await withPool { pool in
+            let work = pool.directory.path
+            // PAX stores UTF-8 in its path record; GNU/ustar store the raw bytes.
+            try command(["python3", "-c", """
+            import io, sys, tarfile
+            for fmt, out in ((tarfile.PAX_FORMAT, sys.argv[1]), (tarfile.GNU_FORMAT, sys.argv[2])):
+                with tarfile.open(out, "w", format=fmt, encoding="utf-8") as tf:
+                    for name in ("café", "日本/ファイル", "x" * 150 + "é"):
+                        ti = tarfile.TarInfo(name); data = name.encode(); ti.size = len(data)
+                        tf.addfile(ti, io.BytesIO(data))
+            """, "\(work)/pax.tar", "\(work)/gnu.tar"])
+            for format in ["pax", "gnu"] {
+                _ = try await pool.store.importImage(name: format, from: .tar(path: "\(work)/\(format).tar"))
+                let root = "\(pool.root)/images/\(format)"
+                #expect(fileText("\(root)/café") == "café", "\(format)")
+                #expect(fileText("\(root)/日本/ファイル") == "日本/ファイル", "\(format)")
+                #expect(fileText("\(root)/\(String(repeating: "x", count: 150))é") != nil, "\(format)")
+            }
+        }
+    }
+
+    @Test func nonUTF8NameIsRefusedClearly() async throws {
+        try await withPool { pool in
+            let tar = "\(pool.directory.path)/latin1.tar"
+            try command(["python3", "-c", """
+            import io, sys, tarfile
+            with tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tf:
+                ti = tarfile.TarInfo("caf\\u00e9"); tf.addfile(ti, io.BytesIO(b""))
+            """, tar])
+            do {
+                _ = try await pool.store.importImage(name: "latin", from: .tar(path: tar))
+                Issue.record("a non-UTF-8 name was accepted")
+            } catch let error as SystemError {
+                #expect(error.object.contains(tar) && error.detail?.contains("UTF-8") == true, "\(render(error))")
+            }
+            #expect(try pool.store.contents().leftovers.isEmpty)
+        }
+    }
+}

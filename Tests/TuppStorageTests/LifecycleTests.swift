@@ -49,6 +49,19 @@ struct LifecycleTests {
             let d4 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
             #expect(Set([d1, d2, d3, d4]).count == 4)
 
+            // An import records the digest it computed; the next identify is a cache hit,
+            // and a later import trusts the cache only while the file's stamp is unchanged.
+            let fresh = "\(work)/fresh.tar"
+            try makeTar(fresh, "add(tf, \"b\", b\"bee\")")
+            let imported = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
+            #expect(imported.digest == "sha256:" + (try sha256sum(fresh)))
+            #expect(try pool.store.identify(.tar(path: fresh), cacheDirectory: cache) == imported.digest)
+            let again = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
+            #expect(again.digest == imported.digest && again.info.uuid != imported.info.uuid)
+            try makeTar(fresh, "add(tf, \"b\", b\"wasp\")")
+            let changed = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
+            #expect(changed.digest == "sha256:" + (try sha256sum(fresh)) && changed.digest != imported.digest)
+
             // Busybox: the binary's sha256.
             #expect(try pool.store.identify(.busybox(path: "/bin/busybox"), cacheDirectory: cache) == "sha256:" + (try sha256sum("/bin/busybox")))
         }
@@ -146,7 +159,30 @@ struct LifecycleTests {
             #expect(error?.detail?.contains(elsewhere) == true)
             try command(["umount", elsewhere])
 
-            try pool.store.deleteSubvolume("containers/web")
+            // Bind-mounted only inside another mount namespace (a running container's
+            // rootfs): invisible in our mount table, still refused. The holder drops its
+            // copies of the test pools' mounts (its own and concurrent tests'), keeping
+            // only the bind — as a container does after pivot_root — so it pins nothing else.
+            let holder = try command(["sh", "-c", """
+                unshare --mount --propagation private sh -c 'mount --bind "$0" "$1" && for t in $(findmnt -rn -t btrfs -o TARGET); do case "$t" in "$1") ;; /tmp/tupp-storage.*) umount -l "$t";; esac; done; echo ready; exec sleep 30' "$0" "$1" > "$2" 2>&1 & echo $!
+                """, container, elsewhere, "\(pool.directory.path)/holder.out"])
+            let holderPID = try #require(Int32(holder.output.trimmingCharacters()))
+            let holderStart = try #require(ProcessStat.read(holderPID)?.startTime)
+            // Killed by pid + start time only, never a recycled pid.
+            func stopHolder() {
+                if ProcessStat.isAlive(pid: holderPID, startTime: holderStart) { kill(holderPID, SIGKILL) }
+            }
+            defer { stopHolder() }
+            for _ in 0..<200 where fileText("\(pool.directory.path)/holder.out")?.contains("ready") != true { usleep(10_000) }
+            #expect(!MountInfo.mounts(under: elsewhere, in: try MountInfo.read()).contains { $0.mountPoint == elsewhere })
+            error = expectFailure { try pool.store.deleteSubvolume("containers/web") }
+            #expect(error?.detail?.contains("mount namespace of pid") == true, "\(error.map(render) ?? "")")
+            stopHolder()
+
+            for _ in 0..<200 {
+                if (try? pool.store.deleteSubvolume("containers/web")) != nil { break }
+                usleep(10_000)  // the namespace goes away with its last process
+            }
             let contents = try pool.store.contents()
             #expect(contents.containers.isEmpty && contents.others.isEmpty)
             #expect(!Files.exists(container))

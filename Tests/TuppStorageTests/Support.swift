@@ -123,8 +123,8 @@ extension String {
     func trimmingCharacters(in _: TrimSet) -> String { trimmingCharacters() }
 }
 
-/// An error as text without going through `Errno.describe` (whose errno-name table
-/// currently traps on duplicate keys — EWOULDBLOCK/EAGAIN, ENOTSUP/EOPNOTSUPP share values).
+/// An error as text with its fields spelled out (operation, object, errno number, detail),
+/// which is what the assertions here look at.
 func render(_ error: any Error) -> String {
     guard let error = error as? SystemError else { return String(describing: type(of: error)) }
     return "\(error.operation) \(error.object) [errno \(error.code)] \(error.detail ?? "")"
@@ -149,8 +149,8 @@ func withPool(size: UInt64 = 256 << 20, _ body: (TestPool) async throws -> Void)
     }
 }
 
-/// The SystemError `body` throws; records an issue when it succeeds. (Not
-/// `#expect(throws:)`, which describes the error value and so hits the errno table.)
+/// The SystemError `body` throws, for assertions on its fields; records an issue when
+/// `body` succeeds or throws something else.
 @discardableResult
 func expectFailure(_ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation,
                    _ body: () throws -> Void) -> SystemError? {
