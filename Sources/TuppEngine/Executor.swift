@@ -93,7 +93,8 @@ struct Executor: Sendable {
             for leftover in leftovers { try images.removeLeftover(leftover) }
             try store.save(Record(kind: .image, name: name, status: .creating, attributes: change.after ?? [:], protect: image.protect))
             let meter = RateMeter()
-            let imported = try await images.importImage(name: name, from: ImageSource(image.source)) { p in
+            let imported = try await images.importImage(name: name, from: ImageSource(image.source),
+                                                        cacheDirectory: store.cacheDirectory) { p in
                 if let line = meter.line(bytes: p.bytesRead) { progress(line) }
             }
             for warning in imported.warnings { progress("warning: \(warning)") }
