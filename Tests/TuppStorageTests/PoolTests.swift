@@ -14,13 +14,13 @@ struct PoolTests {
 
         // Outside witnesses: findmnt and losetup.
         let mount = try command(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--mountpoint", root]).output
-            .split(separator: " ", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            .split(separator: " ", omittingEmptySubsequences: true).map { String($0).trimmingCharacters() }
         #expect(mount.first == "btrfs")
         let loop = try #require(mount.last)
         #expect(loop.hasPrefix("/dev/loop"))
         let backing = try command(["losetup", "-n", "-O", "BACK-FILE,AUTOCLEAR", loop]).output
         #expect(backing.contains(Paths.canonical(pool.config.device!.file)!))
-        #expect(backing.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix("1"), "autoclear set: \(backing)")
+        #expect(backing.trimmingCharacters().hasSuffix("1"), "autoclear set: \(backing)")
 
         var observed = Pool.observe(pool.config)
         #expect(observed.rootExists && observed.onBtrfs && observed.mounted)
