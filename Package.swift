@@ -71,6 +71,7 @@ let package = Package(
             name: "TuppEngine",
             dependencies: [
                 "TuppManifest", "TuppPlan", "TuppSystem", "TuppStorage", "TuppNetworking", "TuppRuntime",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -86,7 +87,7 @@ let package = Package(
         ),
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
-        .target(name: "TuppTestSupport", dependencies: ["TuppSystem"], path: "Tests/TuppTestSupport", swiftSettings: strict),
+        .target(name: "TuppTestSupport", dependencies: ["TuppSystem", "TuppNetworking"], path: "Tests/TuppTestSupport", swiftSettings: strict),
         .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppTestSupport"], exclude: ["Invalid"], swiftSettings: strict),
         .testTarget(name: "TuppPlanTests", dependencies: ["TuppPlan", "TuppManifest",
                                                          .product(name: "PropertyBased", package: "swift-property-based")],
@@ -94,6 +95,6 @@ let package = Package(
         .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppNetworking", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
-        .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "tupp", "tupp-shim"], swiftSettings: strict),
+        .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"], swiftSettings: strict),
     ]
 )

@@ -29,7 +29,7 @@ public struct Engine: Sendable {
     /// empty state directory).
     public func plan(_ manifest: Manifest, options: PlanOptions = PlanOptions()) async throws -> PlannedRun {
         try store.prepare()
-        let observer = Observer(store: store, runtime: runtime, installation: installation)
+        let observer = Observer(store: store, runtime: runtime, installation: installation, destroying: options.destroy)
         let observation = await observer.observe(manifest)
         let desired = DesiredState.resources(manifest, imageDigests: observation.imageDigests, addresses: observation.addresses)
         let plan = Planner.plan(desired: desired, observed: observation.state, options: options)

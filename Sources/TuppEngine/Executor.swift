@@ -52,6 +52,7 @@ struct Executor: Sendable {
             let observed = Pool.observe(config)
             if change.action == .create || !(observed.fileExists || observed.onBtrfs) {
                 try await Pool.create(config)
+                Checkpoint.pass("pool created")
             } else {
                 if storage.device != nil && !observed.mounted { try Pool.mount(config) }
                 if let device = storage.device, let size = Pool.observe(config).fileSize, device.size > size
@@ -95,6 +96,7 @@ struct Executor: Sendable {
             let meter = RateMeter()
             let imported = try await images.importImage(name: name, from: ImageSource(image.source),
                                                         cacheDirectory: store.cacheDirectory) { p in
+                if meter.first() { Checkpoint.pass("importing images/\(name)") }
                 if let line = meter.line(bytes: p.bytesRead) { progress(line) }
             }
             for warning in imported.warnings { progress("warning: \(warning)") }
@@ -149,6 +151,7 @@ struct Executor: Sendable {
                               facts: ["bridge": network.bridge]))
         if try host.link(named: network.bridge) == nil {
             try host.createBridge(name: network.bridge, address: gateway, mtu: network.mtu, alias: owner)
+            Checkpoint.pass("bridge \(network.bridge) created")
         } else {
             _ = try host.updateBridge(name: network.bridge, address: gateway, mtu: network.mtu)
             try host.setAlias(name: network.bridge, alias: owner)
@@ -201,6 +204,7 @@ struct Executor: Sendable {
             return nil
         }
         try runtime.stop(directory: directory(name), timeout: timeout)
+        Checkpoint.pass("\(name) stopped")
         // The pair normally dies with the netns; a leftover host end (the netns was pinned) goes too.
         _ = try hostSession.deleteLink(name: hostVeth(name))
         if let root = manifest.storage?.root ?? observation.records[ResourceAddress(.pool, "main")].flatMap({ r -> String? in
@@ -229,6 +233,7 @@ struct Executor: Sendable {
         if Files.exists(directory(name)) { try runtime.remove(directory: directory(name)) }
 
         let snapshot = try images.snapshot(image: container.image, container: name)
+        Checkpoint.pass("snapshot containers/\(name) created")
         let started = try start(container, rootfs: "\(storage.root)/containers/\(name)")
         try store.save(Record(kind: .container, name: name, status: .ready, attributes: change.after ?? [:],
                               facts: facts(veth: veth, snapshot: snapshot.uuid, process: started), protect: container.protect))
@@ -246,8 +251,10 @@ struct Executor: Sendable {
     func start(_ container: Container, rootfs: String) throws -> ProcessObservation {
         let config = ContainerConfig(container, rootfs: rootfs)
         return try runtime.start(config, directory: directory(container.name)) { starting in
+            Checkpoint.pass("supervisor of \(container.name) started")
             guard let plug = plug(for: container, netnsPath: starting.netnsPath) else { return }
             try hostSession.plug(plug)
+            Checkpoint.pass("\(container.name) plugged into its network")
         }
     }
 
@@ -298,6 +305,13 @@ struct Executor: Sendable {
 final class RateMeter: @unchecked Sendable {
     let start = Monotonic.nanoseconds()
     var last: UInt64 = 0
+    private var started = false
+
+    /// True on the first call only.
+    func first() -> Bool {
+        defer { started = true }
+        return !started
+    }
 
     func line(bytes: UInt64) -> String? {
         let now = Monotonic.nanoseconds()

@@ -35,6 +35,8 @@ struct Observer {
     let store: StateStore
     let runtime: Runtime
     let installation: String
+    /// Destroying: a subnet overlapping a host route no longer matters.
+    var destroying = false
 
     func observe(_ manifest: Manifest) async -> Observation {
         var o = Observation()
@@ -85,7 +87,7 @@ struct Observer {
         if pool.rootExists, let mode = pool.rootMode, mode != 0o700, pool.onBtrfs {
             resource.conditions.append(.init("\(storage.root) has mode \(String(mode, radix: 8)); tupp keeps it 0700", effect: .inPlace))
         }
-        o.fingerprints[address] = "\(pool.mountSource ?? "-") \(pool.fileSize ?? 0) \(pool.filesystemSize ?? 0)"
+        o.fingerprints[address] = "mounted from \(pool.mountSource ?? "nothing"), file \(pool.fileSize.map(Units.formatSize) ?? "absent"), filesystem \(pool.filesystemSize.map(Units.formatSize) ?? "unknown")"
         o.state.resources[address] = resource
         if pool.mounted || (storage.device == nil && pool.onBtrfs) {
             do {
@@ -144,7 +146,7 @@ struct Observer {
                     resource.drift.append(Drift(address, "images/\(name) was made writable"))
                     resource.conditions.append(.init("images/\(name) is writable; images are read-only", effect: .replace))
                 }
-                o.fingerprints[address] = "\(subvolume.uuid) \(subvolume.generation)"
+                o.fingerprints[address] = "subvolume \(subvolume.uuid) generation \(subvolume.generation)"
                 o.state.resources[address] = resource
                 continue
             }
@@ -217,7 +219,7 @@ struct Observer {
             } else {
                 attributes["nat"] = .bool(false)
             }
-            o.fingerprints[address] = "\(link.index) \(link.mac?.description ?? "-") \(addresses.map(\.description).joined(separator: ","))"
+            o.fingerprints[address] = "link #\(link.index) \(link.mac?.description ?? "no MAC") \(addresses.isEmpty ? "no address" : addresses.map(\.description).joined(separator: ","))"
             // Ours: marked with this installation's alias, or recorded as created by us (an
             // alias changed by hand is then drift, repaired by the update).
             let ours = mine || (record != nil && record!.facts["external"] != "true")
@@ -247,7 +249,7 @@ struct Observer {
             }
         }
         // A subnet must not overlap a host route tupp does not own (the uplink, DNS, VPNs…).
-        for (name, network) in manifest.networks.sorted(by: { $0.key < $1.key }) {
+        for (name, network) in manifest.networks.sorted(by: { $0.key < $1.key }) where !destroying {
             for route in RouteConflicts.conflicting(subnet: network.subnet, in: host, ignoringLinks: ownedBridgeIndices) {
                 problems.append("network.\(name): subnet \(network.subnet) overlaps the host route \(RouteConflicts.describe(route, in: host)); choose a subnet that overlaps no host route")
             }
@@ -342,7 +344,7 @@ struct Observer {
                 resource.conditions.append(.init(why, effect: .restart))
             }
             if process.initPID != 0 {
-                o.fingerprints[address] = "\(process.initPID) \(process.initStartTime) \(snapshot?.uuid ?? "-") \(vethLink?.index ?? 0)"
+                o.fingerprints[address] = "init pid \(process.initPID) (start \(process.initStartTime)), snapshot \(snapshot?.uuid ?? "absent"), host veth \(vethLink.map { "#\($0.index)" } ?? "absent")"
             }
 
             // Live hostname, read inside the UTS namespace.

@@ -138,10 +138,12 @@ public struct StateStore: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(record)
         try Files.writeAtomically(path(record.address), Array(data) + [10])
+        Checkpoint.pass("recorded \(record.address) \(record.status.rawValue)")
     }
 
     public func remove(_ address: ResourceAddress) throws {
         try Files.remove(path(address))
         try Files.syncDirectory(recordsDirectory)
+        Checkpoint.pass("removed the record of \(address)")
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 import TuppEngine
 import TuppManifest
 import TuppPlan
+import TuppSystem
 
 enum PlanFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json, markdown
@@ -47,14 +48,24 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Plan the removal of everything the manifest declares (what destroy would do).")
     var destroy = false
 
+    @Option(help: ArgumentHelp("Save the plan for `tupp apply FILE`, which refuses it if the host or manifest changed meanwhile.", valueName: "file"))
+    var out: String?
+
     func run() async throws {
         let loaded = try loadManifests(paths)
         let engine = Engine(stateDirectory: global.stateDirectory)
         let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy))
+        if let out, run.plan.errors.isEmpty {
+            let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
+            try Files.writeAtomically(out, try saved.render(run.plan), mode: 0o644)
+        }
         switch json ? .json : format {
         case .text: emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()), destroy: destroy))
         case .json: emit(PlanJSON.render(run.plan, tuppVersion: Tupp.version).serialized() + "\n")
         case .markdown: emit(PlanMarkdown.render(run.plan))
+        }
+        if let out, run.plan.errors.isEmpty, !json, format == .text {
+            emit("\nSaved the plan to \(out). Apply exactly this plan with: tupp apply \(out)\n")
         }
         if !run.plan.errors.isEmpty { throw ExitCode(1) }
         if detailedExitcode && run.plan.hasChanges { throw ExitCode(2) }
@@ -67,20 +78,22 @@ struct ApplyCommand: AsyncParsableCommand {
         abstract: "Make the host match the manifest.",
         discussion: """
             Takes the host lock, reads the live host, plans, and applies in dependency order, \
-            printing one line per resource. Resources tupp created that left the manifest are \
+            printing one line per resource. Given a plan saved by `tupp plan --out FILE`, it \
+            applies exactly that plan, or refuses it when the manifest or the host changed since. Resources tupp created that left the manifest are \
             removed (--no-prune keeps them). On failure it stops and reports what was applied, \
             what failed and what was not attempted; running apply again converges.
 
             Examples:
               tupp apply                             ./tupperware.yaml
               tupp apply manifests/tupperware.yaml
+              tupp plan --out reviewed.plan && tupp apply reviewed.plan
               tupp apply --json site/ | jq -c 'select(.type=="complete")'
             """
     )
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: ArgumentHelp("Manifest files or directories (default: ./tupperware.yaml).", valueName: "file|dir"))
+    @Argument(help: ArgumentHelp("Manifest files or directories (default: ./tupperware.yaml), or one saved plan.", valueName: "file|dir|plan"))
     var paths: [String] = []
 
     @Flag(help: "Stream JSON lines (planned, start, progress, complete, errored, summary).")
@@ -93,6 +106,14 @@ struct ApplyCommand: AsyncParsableCommand {
     var lockTimeout: Double = 60
 
     func run() async throws {
+        if paths.count == 1, let bytes = try? Files.read(paths[0], limit: 64 << 20), let saved = SavedPlan.parse(bytes) {
+            let loaded = try loadManifests(saved.manifests)
+            try await runApply(loaded.manifest, options: saved.options, json: json, lockTimeout: lockTimeout,
+                               state: global.stateDirectory, command: "apply") { run in
+                saved.staleness(now: run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
+            }
+            return
+        }
         let loaded = try loadManifests(paths)
         try await runApply(loaded.manifest, options: PlanOptions(prune: !noPrune), json: json,
                            lockTimeout: lockTimeout, state: global.stateDirectory, command: "apply")
@@ -136,11 +157,19 @@ struct DestroyCommand: AsyncParsableCommand {
 }
 
 /// Shared by apply and destroy: lock, plan, show, execute, report.
-func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeout: Double, state: String, command: String) async throws {
+/// `stale` (saved plans): reasons the freshly made plan differs from the reviewed one.
+func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeout: Double, state: String, command: String,
+              stale: (PlannedRun) -> [String] = { _ in [] }) async throws {
     let engine = Engine(stateDirectory: state)
-    let lock = try engine.lock(timeout: lockTimeout, command: "tupp \(command) (\(CommandLine.arguments.joined(separator: " ")))")
+    let lock = try engine.lock(timeout: lockTimeout, command: CommandLine.arguments.joined(separator: " "))
     defer { withExtendedLifetime(lock) {} }
     let run = try await engine.plan(manifest, options: options)
+    let reasons = stale(run)
+    if !reasons.isEmpty {
+        printError("The saved plan is stale and was not applied:\n" + reasons.map { "  - \($0)" }.joined(separator: "\n")
+                   + "\nRun tupp plan --out again and review the new plan.")
+        throw ExitCode(1)
+    }
     let reporter: any ApplyReporter = json ? JSONReporter(version: Tupp.version) : TextReporter(operation: options.destroy ? "Destroy" : "Apply")
     if !run.plan.errors.isEmpty {
         if json { reporter.planned(run.plan) } else { emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()))) }

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import TuppNetworking
 import TuppSystem
 
 /// An isolated tupp installation for one test: its own temporary directory (pool file,
@@ -69,10 +70,11 @@ public final class Installation: @unchecked Sendable {
                 found.append("loop device /dev/\(loop) → \(backing.trimmingCharacters())")
             }
         }
-        let id = installationID
         for link in (try? Files.list("/sys/class/net")) ?? [] {
             let alias = (try? Files.readText("/sys/class/net/\(link)/ifalias"))?.trimmingCharacters() ?? ""
-            if link == bridge || alias.contains(":\(id):") { found.append("link \(link) (\(alias))") }
+            if link == bridge || LinkOwner(alias: alias)?.belongs(toInstallation: installationID) == true {
+                found.append("link \(link) (\(alias))")
+            }
         }
         for pid in processesMentioning(root.path) { found.append("process \(pid): \(commandLine(pid))") }
         if Files.exists(state) { found.append("state directory \(state)") }
