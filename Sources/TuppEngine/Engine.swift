@@ -81,7 +81,7 @@ public struct Engine: Sendable {
 
     /// After a complete destroy nothing of tupp's may remain, not even its state
     /// directory — unless records of other resources are still there.
-    func removeEmptyState() {
+    public func removeEmptyState() {
         guard let records = try? store.load(), records.isEmpty else { return }
         for dir in ["\(store.directory)/containers", store.recordsDirectory] {
             if (try? Files.list(dir))?.isEmpty == true { rmdir(dir) }

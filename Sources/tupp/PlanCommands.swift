@@ -182,6 +182,8 @@ func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeou
     }
     guard run.plan.hasChanges else {
         if json { reporter.planned(run.plan); reporter.summary(ApplyOutcome()) }
+        // A destroy interrupted after its last change still owes removing the state directory.
+        if options.destroy { engine.removeEmptyState() }
         return
     }
     let outcome = await engine.apply(run, manifest: manifest, reporter: reporter)
