@@ -84,6 +84,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict,
+            // lld: gold prints a linker warning for glibc's mktemp, referenced (never called)
+            // by the statically linked FoundationEssentials in release builds.
+            linkerSettings: [.unsafeFlags(["-use-ld=lld"])]
         ),
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
