@@ -87,9 +87,7 @@ public struct Engine: Sendable {
             if (try? Files.list(dir))?.isEmpty == true { rmdir(dir) }
         }
         try? Files.removeTree(store.cacheDirectory)
-        if (try? Files.list(store.directory)) == ["lock"] {
-            unlink(store.lockPath)
-            rmdir(store.directory)
-        }
+        unlink(store.lockPath)
+        rmdir(store.directory)   // kept when something else lives there (a pool file, say)
     }
 }

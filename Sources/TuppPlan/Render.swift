@@ -1,3 +1,5 @@
+import TuppManifest
+
 /// Terminal colors, used only when asked for (a tty without NO_COLOR).
 public struct Style: Sendable {
     public var enabled: Bool
@@ -82,9 +84,9 @@ public enum PlanText {
                     }
                     var line = "\(indent)\(mark) \(path.padding(width)) = "
                     switch (r.before, r.after) {
-                    case (nil, let a?): line += a.description
-                    case (let b?, nil): line += b.description + " -> null"
-                    case (let b?, let a?): line += "\(b) -> \(a)"
+                    case (nil, let a?): line += display(path, a)
+                    case (let b?, nil): line += display(path, b) + " -> null"
+                    case (let b?, let a?): line += "\(display(path, b)) -> \(display(path, a))"
                     default: break
                     }
                     out += line + comment(r, style) + "\n"
@@ -111,7 +113,15 @@ public enum PlanText {
 
     static func attributes(_ a: [String: Value], mark: String, indent: String) -> String {
         let width = a.keys.map(\.count).max() ?? 0
-        return a.keys.sorted().map { "\(indent)\(mark) \($0.padding(width)) = \(a[$0]!)\n" }.joined()
+        return a.keys.sorted().map { "\(indent)\(mark) \($0.padding(width)) = \(display($0, a[$0]!))\n" }.joined()
+    }
+
+    /// Byte counts also in binary units, for the reader.
+    static func display(_ path: String, _ value: Value) -> String {
+        if path.hasSuffix("size"), case .int(let bytes) = value, bytes >= 1024 {
+            return "\(bytes) (\(Units.formatSize(UInt64(bytes))))"
+        }
+        return value.description
     }
 }
 
