@@ -107,7 +107,10 @@ import TuppTestSupport
         let lsnsTypes = Set(lsns.stdout.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
         #expect(lsnsTypes.isSuperset(of: ["mnt", "uts", "ipc", "net", "pid"]), "\(lsns)")
         let hostMountsAfter = Set(try MountInfo.read().map(\.mountPoint))
-        #expect(hostMountsAfter.subtracting(hostMountsBefore) == [pool], "only the pool mount is new on the host")
+        // Other suites run in parallel and mount their own pools: look at ours only.
+        let ours = hostMountsAfter.subtracting(hostMountsBefore).filter { $0.hasPrefix(i.root.path) }
+        #expect(ours == [pool], "only the pool mount is new on the host: \(ours)")
+        #expect(!hostMountsAfter.contains { $0.hasPrefix("\(pool)/containers/") }, "no container mount leaks to the host")
 
         // Interactive: a shell through a pty, like the seed's `exec chroot / sh`.
         let script = """
