@@ -12,6 +12,11 @@ public struct PlannedRun: Sendable {
     public var options: PlanOptions
 }
 
+/// A change skipped because an earlier one in its group failed.
+struct NotAttempted: Error, CustomStringConvertible {
+    var description: String { "not attempted" }
+}
+
 /// observe → plan → apply. The planner is pure; everything that touches the host is
 /// here and in the reconcilers.
 public struct Engine: Sendable {
@@ -40,7 +45,9 @@ public struct Engine: Sendable {
     public func lock(timeout: Double, command: String) throws -> FileLock {
         try store.prepare()
         switch try FileLock.acquire(store.lockPath, timeout: timeout, command: command) {
-        case .acquired(let lock): return lock
+        case .acquired(let lock):
+            try store.removeStaleTemporaryFiles()
+            return lock
         case .timedOut(let holder):
             let who = holder.map { "pid \($0.pid) (\($0.command))" } ?? "another tupp"
             throw SystemError.failure("lock", store.lockPath, "\(who) holds it; waited \(Int(timeout)) s (see --lock-timeout)")
@@ -59,17 +66,20 @@ public struct Engine: Sendable {
                                 desired: Dictionary(run.desired.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a }),
                                 options: run.options)
         let changes = run.plan.actionable
-        for (i, change) in changes.enumerated() {
-            reporter.start(change)
-            let t0 = Monotonic.nanoseconds()
-            do {
-                try await executor.execute(change) { reporter.progress(change, $0) }
-                outcome.applied.append(change.address)
-                reporter.complete(change, milliseconds: Monotonic.milliseconds(since: t0))
-            } catch {
-                outcome.failed.append((change.address, "\(error)"))
-                outcome.notAttempted = changes[(i + 1)...].map(\.address)
-                reporter.errored(change, error)
+        var index = 0
+        while index < changes.count {
+            let group = Self.parallelGroup(changes, from: index)
+            let results = await execute(group, executor: executor, reporter: reporter)
+            for (change, error) in zip(group, results) {
+                switch error {
+                case nil: outcome.applied.append(change.address)
+                case is NotAttempted: outcome.notAttempted.append(change.address)
+                case let error?: outcome.failed.append((change.address, "\(error)"))
+                }
+            }
+            index += group.count
+            if !outcome.failed.isEmpty {
+                outcome.notAttempted += changes[index...].map(\.address)
                 break
             }
         }
@@ -77,6 +87,58 @@ public struct Engine: Sendable {
         outcome.milliseconds = Monotonic.milliseconds(since: started)
         reporter.summary(outcome)
         return outcome
+    }
+
+    /// How many independent containers are created, changed or removed at once.
+    static let parallelism = 4
+
+    /// The changes from `start` that may run together: a run of container changes in the
+    /// same phase (removals, or creations and updates). Containers do not depend on each
+    /// other; everything else runs alone, in dependency order.
+    static func parallelGroup(_ changes: [Plan.ResourceChange], from start: Int) -> [Plan.ResourceChange] {
+        let first = changes[start]
+        guard first.address.kind == .container else { return [first] }
+        var end = start + 1
+        while end < changes.count, changes[end].address.kind == .container,
+              (changes[end].action == .delete) == (first.action == .delete) {
+            end += 1
+        }
+        return Array(changes[start..<end])
+    }
+
+    /// Runs `group` with at most `parallelism` changes in flight; the error of each, in order.
+    func execute(_ group: [Plan.ResourceChange], executor: Executor, reporter: any ApplyReporter) async -> [(any Error)?] {
+        await withTaskGroup(of: (Int, (any Error)?).self) { tasks in
+            var results = [(any Error)?](repeating: nil, count: group.count)
+            var next = 0
+            func launch() {
+                let i = next
+                let change = group[i]
+                next += 1
+                tasks.addTask {
+                    reporter.start(change)
+                    let t0 = Monotonic.nanoseconds()
+                    do {
+                        try await executor.execute(change) { reporter.progress(change, $0) }
+                        reporter.complete(change, milliseconds: Monotonic.milliseconds(since: t0))
+                        return (i, nil)
+                    } catch {
+                        reporter.errored(change, error)
+                        return (i, error)
+                    }
+                }
+            }
+            while next < min(group.count, Self.parallelism) { launch() }
+            for await (i, error) in tasks {
+                results[i] = error
+                // After a failure, let what runs finish but start nothing new.
+                if next < group.count && !results.contains(where: { $0 != nil }) { launch() }
+            }
+            // Changes never started count as errors here so the caller stops; report them
+            // as not attempted.
+            for i in next..<group.count { results[i] = NotAttempted() }
+            return results
+        }
     }
 
     /// After a complete destroy nothing of tupp's may remain, not even its state

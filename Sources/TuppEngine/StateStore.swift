@@ -65,10 +65,11 @@ public enum RecordValue: Codable, Sendable, Equatable {
     }
 
     public init(from decoder: any Decoder) throws {
+        // Most values are strings: try that first (each failed attempt throws, which is slow).
         let c = try decoder.singleValueContainer()
-        if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let i = try? c.decode(Int64.self) { self = .int(i) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
         else { self = .list(try c.decode([RecordValue].self)) }
     }
 
@@ -139,6 +140,14 @@ public struct StateStore: Sendable {
         let data = try encoder.encode(record)
         try Files.writeAtomically(path(record.address), Array(data) + [10])
         Checkpoint.pass("recorded \(record.address) \(record.status.rawValue)")
+    }
+
+    /// Removes half-written temporary files a killed writer left in records/. Only call
+    /// with the host lock held: then no writer is running.
+    public func removeStaleTemporaryFiles() throws {
+        for file in try Files.list(recordsDirectory) where file.hasPrefix(".") && file.contains(".tmp.") {
+            try Files.remove("\(recordsDirectory)/\(file)")
+        }
     }
 
     public func remove(_ address: ResourceAddress) throws {

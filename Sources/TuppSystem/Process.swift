@@ -10,20 +10,46 @@ public struct ProcessStat: Equatable, Sendable {
     /// process uniquely — a recycled pid has a different start time.
     public var startTime: UInt64
 
-    /// nil when the process does not exist.
+    /// nil when the process does not exist. Parsed from bytes: it runs for every
+    /// container on every plan.
     public static func read(_ pid: Int32) -> ProcessStat? {
-        guard let text = try? Files.readText("/proc/\(pid)/stat", limit: 4096) else { return nil }
-        return parse(text, pid: pid)
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        return parse(buffer[..<n], pid: pid)
     }
 
     public static func parse(_ text: String, pid: Int32) -> ProcessStat? {
+        parse(Array(text.utf8)[...], pid: pid)
+    }
+
+    static func parse(_ bytes: ArraySlice<UInt8>, pid: Int32) -> ProcessStat? {
         // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-        guard let close = text.lastIndex(of: ")") else { return nil }
-        let rest = text[text.index(after: close)...].split(separator: " ")
-        // rest[0] is field 3 (state); field 22 is rest[19].
-        guard rest.count > 19, let state = rest[0].first, let ppid = Int32(rest[1]),
-              let start = UInt64(rest[19]) else { return nil }
-        return ProcessStat(pid: pid, state: state, parentPID: ppid, startTime: start)
+        guard let close = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        var fields: [ArraySlice<UInt8>] = []
+        var start = close + 1
+        for i in (close + 1)..<bytes.endIndex where bytes[i] == UInt8(ascii: " ") || bytes[i] == UInt8(ascii: "\n") {
+            if i > start { fields.append(bytes[start..<i]) }
+            start = i + 1
+            if fields.count == 20 { break }
+        }
+        // fields[0] is field 3 (state); field 22 is fields[19].
+        guard fields.count == 20, let state = fields[0].first, let ppid = number(fields[1]),
+              let startTime = number(fields[19]) else { return nil }
+        return ProcessStat(pid: pid, state: Character(UnicodeScalar(state)), parentPID: Int32(ppid), startTime: startTime)
+    }
+
+    static func number(_ digits: ArraySlice<UInt8>) -> UInt64? {
+        guard !digits.isEmpty else { return nil }
+        var value: UInt64 = 0
+        for d in digits {
+            guard d >= 48 && d <= 57 else { return nil }
+            value = value &* 10 &+ UInt64(d - 48)
+        }
+        return value
     }
 
     /// True when a process with this pid and start time exists and is not a zombie.

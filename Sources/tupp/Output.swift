@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import TuppEngine
 import TuppPlan
 
@@ -12,13 +13,21 @@ func emit(_ text: String) {
     _ = text.withCString { write(1, $0, strlen($0)) }
 }
 
-/// One line per resource: `container.web: creating… done (14 ms)`.
+/// One line per resource: `container.web: creating… done (14 ms)`. Changes that run in
+/// parallel each get their line when they finish.
 final class TextReporter: ApplyReporter, @unchecked Sendable {
     let style: Style
     let tty: Bool
     /// "Apply" or "Destroy", for the closing line.
     let operation: String
-    private var open = false
+    private let lock = Mutex<State>(State())
+
+    struct State {
+        /// Changes started and not finished.
+        var running = 0
+        /// The address whose "…" line is open (printed without its newline).
+        var openLine: ResourceAddress?
+    }
 
     init(operation: String) {
         style = Style(enabled: colorEnabled())
@@ -29,34 +38,49 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
     func planned(_ plan: Plan) {}
 
     func start(_ change: Plan.ResourceChange) {
-        emit("\(change.address): \(change.verb)…")
-        open = true
+        lock.withLock { state in
+            state.running += 1
+            if state.running == 1 {
+                emit("\(change.address): \(change.verb)…")
+                state.openLine = change.address
+            } else if state.openLine != nil {
+                emit("\n")
+                state.openLine = nil
+            }
+        }
     }
 
     func progress(_ change: Plan.ResourceChange, _ message: String) {
-        if message.hasPrefix("warning:") {
-            emit((open ? "\n" : "") + style.yellow("  \(message)") + "\n")
-            open = false
-        } else if tty {
-            emit("\r\u{1B}[K\(change.address): \(change.verb)… \(message)")
-            open = true
+        lock.withLock { state in
+            if message.hasPrefix("warning:") {
+                emit((state.openLine != nil ? "\n" : "") + style.yellow("  \(change.address): \(message)") + "\n")
+                state.openLine = nil
+            } else if tty && state.running == 1 {
+                emit("\r\u{1B}[K\(change.address): \(change.verb)… \(message)")
+                state.openLine = change.address
+            }
         }
     }
 
     func complete(_ change: Plan.ResourceChange, milliseconds: Double) {
-        let took = formatMilliseconds(milliseconds)
-        if open && !tty {
-            emit(" \(style.green("done")) (\(took))\n")
-        } else {
-            emit("\(tty ? "\r\u{1B}[K" : "")\(change.address): \(change.verb)… \(style.green("done")) (\(took))\n")
-        }
-        open = false
+        finish(change, style.green("done") + " (\(formatMilliseconds(milliseconds)))")
     }
 
     func errored(_ change: Plan.ResourceChange, _ error: any Error) {
-        emit((open ? " " : "\(change.address): ") + style.red("failed") + "\n")
-        open = false
+        finish(change, style.red("failed"))
         printError("\(style.red("Error:")) \(change.address): \(error)")
+    }
+
+    private func finish(_ change: Plan.ResourceChange, _ result: String) {
+        lock.withLock { state in
+            state.running -= 1
+            if state.openLine == change.address && !tty {
+                emit(" \(result)\n")
+            } else {
+                emit("\(tty && state.openLine != nil ? "\r\u{1B}[K" : state.openLine != nil ? "\n" : "")\(change.address): \(change.verb)… \(result)\n")
+            }
+            state.openLine = nil
+        }
     }
 
     func summary(_ outcome: ApplyOutcome) {

@@ -77,7 +77,12 @@ public final class Installation: @unchecked Sendable {
             }
         }
         for pid in processesMentioning(root.path) { found.append("process \(pid): \(commandLine(pid))") }
-        if Files.exists(state) { found.append("state directory \(state)") }
+        if Files.exists(state) {
+            let inside = ((try? Files.list(state)) ?? []).map { name in
+                Files.isDirectory("\(state)/\(name)") ? "\(name)/[\(((try? Files.list("\(state)/\(name)")) ?? []).joined(separator: ", "))]" : name
+            }
+            found.append("state directory \(state) holding \(inside.joined(separator: ", "))")
+        }
         return found
     }
 
