@@ -131,7 +131,7 @@ struct Executor: Sendable {
             if record.facts["external"] != "true", observed?.external != true {
                 if case .string(let subnet)? = record.attributes["subnet"]?.value, let net = IPv4Network(subnet),
                    observation.natSubnets?.contains(net) == true {
-                    _ = try await NAT.removeMasquerade(subnet: net, table: natTable)
+                    try await removeMasquerade(net)
                 }
                 if let bridge = record.facts["bridge"] ?? observed?.attributes["bridge"].flatMap({ if case .string(let b) = $0 { b } else { nil } }) {
                     _ = try host.deleteLink(name: bridge)
@@ -162,10 +162,19 @@ struct Executor: Sendable {
             try NAT.enableIPv4Forwarding()
             _ = try await NAT.ensureMasquerade(subnet: network.subnet, table: natTable)
         } else if !network.nat && natOn {
-            _ = try await NAT.removeMasquerade(subnet: network.subnet, table: natTable)
+            try await removeMasquerade(network.subnet)
         }
         try store.save(Record(kind: .network, name: name, status: .ready, attributes: change.after ?? [:],
                               facts: ["bridge": network.bridge]))
+    }
+
+    /// Stops masquerading `subnet`; the table goes with its last rule, so nothing of
+    /// tupp's stays in the host's rule set.
+    func removeMasquerade(_ subnet: IPv4Network) async throws {
+        _ = try await NAT.removeMasquerade(subnet: subnet, table: natTable)
+        if try await NAT.masqueradedSubnets(table: natTable)?.isEmpty == true {
+            _ = try await NAT.removeTable(natTable)
+        }
     }
 
     // MARK: Containers
