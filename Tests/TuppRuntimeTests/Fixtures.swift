@@ -47,9 +47,11 @@ final class ContainerFixture {
         temp.remove()
     }
 
-    /// Runs `command` inside the container through `tupp-shim exec`.
-    func exec(_ command: [String], env: [String: String] = [:], workdir: String? = nil) throws -> CommandResult {
-        try run(runtime.execCommand(directory: directory, command: command, env: env, workdir: workdir))
+    /// Runs `command` inside the container through `tupp-shim exec`; its stderr joins
+    /// stdout (assertions read `output`).
+    func exec(_ command: [String], env: [String: String] = [:], workdir: String? = nil) throws -> Output {
+        try Spawn.run(runtime.execCommand(directory: directory, command: command, env: env, workdir: workdir),
+                      stderrToStdout: true)
     }
 
     /// Host mounts on or from this test's directory. (Not a before/after comparison of
@@ -58,50 +60,7 @@ final class ContainerFixture {
         try MountInfo.read().filter { $0.mountPoint.hasPrefix(temp.path) || $0.root.hasPrefix(temp.path) }
     }
 
-    func sh(_ script: String) throws -> CommandResult { try exec(["sh", "-c", script]) }
-}
-
-struct CommandResult {
-    var status: Int32
-    var output: String
-}
-
-/// posix_spawn `argv` with stdin /dev/null and stdout+stderr captured.
-func run(_ argv: [String]) throws -> CommandResult {
-    var pipeFDs: [Int32] = [-1, -1]
-    try Errno.check("pipe", "capture") { pipe(&pipeFDs) }
-    let reader = FileDescriptor(adopting: pipeFDs[0])
-    _ = fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC)
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-    let pid = try spawn(argv, actions: &actions)
-    close(pipeFDs[1])
-    let output = try reader.readAll(describedAs: argv.joined(separator: " "))
-    return CommandResult(status: try wait(pid), output: String(decoding: output, as: UTF8.self))
-}
-
-func spawn(_ argv: [String], actions: inout posix_spawn_file_actions_t, flags: Int32 = 0) throws -> pid_t {
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    if flags != 0 { posix_spawnattr_setflags(&attributes, Int16(flags)) }
-    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    defer { for pointer in cArgs { free(pointer) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, environ)
-    guard rc == 0 else { throw SystemError("spawn", argv[0], errno: rc) }
-    return pid
-}
-
-/// The shell convention: exit code, or 128 + signal.
-func wait(_ pid: pid_t) throws -> Int32 {
-    var status: Int32 = 0
-    try Errno.check("waitpid", String(pid)) { waitpid(pid, &status, 0) }
-    return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    func sh(_ script: String) throws -> Output { try exec(["sh", "-c", script]) }
 }
 
 /// Polls `condition` every 20 ms for up to `timeout` seconds.

@@ -153,12 +153,8 @@ struct LifecycleTests {
         #expect(ioctl(master, UInt(TIOCSWINSZ), &size) == 0)
         let peer = open(peerPath, O_RDWR | O_NOCTTY | O_CLOEXEC)
         try #require(peer >= 0)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for target: Int32 in 0...2 { posix_spawn_file_actions_adddup2(&actions, peer, target) }
         let argv = fixture.runtime.execCommand(directory: fixture.directory, command: ["sh"], tty: true)
-        let pid = try spawn(argv, actions: &actions)
+        let pid = try Spawn.start(argv, stdin: peer, stdout: peer, stderr: peer)
         close(peer)
 
         usleep(300_000)
@@ -174,7 +170,7 @@ struct LifecycleTests {
             output += buffer[..<count]
         }
         let text = String(decoding: output, as: UTF8.self)
-        #expect(try wait(pid) == 3)
+        #expect(Spawn.wait(pid) == 3)
         #expect(text.contains("/dev/pts/0\r\n"), "the container's own devpts: \(text)")
         #expect(text.contains("40 101\r\n"), "window size forwarded: \(text)")
         #expect(text.contains("sum=42\r\n"))

@@ -4,43 +4,17 @@ import TuppStorage
 import TuppSystem
 import TuppTestSupport
 
-/// Runs an outside witness (findmnt, btrfs, umoci, python3) with posix_spawn and
-/// collects its output. Only for tests; tupp itself never shells out like this.
+/// Runs an outside witness (findmnt, btrfs, umoci, python3; a bare name is looked up in
+/// PATH) in the C locale, stderr joined to stdout. A non-zero exit throws unless
+/// `allowFailure`. Only for tests; tupp itself never shells out like this.
 @discardableResult
-func command(_ argv: [String], input: String? = nil, allowFailure: Bool = false) throws -> (status: Int32, output: String) {
-    var outPipe: [Int32] = [0, 0]
-    var inPipe: [Int32] = [0, 0]
-    guard pipe(&outPipe) == 0, pipe(&inPipe) == 0 else { throw SystemError("pipe", argv[0]) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
-    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 2)
-    for fd in [outPipe[0], outPipe[1], inPipe[0], inPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
-    var pid: pid_t = 0
-    let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { arg in arg.withCString { strdup($0) } } + [nil]
-    defer { cArgs.forEach { free($0) } }
-    let environment: [UnsafeMutablePointer<CChar>?] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"].map { arg in arg.withCString { strdup($0) } } + [nil]
-    defer { environment.forEach { free($0) } }
-    let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, environment)
-    close(outPipe[1])
-    close(inPipe[0])
-    guard rc == 0 else {
-        close(outPipe[0]); close(inPipe[1])
-        throw SystemError("spawn", argv[0], errno: rc)
+func command(_ argv: [String], allowFailure: Bool = false) throws -> Output {
+    let result = try Spawn.run(argv, stderrToStdout: true,
+                               environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"])
+    if result.status != 0 && !allowFailure {
+        throw SystemError.failure("run", argv.joined(separator: " "), "exit \(result.status): \(result.output)")
     }
-    if let input { _ = input.withCString { write(inPipe[1], $0, strlen($0)) } }
-    close(inPipe[1])
-    let bytes = try FileDescriptor(adopting: outPipe[0]).readAll(describedAs: argv[0])
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    let output = String(decoding: bytes, as: UTF8.self)
-    if exit != 0 && !allowFailure {
-        throw SystemError.failure("run", argv.joined(separator: " "), "exit \(exit): \(output)")
-    }
-    return (exit, output)
+    return result
 }
 
 /// A loop-backed pool in a fresh temporary directory, torn down completely by

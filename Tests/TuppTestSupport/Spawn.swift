@@ -7,6 +7,10 @@ public struct Output: Sendable, CustomStringConvertible {
     public var stdout: String
     public var stderr: String
 
+    /// Everything the command wrote: stdout then stderr, or — for a run with
+    /// `stderrToStdout` — both as interleaved when written (stderr is then empty).
+    public var output: String { stdout + stderr }
+
     public var description: String { "exit \(status)\nstdout:\n\(stdout)\nstderr:\n\(stderr)" }
 }
 
@@ -16,9 +20,10 @@ public struct Output: Sendable, CustomStringConvertible {
 /// busybox ping's -W timer (SIGALRM) then never fires and ping hangs. Every child here
 /// starts with an empty mask and default dispositions.
 public enum Spawn {
-    /// Starts `arguments` with stdin on /dev/null and stdout/stderr on the given fds
-    /// (or /dev/null). `environment` entries are KEY=VALUE added to the test's own.
-    public static func start(_ arguments: [String], stdout: Int32? = nil, stderr: Int32? = nil,
+    /// Starts `arguments` with stdin, stdout and stderr on the given fds (or /dev/null).
+    /// A bare command name (no slash) is looked up in PATH. `environment` entries are
+    /// KEY=VALUE added to the test's own.
+    public static func start(_ arguments: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
                              environment: [String] = []) throws -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -34,7 +39,9 @@ public enum Spawn {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin, 0) } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout, 1) } else {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         }
@@ -57,37 +64,44 @@ public enum Spawn {
         env.append(nil)
         defer { env.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, arguments[0], &actions, &attributes, &cArguments, &env)
+        let rc = posix_spawnp(&pid, arguments[0], &actions, &attributes, &cArguments, &env)
         guard rc == 0 else { throw SystemError("spawn", arguments[0], errno: rc) }
         return pid
     }
 
     /// Runs `arguments` to completion, collecting stdout and stderr (read together with
-    /// poll, so a chatty stderr cannot stall the child).
+    /// poll, so a chatty stderr cannot stall the child). With `stderrToStdout` both go to
+    /// one socket, interleaved as written, and come back in `stdout`.
     @discardableResult
-    public static func run(_ arguments: [String], environment: [String] = []) throws -> Output {
-        var outPipe: [Int32] = [0, 0]
-        var errPipe: [Int32] = [0, 0]
-        // Close-on-exec from birth: a pipe end leaked into a concurrently spawned child
+    public static func run(_ arguments: [String], stderrToStdout: Bool = false,
+                           environment: [String] = []) throws -> Output {
+        // Close-on-exec from birth: an end leaked into a concurrently spawned child
         // would keep EOF from ever arriving.
-        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, type, 0, &outPipe) == 0 else { throw SystemError("socketpair", arguments[0]) }
-        guard socketpair(AF_UNIX, type, 0, &errPipe) == 0 else {
-            close(outPipe[0]); close(outPipe[1])
-            throw SystemError("socketpair", arguments[0])
+        func socketPair() throws -> (read: Int32, write: Int32) {
+            var pair: [Int32] = [0, 0]
+            let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+            guard socketpair(AF_UNIX, type, 0, &pair) == 0 else { throw SystemError("socketpair", arguments[0]) }
+            return (pair[0], pair[1])
+        }
+        let out = try socketPair()
+        let err: (read: Int32, write: Int32)?
+        do {
+            err = stderrToStdout ? nil : try socketPair()
+        } catch {
+            close(out.read); close(out.write)
+            throw error
         }
         let pid: pid_t
         do {
-            pid = try start(arguments, stdout: outPipe[1], stderr: errPipe[1], environment: environment)
+            pid = try start(arguments, stdout: out.write, stderr: err?.write ?? out.write, environment: environment)
         } catch {
-            outPipe.forEach { close($0) }
-            errPipe.forEach { close($0) }
+            for fd in [out.read, out.write, err?.read, err?.write].compactMap({ $0 }) { close(fd) }
             throw error
         }
-        close(outPipe[1])
-        close(errPipe[1])
-        var collected: [Int32: [UInt8]] = [outPipe[0]: [], errPipe[0]: []]
-        var open = [outPipe[0], errPipe[0]]
+        close(out.write)
+        if let err { close(err.write) }
+        var open = [out.read] + (err.map { [$0.read] } ?? [])
+        var collected: [Int32: [UInt8]] = Dictionary(uniqueKeysWithValues: open.map { ($0, []) })
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !open.isEmpty {
             var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
@@ -105,9 +119,10 @@ public enum Spawn {
                 }
             }
         }
+        open.forEach { close($0) }
         let status = wait(pid)
-        return Output(status: status, stdout: String(decoding: collected[outPipe[0]]!, as: UTF8.self),
-                      stderr: String(decoding: collected[errPipe[0]]!, as: UTF8.self))
+        return Output(status: status, stdout: String(decoding: collected[out.read]!, as: UTF8.self),
+                      stderr: err.map { String(decoding: collected[$0.read]!, as: UTF8.self) } ?? "")
     }
 
     /// Reaps `pid`; the shell-style status (128 + signal when killed).
