@@ -22,10 +22,7 @@ import TuppTestSupport
     @Test func applyKilledAtEveryCheckpointConverges() throws {
         guard try ready() else { return }
         let i = try Installation()
-        defer {
-            i.cleanup()
-            #expect(i.leftovers().isEmpty, "\(i.leftovers())")
-        }
+        defer { i.cleanupLeavingNothing() }
         let m = try manifest(i)
         let points = try checkpoints(i, ["apply", m])
         #expect(points.count >= 10, "\(points)")
@@ -51,10 +48,7 @@ import TuppTestSupport
     @Test func destroyKilledAtEveryCheckpointFinishes() throws {
         guard try ready() else { return }
         let i = try Installation()
-        defer {
-            i.cleanup()
-            #expect(i.leftovers().isEmpty, "\(i.leftovers())")
-        }
+        defer { i.cleanupLeavingNothing() }
         let m = try manifest(i)
         try i.apply(m)
         let points = try checkpoints(i, ["destroy", "--include-storage", m])

@@ -50,6 +50,12 @@ extension Installation {
         #expect(out.status == 0, "\(out)", sourceLocation: sourceLocation)
     }
 
+    /// `cleanup()`, then nothing of this installation may be left on the host.
+    func cleanupLeavingNothing(sourceLocation: SourceLocation = #_sourceLocation) {
+        cleanup()
+        #expect(leftovers().isEmpty, "left behind: \(leftovers())", sourceLocation: sourceLocation)
+    }
+
     func expectClean(_ manifest: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let destroy = try tupp("destroy", "--include-storage", manifest)
         #expect(destroy.status == 0, "\(destroy)", sourceLocation: sourceLocation)

@@ -13,13 +13,40 @@ struct PlugTests {
                       alias: LinkOwner(installation: net.prefix, role: .container, name: "c\(veth)").alias)
     }
 
+    /// A test network with its bridge up (the gateway's address, `mtu`). The caller defers
+    /// `net.cleanUp()`; when setting up fails, what was made is removed here.
+    static func bridged(_ label: String = #function, mtu: Int? = nil) throws -> (net: TestNetwork, host: NetlinkSession) {
+        let net = try TestNetwork(label)
+        do {
+            let host = try NetlinkSession.host()
+            try host.createBridge(name: net.bridge, address: net.gateway, mtu: mtu, alias: "test")
+            return (net, host)
+        } catch {
+            _ = net.cleanUp()
+            throw error
+        }
+    }
+
+    /// `bridged`, plus one container namespace plugged in: veth 1, host address 2.
+    static func plugged(_ label: String = #function)
+        throws -> (net: TestNetwork, host: NetlinkSession, holder: NetnsHolder, plug: ContainerPlug) {
+        let (net, host) = try bridged(label)
+        do {
+            let holder = try net.holder()
+            let plug = Self.plug(net, holder, veth: 1, host: 2)
+            try host.plug(plug)
+            return (net, host, holder, plug)
+        } catch {
+            _ = net.cleanUp()
+            throw error
+        }
+    }
+
     @Test func plugBuildsTheWholePathAndTrafficFlows() throws {
         guard try Host.require(.root, .command("/usr/sbin/ip"), .command("/usr/bin/nsenter"),
                                .command("/bin/busybox"), .command("/usr/bin/unshare")) else { return }
-        let net = try TestNetwork()
+        let (net, host) = try Self.bridged()
         defer { #expect(net.cleanUp().isEmpty) }
-        let host = try NetlinkSession.host()
-        try host.createBridge(name: net.bridge, address: net.gateway, alias: "test")
         let holder = try net.holder()
         let plug = Self.plug(net, holder, veth: 1, host: 2, mtu: 1400)
 
@@ -67,10 +94,8 @@ struct PlugTests {
     @Test func twoContainersOnOneBridgeReachEachOther() throws {
         guard try Host.require(.root, .command("/usr/bin/nsenter"), .command("/bin/busybox"),
                                .command("/usr/bin/unshare")) else { return }
-        let net = try TestNetwork()
+        let (net, host) = try Self.bridged(mtu: 1450)
         defer { #expect(net.cleanUp().isEmpty) }
-        let host = try NetlinkSession.host()
-        try host.createBridge(name: net.bridge, address: net.gateway, mtu: 1450, alias: "test")
         let first = try net.holder()
         let second = try net.holder()
         try host.plug(Self.plug(net, first, veth: 1, host: 2))
@@ -86,10 +111,8 @@ struct PlugTests {
     @Test func aHostEndPairedWithAnotherNamespaceIsRecreated() throws {
         guard try Host.require(.root, .command("/usr/bin/nsenter"), .command("/bin/busybox"),
                                .command("/usr/bin/unshare")) else { return }
-        let net = try TestNetwork()
+        let (net, host) = try Self.bridged()
         defer { #expect(net.cleanUp().isEmpty) }
-        let host = try NetlinkSession.host()
-        try host.createBridge(name: net.bridge, address: net.gateway, alias: "test")
         // The container's earlier namespace is still held open by something.
         let earlier = try net.holder()
         try host.plug(Self.plug(net, earlier, veth: 1, host: 2))
@@ -104,13 +127,8 @@ struct PlugTests {
 
     @Test func theNamespacesDeathRemovesThePair() throws {
         guard try Host.require(.root, .command("/usr/bin/unshare")) else { return }
-        let net = try TestNetwork()
+        let (net, host, holder, plug) = try Self.plugged()
         defer { #expect(net.cleanUp().isEmpty) }
-        let host = try NetlinkSession.host()
-        try host.createBridge(name: net.bridge, address: net.gateway, alias: "test")
-        let holder = try net.holder()
-        let plug = Self.plug(net, holder, veth: 1, host: 2)
-        try host.plug(plug)
         #expect(try host.link(named: plug.hostName) != nil)
 
         holder.stop()
@@ -148,13 +166,8 @@ struct PlugTests {
     @Test func handDeletedHostVethIsSeenAndRepairedWithoutRestart() throws {
         guard try Host.require(.root, .command("/usr/sbin/ip"), .command("/usr/bin/nsenter"),
                                .command("/bin/busybox"), .command("/usr/bin/unshare")) else { return }
-        let net = try TestNetwork()
+        let (net, host, holder, plug) = try Self.plugged()
         defer { #expect(net.cleanUp().isEmpty) }
-        let host = try NetlinkSession.host()
-        try host.createBridge(name: net.bridge, address: net.gateway, alias: "test")
-        let holder = try net.holder()
-        let plug = Self.plug(net, holder, veth: 1, host: 2)
-        try host.plug(plug)
         #expect(try host.ensurePlugged(plug).isEmpty)
 
         #expect(try Witness.run(["/usr/sbin/ip", "link", "del", plug.hostName]).status == 0)
@@ -178,13 +191,8 @@ struct PlugTests {
     @Test func readdressInPlace() throws {
         guard try Host.require(.root, .command("/usr/sbin/ip"), .command("/usr/bin/nsenter"),
                                .command("/bin/busybox"), .command("/usr/bin/unshare")) else { return }
-        let net = try TestNetwork()
+        let (net, host, holder, plug) = try Self.plugged()
         defer { #expect(net.cleanUp().isEmpty) }
-        let host = try NetlinkSession.host()
-        try host.createBridge(name: net.bridge, address: net.gateway, alias: "test")
-        let holder = try net.holder()
-        let plug = Self.plug(net, holder, veth: 1, host: 2)
-        try host.plug(plug)
         let before = try #require(try host.link(named: plug.hostName))
 
         let moved = net.host(40)
@@ -199,10 +207,8 @@ struct PlugTests {
 
     @Test func snapshotsOfManyNamespacesInOrder() throws {
         guard try Host.require(.root, .command("/usr/bin/unshare")) else { return }
-        let net = try TestNetwork()
+        let (net, host) = try Self.bridged()
         defer { #expect(net.cleanUp().isEmpty) }
-        let host = try NetlinkSession.host()
-        try host.createBridge(name: net.bridge, address: net.gateway, alias: "test")
         let holders = try (0..<3).map { _ in try net.holder() }
         for (n, holder) in holders.enumerated() {
             try host.plug(Self.plug(net, holder, veth: n, host: UInt32(10 + n)))

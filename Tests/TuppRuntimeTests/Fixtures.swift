@@ -36,9 +36,9 @@ final class ContainerFixture {
     static var busyboxPath: String { access("/bin/busybox", X_OK) == 0 ? "/bin/busybox" : "/usr/bin/busybox" }
 
     func config(_ command: [String] = ["sleep", "100000"], namespaces: Set<Namespace> = Set(Namespace.allCases),
-                restart: RestartPolicy = .no, stopTimeout: Double = 2) -> ContainerConfig {
+                restart: RestartPolicy = .no, stopTimeout: Double = 2, logLimitBytes: Int = 1 << 20) -> ContainerConfig {
         ContainerConfig(name: name, rootfs: root, namespaces: namespaces, mounts: [.tmpfs(at: "/tmp", options: ["size=1m"])],
-                        command: command, restart: restart, stopTimeout: stopTimeout)
+                        command: command, restart: restart, stopTimeout: stopTimeout, logLimitBytes: logLimitBytes)
     }
 
     /// Stops whatever runs (also after a failed expectation) and removes every file.
@@ -52,6 +52,15 @@ final class ContainerFixture {
     func exec(_ command: [String], env: [String: String] = [:], workdir: String? = nil) throws -> Output {
         try Spawn.run(runtime.execCommand(directory: directory, command: command, env: env, workdir: workdir),
                       stderrToStdout: true)
+    }
+
+    /// Follows the container's log (`logs --follow`) into a file until the supervisor is
+    /// gone; what arrived there.
+    func followLog() throws -> [UInt8] {
+        let copy = temp.path + "/followed"
+        let out = try FileDescriptor.open(copy, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        try runtime.logs(directory: directory, follow: true, to: out.rawValue)
+        return try Files.read(copy) ?? []
     }
 
     /// Host mounts on or from this test's directory. (Not a before/after comparison of

@@ -232,8 +232,8 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        var config = fixture.config(["sh", "-c", "for i in $(seq 1 400); do echo \"line $i of the container output\"; done; echo done >&2"])
-        config.logLimitBytes = 4096
+        let config = fixture.config(["sh", "-c", "for i in $(seq 1 400); do echo \"line $i of the container output\"; done; echo done >&2"],
+                                    logLimitBytes: 4096)
         _ = try fixture.runtime.start(config, directory: fixture.directory)
         #expect(waitUntil { fixture.runtime.observe(directory: fixture.directory).state == .exited })
 
@@ -243,11 +243,7 @@ struct LifecycleTests {
         let tail = String(decoding: current, as: UTF8.self)
         #expect(tail.hasSuffix("line 400 of the container output\ndone\n"), "stdout and stderr, in order")
         #expect(!String(decoding: previous + current, as: UTF8.self).contains("line 1 of"), "bounded: the oldest output is gone")
-
-        let copy = fixture.temp.path + "/copy"
-        let out = try FileDescriptor.open(copy, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
-        try fixture.runtime.logs(directory: fixture.directory, follow: true, to: out.rawValue)
-        #expect(try Files.read(copy) == previous + current)
+        #expect(try fixture.followLog() == previous + current)
     }
 
     @Test func followingTheLogLosesNothingAcrossRotations() throws {
@@ -255,15 +251,13 @@ struct LifecycleTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         // ~9 KB written over a second or more with a 4 KiB limit: at least two rotations while following.
-        var config = fixture.config(["sh", "-c", "for i in $(seq 1 220); do echo \"line $i, padded to forty bytes.....\"; sleep 0.005; done"])
-        config.logLimitBytes = 4096
+        let config = fixture.config(["sh", "-c", "for i in $(seq 1 220); do echo \"line $i, padded to forty bytes.....\"; sleep 0.005; done"],
+                                    logLimitBytes: 4096)
         _ = try fixture.runtime.start(config, directory: fixture.directory)
-        let copy = fixture.temp.path + "/followed"
-        let out = try FileDescriptor.open(copy, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
-        try fixture.runtime.logs(directory: fixture.directory, follow: true, to: out.rawValue)
+        let followed = try fixture.followLog()
         #expect(fixture.runtime.observe(directory: fixture.directory).state == .exited, "follow returns when the supervisor is gone")
 
-        let lines = (try Files.readText(copy) ?? "").split(separator: "\n")
+        let lines = String(decoding: followed, as: UTF8.self).split(separator: "\n")
         #expect(lines.count == 220)
         #expect(lines.enumerated().allSatisfy { $0.element.hasPrefix("line \($0.offset + 1),") }, "every line, in order")
         #expect((try Files.read(fixture.directory + "/log.1"))?.count == 4096, "it did rotate")
