@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import TuppManifest
 import TuppPlan
 import TuppRuntime
@@ -22,10 +23,14 @@ struct NotAttempted: Error, CustomStringConvertible {
 public struct Engine: Sendable {
     public let store: StateStore
     public let runtime: Runtime
+    /// Debug detail (observation timings, each step of a change) goes here; the CLI shows
+    /// it with --verbose.
+    public let logger: Logger
 
-    public init(stateDirectory: String, shimPath: String? = nil) {
+    public init(stateDirectory: String, shimPath: String? = nil, logger: Logger = Logger(label: "tupp")) {
         store = StateStore(directory: stateDirectory)
         runtime = Runtime(shimPath: shimPath)
+        self.logger = logger
     }
 
     public var installation: String { store.installationID }
@@ -34,7 +39,8 @@ public struct Engine: Sendable {
     /// empty state directory).
     public func plan(_ manifest: Manifest, options: PlanOptions = PlanOptions()) async throws -> PlannedRun {
         try store.prepare()
-        let observer = Observer(store: store, runtime: runtime, installation: installation, destroying: options.destroy)
+        let observer = Observer(store: store, runtime: runtime, installation: installation, logger: logger,
+                                destroying: options.destroy)
         let observation = await observer.observe(manifest)
         let desired = DesiredState.resources(manifest, imageDigests: observation.imageDigests, addresses: observation.addresses)
         let plan = Planner.plan(desired: desired, observed: observation.state, options: options)
@@ -61,7 +67,7 @@ public struct Engine: Sendable {
         var outcome = ApplyOutcome()
         outcome.warnings = run.plan.warnings
         reporter.planned(run.plan)
-        let executor = Executor(store: store, runtime: runtime, installation: installation, manifest: manifest,
+        let executor = Executor(store: store, runtime: runtime, installation: installation, logger: logger, manifest: manifest,
                                 observation: run.observation,
                                 desired: Dictionary(run.desired.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a }),
                                 options: run.options)

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import TuppManifest
 import TuppNetworking
 import TuppPlan
@@ -12,6 +13,7 @@ struct Executor: Sendable {
     let store: StateStore
     let runtime: Runtime
     let installation: String
+    let logger: Logger
     let manifest: Manifest
     let observation: Observation
     let desired: [ResourceAddress: DesiredResource]
@@ -243,7 +245,9 @@ struct Executor: Sendable {
 
         let snapshot = try images.snapshot(image: container.image, container: name)
         Checkpoint.pass("snapshot containers/\(name) created")
+        logger.debug("\(name): snapshot \(snapshot.uuid) of images/\(container.image)")
         let started = try start(container, rootfs: "\(storage.root)/containers/\(name)")
+        logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
         try store.save(Record(kind: .container, name: name, status: .ready, attributes: change.after ?? [:],
                               facts: facts(veth: veth, snapshot: snapshot.uuid, process: started), protect: container.protect))
     }
@@ -263,6 +267,7 @@ struct Executor: Sendable {
             Checkpoint.pass("supervisor of \(container.name) started")
             guard let plug = plug(for: container, netnsPath: starting.netnsPath) else { return }
             try hostSession.plug(plug)
+            logger.debug("\(container.name): \(plug.hostName) on \(plug.bridge), \(plug.interface) \(plug.address) via \(plug.gateway)")
             Checkpoint.pass("\(container.name) plugged into its network")
         }
     }
@@ -296,7 +301,8 @@ struct Executor: Sendable {
             let networkChanged = change.reasons.contains { $0.path?.hasPrefix("network.") == true || ($0.path == nil && $0.effect == .inPlace) }
             if networkChanged {
                 if let plug = plug(for: container, netnsPath: "/proc/\(process.shimPID)/ns/net") {
-                    try hostSession.ensurePlugged(plug)
+                    let repairs = try hostSession.ensurePlugged(plug)
+                    logger.debug("\(name): network \(repairs.isEmpty ? "already as declared" : repairs.map(\.description).joined(separator: ", "))")
                 } else {
                     _ = try hostSession.deleteLink(name: hostVeth(name))
                 }

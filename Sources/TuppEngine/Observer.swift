@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Logging
 import TuppManifest
 import TuppNetworking
 import TuppPlan
@@ -35,6 +36,7 @@ struct Observer {
     let store: StateStore
     let runtime: Runtime
     let installation: String
+    let logger: Logger
     /// Destroying: a subnet overlapping a host route no longer matters.
     var destroying = false
 
@@ -46,10 +48,20 @@ struct Observer {
         } catch {
             problems.append("\(error)")
         }
+        var t = Monotonic.nanoseconds()
+        func lap(_ what: String) {
+            logger.debug("observed \(what) in \((Monotonic.milliseconds(since: t) * 100).rounded() / 100) ms")
+            t = Monotonic.nanoseconds()
+        }
+        lap("\(o.records.count) records")
         observePool(manifest, &o, &problems)
+        lap("the pool (\(o.contents.map { "\($0.images.count) images, \($0.containers.count) snapshots" } ?? "not mounted"))")
         observeImages(manifest, &o, &problems)
+        lap("\(manifest.images.count) image sources")
         await observeNetworks(manifest, &o, &problems)
+        lap("the host network (\(o.host?.links.count ?? 0) links)")
         observeContainers(manifest, &o, &problems)
+        lap("\(o.processes.count) containers (\(o.namespaces.count) network namespaces)")
         o.state.problems += problems
         return o
     }

@@ -23,7 +23,7 @@ struct StatusCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let statuses = try Engine(stateDirectory: global.stateDirectory).status(names)
+        let statuses = try Engine(stateDirectory: global.stateDirectory, logger: global.logger).status(names)
         if json {
             let items: [JSON.Node] = statuses.map { s in
                 JSON.object([
@@ -112,7 +112,7 @@ struct ExecCommand: ParsableCommand {
         var argv = command
         if argv.first == "--" { argv.removeFirst() }
         guard !argv.isEmpty else { throw ValidationError("give a command to run, e.g. tupp exec \(name) -- sh") }
-        let engine = Engine(stateDirectory: global.stateDirectory)
+        let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
         let directory = try engine.runningContainerDirectory(name)
         var environment: [String: String] = [:]
         for item in env {
@@ -151,7 +151,7 @@ struct LogsCommand: ParsableCommand {
     var name: String
 
     func run() throws {
-        let engine = Engine(stateDirectory: global.stateDirectory)
+        let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
         let statuses = try engine.status([name])
         _ = statuses
         try engine.runtime.logs(directory: engine.store.containerDirectory(name), follow: follow, to: 1)

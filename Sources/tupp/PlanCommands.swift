@@ -53,7 +53,7 @@ struct PlanCommand: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadManifests(paths)
-        let engine = Engine(stateDirectory: global.stateDirectory)
+        let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
         let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy))
         if let out, run.plan.errors.isEmpty {
             let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
@@ -109,14 +109,14 @@ struct ApplyCommand: AsyncParsableCommand {
         if paths.count == 1, let bytes = try? Files.read(paths[0], limit: 64 << 20), let saved = SavedPlan.parse(bytes) {
             let loaded = try loadManifests(saved.manifests)
             try await runApply(loaded.manifest, options: saved.options, json: json, lockTimeout: lockTimeout,
-                               state: global.stateDirectory, command: "apply") { run in
+                               global: global, command: "apply") { run in
                 saved.staleness(now: run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
             }
             return
         }
         let loaded = try loadManifests(paths)
         try await runApply(loaded.manifest, options: PlanOptions(prune: !noPrune), json: json,
-                           lockTimeout: lockTimeout, state: global.stateDirectory, command: "apply")
+                           lockTimeout: lockTimeout, global: global, command: "apply")
     }
 }
 
@@ -152,15 +152,15 @@ struct DestroyCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try loadManifests(paths)
         try await runApply(loaded.manifest, options: PlanOptions(destroy: true, includeStorage: includeStorage), json: json,
-                           lockTimeout: lockTimeout, state: global.stateDirectory, command: "destroy")
+                           lockTimeout: lockTimeout, global: global, command: "destroy")
     }
 }
 
 /// Shared by apply and destroy: lock, plan, show, execute, report.
 /// `stale` (saved plans): reasons the freshly made plan differs from the reviewed one.
-func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeout: Double, state: String, command: String,
+func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeout: Double, global: GlobalOptions, command: String,
               stale: (PlannedRun) -> [String] = { _ in [] }) async throws {
-    let engine = Engine(stateDirectory: state)
+    let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
     let lock = try engine.lock(timeout: lockTimeout, command: CommandLine.arguments.joined(separator: " "))
     defer { withExtendedLifetime(lock) {} }
     let run = try await engine.plan(manifest, options: options)

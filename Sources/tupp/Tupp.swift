@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import Glibc
 import TuppManifest
 
@@ -29,12 +30,12 @@ struct Tupp: AsyncParsableCommand {
 }
 
 extension Tupp {
-    /// `tupp --state-dir DIR apply` and `tupp apply --state-dir DIR` both work: the
-    /// global option is moved after the subcommand, where every subcommand declares it.
+    /// `tupp --state-dir DIR -v apply` and `tupp apply --state-dir DIR -v` both work: the
+    /// global options are moved after the subcommand, where every subcommand declares them.
     static func main() async {
         var args = Array(CommandLine.arguments.dropFirst())
         var globals: [String] = []
-        while let first = args.first, first.hasPrefix("--state-dir") {
+        while let first = args.first, first.hasPrefix("--state-dir") || first == "-v" || first == "--verbose" {
             globals.append(args.removeFirst())
             if first == "--state-dir", !args.isEmpty { globals.append(args.removeFirst()) }
         }
@@ -49,6 +50,16 @@ struct GlobalOptions: ParsableArguments {
             help: ArgumentHelp("Where tupp keeps its records (env TUPP_STATE_DIR; default /var/lib/tupp).",
                                valueName: "dir"))
     var stateDirOption: String?
+
+    @Flag(name: .shortAndLong, help: "Print what tupp observes and does, with timings (to stderr).")
+    var verbose = false
+
+    /// swift-log, to stderr: warnings always, debug detail with --verbose.
+    var logger: Logger {
+        var logger = Logger(label: "tupp") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
 
     var stateDirectory: String {
         if let stateDirOption { return stateDirOption }
