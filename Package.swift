@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "TuppNetworking", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys", "CNLRoute",
                                                       .product(name: "Subprocess", package: "swift-subprocess")],
                 swiftSettings: strict),
-        .target(name: "TuppRuntime", dependencies: ["TuppSystem", "CTuppSys"], swiftSettings: strict),
+        .target(name: "TuppRuntime", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys"], swiftSettings: strict),
         .target(
             name: "TuppEngine",
             dependencies: [
@@ -97,7 +97,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppNetworking", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
+        .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppManifest", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
         .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"], swiftSettings: strict),
     ]
 )

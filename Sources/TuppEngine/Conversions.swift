@@ -3,8 +3,9 @@ import TuppNetworking
 import TuppRuntime
 import TuppStorage
 
-// The manifest model is the user's vocabulary; each reconciler has its own. These map
-// one to the other in a single place.
+// The manifest model is the user's vocabulary; each reconciler has its own (the runtime
+// shares the manifest's namespaces, restart policies and capabilities). These map one to
+// the other in a single place.
 
 extension PoolConfig {
     init(_ storage: Storage) {
@@ -26,18 +27,17 @@ extension ImageSource {
 extension ContainerConfig {
     /// The runtime's view of a declared container, rooted at its snapshot.
     init(_ c: Container, rootfs: String) {
-        let namespaces = Set(c.namespaces.compactMap { TuppRuntime.Namespace(rawValue: $0.rawValue) })
         var env: [String: String] = [:]
         for (key, value) in c.env { env[key] = value }
         self.init(
-            name: c.name, rootfs: rootfs, hostname: c.effectiveHostname, namespaces: namespaces,
+            name: c.name, rootfs: rootfs, hostname: c.effectiveHostname, namespaces: Set(c.namespaces),
             mounts: c.mounts.map { m in
                 MountSpec(kind: m.kind == .bind ? .bind : .tmpfs, source: m.source, target: m.target,
                           options: m.options, readonly: m.readonly)
             },
             command: c.command, env: env, workdir: c.workdir,
-            restart: TuppRuntime.RestartPolicy(rawValue: c.restart.rawValue) ?? .no,
-            capabilities: c.effectiveCapabilities.map(\.description),
+            restart: c.restart,
+            capabilities: c.effectiveCapabilities,
             stopTimeout: c.stopTimeout)
     }
 }

@@ -95,19 +95,26 @@ public struct Network: Sendable, Equatable {
     }
 }
 
+/// The kernel namespaces a container can get. `mount` is always required: the rootfs,
+/// pivot_root and the masks happen in it.
 public enum Namespace: String, CaseIterable, Sendable, Comparable {
     case mount, uts, ipc, net, pid
 
     /// The seed's `unshare --mount --uts --ipc --net --pid`.
     public static let defaults: [Namespace] = [.mount, .uts, .ipc, .net, .pid]
 
+    /// The name under /proc/PID/ns/.
+    public var procName: String { self == .mount ? "mnt" : rawValue }
+
     public static func < (a: Namespace, b: Namespace) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
     }
 }
 
+/// What the supervisor does when the command exits by itself.
 public enum RestartPolicy: String, Sendable, CaseIterable {
     case no
+    /// Restart after a non-zero exit code or a signal.
     case onFailure = "on-failure"
     case always
 }

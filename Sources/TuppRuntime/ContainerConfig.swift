@@ -1,25 +1,5 @@
+import TuppManifest
 import TuppSystem
-
-/// The kernel namespaces a container can get. `mount` is always required: the rootfs,
-/// pivot_root and the masks happen in it.
-public enum Namespace: String, CaseIterable, Sendable, Comparable {
-    case mount, uts, ipc, net, pid
-
-    /// The name under /proc/PID/ns/.
-    public var procName: String { self == .mount ? "mnt" : rawValue }
-
-    public static func < (a: Namespace, b: Namespace) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
-    }
-}
-
-/// What the supervisor does when the command exits by itself.
-public enum RestartPolicy: String, Sendable, CaseIterable {
-    case no
-    /// Restart after a non-zero exit code or a signal.
-    case onFailure = "on-failure"
-    case always
-}
 
 /// A mount the container gets on top of /proc, /dev and /sys.
 public struct MountSpec: Sendable, Equatable {
@@ -66,8 +46,8 @@ public struct ContainerConfig: Sendable, Equatable {
     /// Absolute path inside the container; must exist.
     public var workdir: String
     public var restart: RestartPolicy
-    /// The final list of capability names (see `Capabilities.resolve`).
-    public var capabilities: [String]
+    /// Exactly what the command keeps (bounding, permitted and effective sets); the rest is dropped.
+    public var capabilities: [Capability]
     /// Seconds between SIGTERM and SIGKILL on stop.
     public var stopTimeout: Double
     /// DIR/log rotates to DIR/log.1 at this size.
@@ -76,7 +56,7 @@ public struct ContainerConfig: Sendable, Equatable {
     public init(name: String, rootfs: String, hostname: String? = nil,
                 namespaces: Set<Namespace> = Set(Namespace.allCases), mounts: [MountSpec] = [],
                 command: [String], env: [String: String] = [:], workdir: String = "/",
-                restart: RestartPolicy = .no, capabilities: [String] = Capabilities.defaults,
+                restart: RestartPolicy = .no, capabilities: [Capability] = Capability.defaults,
                 stopTimeout: Double = 10, logLimitBytes: Int = 1 << 20) {
         self.name = name
         self.rootfs = rootfs
@@ -120,9 +100,6 @@ public struct ContainerConfig: Sendable, Equatable {
             for option in mount.options where option.isEmpty || option.contains(",") {
                 throw refuse("mounts", "option \"\(option)\" of \(mount.target) is empty or holds a comma")
             }
-        }
-        for capability in capabilities where !Capabilities.isKnown(capability) {
-            throw refuse("capabilities", "unknown capability \(capability)")
         }
         guard stopTimeout >= 0, stopTimeout <= 3600 else { throw refuse("stopTimeout", "must be 0…3600 s") }
         guard logLimitBytes >= 4096 else { throw refuse("logLimitBytes", "must be at least 4096") }

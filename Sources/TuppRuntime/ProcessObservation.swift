@@ -1,3 +1,4 @@
+import TuppManifest
 import TuppSystem
 
 /// How the container's command ended.

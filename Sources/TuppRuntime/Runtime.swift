@@ -1,5 +1,6 @@
 import CTuppSys
 import Glibc
+import TuppManifest
 import TuppSystem
 
 /// The container's process as seen during start, before its command runs: the engine's

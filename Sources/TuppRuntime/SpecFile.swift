@@ -16,9 +16,7 @@ enum SpecFile {
         for key in config.env.keys.sorted() { pairs.append(("env", "\(key)=\(config.env[key]!)")) }
         pairs.append(("workdir", config.workdir))
         pairs.append(("restart", config.restart.rawValue))
-        for name in config.capabilities {
-            if let number = Capabilities.number(name) { pairs.append(("cap", String(number))) }
-        }
+        for capability in config.capabilities { pairs.append(("cap", String(capability.number))) }
         pairs.append(("stop-timeout-ms", String(Int((config.stopTimeout * 1000).rounded()))))
         pairs.append(("log-limit", String(config.logLimitBytes)))
         for mount in config.mounts {

@@ -1,3 +1,4 @@
+import TuppManifest
 import TuppSystem
 
 /// DIR/state as tupp-shim writes it (KEY=VALUE lines; see Sources/tupp-shim/supervise.c).

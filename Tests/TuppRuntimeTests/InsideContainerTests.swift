@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppManifest
 import TuppRuntime
 import TuppSystem
 import TuppTestSupport
@@ -130,7 +131,10 @@ struct InsideContainerTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         var config = fixture.config(namespaces: [.mount, .pid])
-        config.capabilities = try Capabilities.resolve(add: ["NET_RAW", "sys_time"], drop: ["CHOWN", "CAP_KILL"])
+        // As a manifest declares them: the defaults adjusted by add/drop.
+        config.capabilities = Container(name: fixture.name, image: "box", command: config.command,
+                                        capabilitiesAdd: ["NET_RAW", "sys_time"].compactMap(Capability.named),
+                                        capabilitiesDrop: ["CHOWN", "CAP_KILL"].compactMap(Capability.named)).effectiveCapabilities
         let observation = try fixture.runtime.start(config, directory: fixture.directory)
 
         for namespace in Namespace.allCases {

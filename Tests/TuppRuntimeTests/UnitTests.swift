@@ -1,22 +1,27 @@
 import Testing
+import TuppManifest
 @testable import TuppRuntime
 import TuppSystem
 
 /// Plain values: no root, no processes.
 struct UnitTests {
-    @Test func capabilitiesResolveAgainstTheDefaults() throws {
-        #expect(try Capabilities.resolve(add: [], drop: []) == [
+    /// The runtime takes the manifest's capability table: containerd's defaults, names to
+    /// kernel numbers, and a declared add/drop adjusting the defaults.
+    @Test func capabilitiesComeFromTheManifestTable() throws {
+        let config = ContainerConfig(name: "web", rootfs: "/r", command: ["true"])
+        #expect(config.capabilities.sorted().map(\.description) == [
             "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
             "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
         ])
-        #expect(try Capabilities.resolve(add: ["net_raw"], drop: ["CAP_KILL", "chown"]).contains("CAP_NET_RAW"))
-        #expect(try !Capabilities.resolve(add: [], drop: ["KILL"]).contains("CAP_KILL"))
-        #expect(try Capabilities.resolve(add: ["NET_ADMIN"], drop: ["ALL"]) == ["CAP_NET_ADMIN"])
-        #expect(try Capabilities.resolve(add: ["ALL"], drop: []).count == 41)
-        let unknown = #expect(throws: SystemError.self) { try Capabilities.resolve(add: ["FLY"], drop: []) }
-        #expect(unknown?.description.hasPrefix("resolve capabilities add FLY: unknown capability") == true)
-        #expect(Capabilities.number("CAP_NET_RAW") == 13)
-        #expect(Capabilities.number("sys_admin") == 21)
+        func named(_ names: String...) throws -> [Capability] { try names.map { try #require(Capability.named($0)) } }
+        let declared = Container(name: "web", image: "box", command: ["true"],
+                                 capabilitiesAdd: try named("net_raw"), capabilitiesDrop: try named("CAP_KILL", "chown"))
+        #expect(declared.effectiveCapabilities.contains(try named("CAP_NET_RAW")[0]))
+        #expect(!declared.effectiveCapabilities.contains(try named("KILL")[0]))
+        #expect(Capability.all.count == 41)
+        #expect(Capability.named("FLY") == nil)
+        #expect(Capability.named("CAP_NET_RAW")?.number == 13)
+        #expect(Capability.named("sys_admin")?.number == 21)
     }
 
     @Test func specFileIsNulSeparatedPairs() {
@@ -73,7 +78,6 @@ struct UnitTests {
         #expect(message { $0.command = [] }?.contains("web.command") == true)
         #expect(message { $0.mounts = [.tmpfs(at: "/a/../etc")] }?.contains("web.mounts") == true)
         #expect(message { $0.mounts = [.bind("relative", at: "/x")] }?.contains("absolute source") == true)
-        #expect(message { $0.capabilities = ["CAP_FLY"] }?.contains("unknown capability CAP_FLY") == true)
         #expect(message { $0.namespaces = [.mount] }?.contains("web.hostname") == true)
         #expect(message { $0.env = ["A=B": "c"] }?.contains("web.env") == true)
     }
