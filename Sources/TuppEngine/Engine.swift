@@ -68,9 +68,7 @@ public struct Engine: Sendable {
         outcome.warnings = run.plan.warnings
         reporter.planned(run.plan)
         let executor = Executor(store: store, runtime: runtime, installation: installation, logger: logger, manifest: manifest,
-                                observation: run.observation,
-                                desired: Dictionary(run.desired.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a }),
-                                options: run.options)
+                                observation: run.observation, options: run.options)
         let changes = run.plan.actionable
         var index = 0
         while index < changes.count {

@@ -16,7 +16,6 @@ struct Executor: Sendable {
     let logger: Logger
     let manifest: Manifest
     let observation: Observation
-    let desired: [ResourceAddress: DesiredResource]
     let options: PlanOptions
 
     typealias Progress = @Sendable (String) -> Void
@@ -26,7 +25,7 @@ struct Executor: Sendable {
         case .pool: try await pool(change)
         case .image: try await image(change, progress: progress)
         case .network: try await network(change)
-        case .container: try await container(change, progress: progress)
+        case .container: try container(change)
         }
     }
 
@@ -51,14 +50,16 @@ struct Executor: Sendable {
             let storage = try declaredStorage()
             let config = PoolConfig(storage)
             try store.save(Record(kind: .pool, name: address.name, status: .creating, attributes: change.after ?? [:]))
-            let observed = Pool.observe(config)
-            if change.action == .create || !(observed.fileExists || observed.onBtrfs) {
+            if change.action == .create {
                 try await Pool.create(config)
                 Checkpoint.pass("pool created")
             } else {
-                if storage.device != nil && !observed.mounted { try Pool.mount(config) }
-                if let device = storage.device, let size = Pool.observe(config).fileSize, device.size > size
-                    || (Pool.observe(config).filesystemSize ?? device.size) + (64 << 20) < device.size {
+                if storage.device != nil && !Pool.observe(config).mounted { try Pool.mount(config) }
+                // Grow when the file is smaller than declared, or the filesystem smaller
+                // than its file (a grow interrupted between the two).
+                let now = Pool.observe(config)
+                if let device = storage.device, let size = now.fileSize,
+                   device.size > size || (now.filesystemSize ?? size) + (64 << 20) < size {
                     try Pool.grow(config)
                 }
                 try Errno.check("chmod 0700", storage.root) { chmod(storage.root, 0o700) }
@@ -67,6 +68,13 @@ struct Executor: Sendable {
         case .noop:
             break
         }
+    }
+
+    /// The pool's root: declared, or recorded when the manifest no longer has storage.
+    var poolRoot: String? {
+        if let root = manifest.storage?.root { return root }
+        if case .string(let root)? = observation.records[ResourceAddress(.pool, "main")]?.attributes["root"]?.value { return root }
+        return nil
     }
 
     func declaredStorage() throws -> Storage {
@@ -126,7 +134,7 @@ struct Executor: Sendable {
         let observed = observation.state.resources[change.address]
         let owner = LinkOwner(installation: installation, role: .network, name: name).description
         if change.action == .delete || change.action == .replace {
-            guard let record = record(change) ?? Optional(Record(kind: .network, name: name, status: .deleting)) else { return }
+            let record = record(change) ?? Record(kind: .network, name: name, status: .deleting)
             var deleting = record
             deleting.status = .deleting
             try store.save(deleting)
@@ -181,7 +189,7 @@ struct Executor: Sendable {
 
     // MARK: Containers
 
-    func container(_ change: Plan.ResourceChange, progress: Progress) async throws {
+    func container(_ change: Plan.ResourceChange) throws {
         switch change.action {
         case .delete:
             try removeContainer(change.address.name)
@@ -218,10 +226,7 @@ struct Executor: Sendable {
         Checkpoint.pass("\(name) stopped")
         // The pair normally dies with the netns; a leftover host end (the netns was pinned) goes too.
         _ = try hostSession.deleteLink(name: hostVeth(name))
-        if let root = manifest.storage?.root ?? observation.records[ResourceAddress(.pool, "main")].flatMap({ r -> String? in
-            if case .string(let root)? = r.attributes["root"]?.value { return root }
-            return nil
-        }) {
+        if let root = poolRoot {
             let images = ImageStore(poolRoot: root)
             if try images.subvolume("containers/\(name)") != nil { try images.deleteSubvolume("containers/\(name)") }
         }
