@@ -32,8 +32,13 @@ import TuppTestSupport
             let crashed = try i.tupp(["apply", m], environment: ["TUPP_TEST_CRASH_AT=\(n + 1)"])
             #expect(crashed.status == 128 + SIGKILL, "killed at \(point): \(crashed)")
             let plan = try i.tupp("plan", "--detailed-exitcode", m)
-            // After the very last point everything was done and recorded: nothing is left to do.
-            #expect(plan.status == (n == points.count - 1 ? 0 : 2), "after a crash at \(point) the plan shows what is left: \(plan)")
+            // Containers are created in parallel, so the n-th point of this run need not be
+            // the traced one: a crash after the last record leaves nothing to do (0),
+            // anything earlier leaves work the plan shows (2). Never an error (1).
+            #expect(plan.status == 0 || plan.status == 2, "after a crash at \(point) the plan is readable: \(plan)")
+            if n < points.count - 2 {
+                #expect(plan.status == 2, "after a crash at \(point) the plan shows what is left: \(plan)")
+            }
             let converge = try i.tupp("apply", m)
             #expect(converge.status == 0, "apply converges after a crash at \(point): \(converge)")
             let again = try i.tupp("apply", m)

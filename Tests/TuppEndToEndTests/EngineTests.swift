@@ -33,7 +33,7 @@ func service(_ name: String, extra: String = "") -> String {
     return text
 }
 
-func ready(_ features: Host.Feature...) throws -> Bool {
+func ready() throws -> Bool {
     try Host.require(.root, .btrfs, .command("/bin/busybox"))
 }
 

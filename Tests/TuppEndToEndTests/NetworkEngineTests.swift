@@ -9,7 +9,15 @@ import TuppTestSupport
     @Test func mtuNatAndNeighbours() throws {
         guard try ready(), try Host.require(.command("/usr/sbin/nft")) else { return }
         let i = try Installation()
-        defer { i.cleanup() }
+        // nat: true turns on the host's IPv4 forwarding (and tupp leaves it on, as Docker
+        // does); the test puts back what it found.
+        let forwarding = try Files.readText("/proc/sys/net/ipv4/ip_forward") ?? "0\n"
+        defer {
+            i.cleanup()
+            if let fd = try? FileDescriptor.open("/proc/sys/net/ipv4/ip_forward", O_WRONLY) {
+                try? fd.writeAll(Array(forwarding.utf8))
+            }
+        }
         let ping = "    capabilities: { add: [NET_RAW] }"
         let manifest = smallManifest(service("a", extra: "    network: { attach: net }\n\(ping)") + service("b", extra: "    network: { attach: net }\n\(ping)"))
             .replacing("net: { bridge: {{BRIDGE}}, subnet: {{SUBNET}} }", with: "net: { bridge: {{BRIDGE}}, subnet: {{SUBNET}}, mtu: 1400, nat: true }")

@@ -80,9 +80,10 @@ enum Witness {
         return (gateway, device)
     }
 
-    /// One ICMP echo with a one-second deadline, from `netns` (nil: the host).
+    /// An ICMP echo from `netns` (nil: the host): up to three tries within four seconds,
+    /// so a loaded CI machine resolving ARP slowly does not fail a working path.
     static func ping(_ address: IPv4Address, from netns: String? = nil) throws -> Bool {
-        try run(inside(netns) + ["/bin/busybox", "ping", "-c", "1", "-W", "1", address.description]).status == 0
+        try run(inside(netns) + ["/bin/busybox", "ping", "-c", "1", "-W", "1", "-w", "4", address.description]).status == 0
     }
 
     static func flags(_ link: [String: Any]) -> [String] { link["flags"] as? [String] ?? [] }

@@ -44,6 +44,10 @@ struct NATTests {
         // Flipped inside a test namespace only; the host's setting is left alone.
         let cloneNewNet: Int32 = 0x4000_0000  // CLONE_NEWNET
         let inside = try NamespaceThread.run(joining: [(holder.path, cloneNewNet)]) { () throws -> (Bool, Bool) in
+            // A new netns copies the host's IPv4 setting (devconf_inherit_init_net=0):
+            // start from off whatever the host has.
+            let fd = try FileDescriptor.open("/proc/sys/net/ipv4/ip_forward", O_WRONLY)
+            try fd.writeAll(Array("0\n".utf8))
             let before = try NAT.isIPv4ForwardingEnabled()
             try NAT.enableIPv4Forwarding()
             return (before, try NAT.isIPv4ForwardingEnabled())
