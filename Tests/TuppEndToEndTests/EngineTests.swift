@@ -38,6 +38,13 @@ func ready() throws -> Bool {
 }
 
 extension Installation {
+    /// A container's address as `tupp status` reports it, without the prefix length.
+    func address(of name: String) throws -> String? {
+        let out = try tupp("status", "--json", name).stdout
+        guard let range = out.firstRange(of: "\"address\":\"") else { return nil }
+        return String(out[range.upperBound...].prefix { $0 != "/" && $0 != "\"" })
+    }
+
     func pid(_ name: String) throws -> Int32? {
         let out = try tupp("status", "--json", name).stdout
         guard let range = out.firstRange(of: "\"pid\":") else { return nil }
@@ -129,9 +136,7 @@ extension Installation {
     }
 
     func address(_ i: Installation, _ name: String) throws -> String {
-        let out = try i.tupp("status", "--json", name).stdout
-        let range = try #require(out.firstRange(of: "\"address\":\""))
-        return String(out[range.upperBound...].prefix { $0 != "/" && $0 != "\"" })
+        try #require(try i.address(of: name))
     }
 
     @Test func inPlaceChangesKeepTheProcessAndRestartsReplaceIt() throws {
@@ -306,8 +311,8 @@ extension Installation {
         #expect(try i.tupp("destroy", m).status == 0)
         try i.apply(m)
         #expect(try ["a", "b", "c"].map { try address(i, $0) } == first)
-        for (n, a) in first.enumerated() where n > 0 {
-            #expect(try i.tupp("exec", "a", "--", "ping", "-c", "1", "-W", "2", a).status == 0 || true)
+        for a in first {
+            #expect(try Spawn.run(["/bin/busybox", "ping", "-c", "1", "-W", "1", "-w", "4", a]).status == 0, "host → \(a)")
         }
         try i.expectClean(m)
     }
