@@ -73,7 +73,7 @@ struct Executor: Sendable {
     /// The pool's root: declared, or recorded when the manifest no longer has storage.
     var poolRoot: String? {
         if let root = manifest.storage?.root { return root }
-        if case .string(let root)? = observation.records[ResourceAddress(.pool, "main")]?.attributes["root"]?.value { return root }
+        if case .string(let root)? = observation.records[ResourceAddress(.pool, "main")]?.attributes["root"] { return root }
         return nil
     }
 
@@ -139,7 +139,7 @@ struct Executor: Sendable {
             deleting.status = .deleting
             try store.save(deleting)
             if record.facts["external"] != "true", observed?.external != true {
-                if case .string(let subnet)? = record.attributes["subnet"]?.value, let net = IPv4Network(subnet),
+                if case .string(let subnet)? = record.attributes["subnet"], let net = IPv4Network(subnet),
                    observation.natSubnets?.contains(net) == true {
                     try await removeMasquerade(net)
                 }
@@ -219,7 +219,7 @@ struct Executor: Sendable {
             try store.save(record)
         }
         let timeout = observation.records[address].flatMap { r -> Double? in
-            if case .string(let t)? = r.attributes["stop_timeout"]?.value { return try? Units.parseDuration(t).get() }
+            if case .string(let t)? = r.attributes["stop_timeout"] { return try? Units.parseDuration(t).get() }
             return nil
         }
         try runtime.stop(directory: directory(name), timeout: timeout)
@@ -313,7 +313,7 @@ struct Executor: Sendable {
                 }
             }
         }
-        record.attributes = (change.after ?? [:]).mapValues(RecordValue.init)
+        record.attributes = change.after ?? [:]
         record.status = .ready
         record.protect = container.protect
         record.facts = facts(veth: hostVeth(name), snapshot: record.facts["snapshot"], process: process)

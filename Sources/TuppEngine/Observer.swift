@@ -43,12 +43,12 @@ struct Observer {
     func observe(_ manifest: Manifest) async -> Observation {
         var o = Observation()
         var problems: [String] = []
+        var t = Monotonic.nanoseconds()
         do {
             o.records = try store.load()
         } catch {
             problems.append("\(error)")
         }
-        var t = Monotonic.nanoseconds()
         func lap(_ what: String) {
             logger.debug("observed \(what) in \((Monotonic.milliseconds(since: t) * 100).rounded() / 100) ms")
             t = Monotonic.nanoseconds()
@@ -134,7 +134,7 @@ struct Observer {
             guard let contents = o.contents else {
                 // Pool not mounted: the records are all there is; mounting comes first.
                 if let record, record.status == .ready {
-                    o.state.resources[address] = ObservedResource(address, attributes: record.values, protect: record.protect)
+                    o.state.resources[address] = ObservedResource(address, attributes: record.attributes, protect: record.protect)
                 }
                 continue
             }
@@ -147,7 +147,7 @@ struct Observer {
                     o.state.resources[address] = ObservedResource(address, owned: false)
                     continue
                 }
-                var resource = ObservedResource(address, attributes: record.values, conditions: cleanup, protect: record.protect)
+                var resource = ObservedResource(address, attributes: record.attributes, conditions: cleanup, protect: record.protect)
                 if record.status != .ready {
                     resource.conditions.append(.init("an earlier import did not finish", effect: .replace))
                 } else if let uuid = record.facts["uuid"], uuid != subvolume.uuid {
@@ -170,7 +170,7 @@ struct Observer {
                 o.state.drift += leftovers.map { Drift(address, "an interrupted import left images/\(Paths.basename($0.path))") }
             } else if record != nil || !leftovers.isEmpty {
                 // Not declared: the planner deletes it, which removes leftovers and the record.
-                o.state.resources[address] = ObservedResource(address, attributes: record?.values ?? [:],
+                o.state.resources[address] = ObservedResource(address, attributes: record?.attributes ?? [:],
                                                               conditions: cleanup, protect: record?.protect ?? false)
             }
         }
@@ -213,7 +213,7 @@ struct Observer {
                     o.state.drift.append(Drift(address, "bridge \(record.facts["bridge"] ?? "?") was deleted outside tupp"))
                 }
                 if declared == nil, record != nil {
-                    o.state.resources[address] = ObservedResource(address, attributes: record!.values)
+                    o.state.resources[address] = ObservedResource(address, attributes: record!.attributes)
                 }
                 continue
             }
@@ -243,7 +243,7 @@ struct Observer {
                 }
                 if !link.isUp { resource.conditions.append(.init("bridge \(link.name) is down", effect: .inPlace)) }
                 if !mine { resource.conditions.append(.init("bridge \(link.name) lost tupp's ownership mark (ifalias)", effect: .inPlace)) }
-                if let record, record.status == .ready, let was = record.attributes["gateway"]?.value, attributes["gateway"] != was {
+                if let record, record.status == .ready, let was = record.attributes["gateway"], attributes["gateway"] != was {
                     resource.drift.append(Drift(address, "bridge \(link.name) address changed outside tupp (\(was) → \(attributes["gateway"].map(\.description) ?? "none"))",
                                                 path: "gateway", recorded: was, observed: attributes["gateway"]))
                 }
@@ -282,7 +282,7 @@ struct Observer {
         // Allocate addresses first: recorded ones stay put.
         var recordedAddresses: [String: IPv4Interface] = [:]
         for (address, record) in o.records where address.kind == .container {
-            if case .string(let text)? = record.attributes["network.address"]?.value, let iface = IPv4Interface(text) {
+            if case .string(let text)? = record.attributes["network.address"], let iface = IPv4Interface(text) {
                 recordedAddresses[address.name] = iface
             }
         }
@@ -305,6 +305,9 @@ struct Observer {
         for (i, result) in NetlinkSession.snapshots(ofNamespaces: netnsPaths.map(\.1)).enumerated() {
             if case .success(let snapshot) = result { o.namespaces[netnsPaths[i].0] = snapshot }
         }
+        // Live hostnames, read inside each UTS namespace on one thread.
+        let named = names.sorted().filter { o.processes[$0]!.isRunning && o.records[ResourceAddress(.container, $0)]?.attributes["hostname"] != nil }
+        let liveHostnames = Dictionary(uniqueKeysWithValues: zip(named, runtime.hostnames(of: named.map { o.processes[$0]! })))
 
         for name in names.sorted() {
             let address = ResourceAddress(.container, name)
@@ -325,7 +328,7 @@ struct Observer {
                 }
                 continue
             }
-            var resource = ObservedResource(address, attributes: record.values, protect: record.protect)
+            var resource = ObservedResource(address, attributes: record.attributes, protect: record.protect)
             if record.status == .creating {
                 resource.conditions.append(.init("an earlier apply did not finish creating it", effect: .replace))
             }
@@ -333,7 +336,7 @@ struct Observer {
                 if record.status == .ready { resource.drift.append(Drift(address, "its snapshot containers/\(name) was deleted outside tupp")) }
                 resource.conditions.append(.init("snapshot containers/\(name) is missing", effect: .replace))
             }
-            if let snapshot, let image = record.attributes["image"]?.value, case .string(let imageName) = image,
+            if let snapshot, let image = record.attributes["image"], case .string(let imageName) = image,
                let current = o.contents?.images[imageName], snapshot.parentUUID != current.uuid,
                o.state.resources[ResourceAddress(.image, imageName)]?.conditions.isEmpty ?? true {
                 resource.conditions.append(.init("snapshot of an older image (images/\(imageName) was replaced)", effect: .replace))
@@ -361,8 +364,8 @@ struct Observer {
 
             // Live hostname, read inside the UTS namespace.
             if process.isRunning, record.attributes["hostname"] != nil {
-                if let live = try? runtime.hostname(of: process) {
-                    let recorded = record.attributes["hostname"]!.value
+                if let live = liveHostnames[name] ?? nil {
+                    let recorded = record.attributes["hostname"]!
                     if .string(live) != recorded {
                         resource.drift.append(Drift(address, "hostname changed outside tupp (\(recorded) → \"\(live)\")", path: "hostname",
                                                     recorded: recorded, observed: .string(live)))
@@ -372,7 +375,7 @@ struct Observer {
             }
 
             // Live network: the host end on the bridge, the address and route inside.
-            if process.isRunning, case .string(let interface)? = record.attributes["network.interface"]?.value {
+            if process.isRunning, case .string(let interface)? = record.attributes["network.interface"] {
                 if let link = vethLink {
                     let master = link.masterIndex.flatMap { o.host?.link(index: $0)?.name }
                     resource.attributes["network.bridge"] = master.map(Value.string)
@@ -392,7 +395,7 @@ struct Observer {
                         resource.attributes["network.address"] = nil
                         resource.attributes["network.gateway"] = nil
                     }
-                    let recordedAddress = record.attributes["network.address"]?.value
+                    let recordedAddress = record.attributes["network.address"]
                     if record.status == .ready, resource.attributes["network.address"] != recordedAddress {
                         resource.drift.append(Drift(address, "address inside changed outside tupp (\(recordedAddress?.description ?? "none") → \(resource.attributes["network.address"]?.description ?? "none"))"))
                     }

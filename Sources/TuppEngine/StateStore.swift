@@ -1,4 +1,3 @@
-import FoundationEssentials
 import TuppPlan
 import TuppSystem
 
@@ -6,8 +5,8 @@ import TuppSystem
 /// created it, what it was built from) and the values it applied. Written atomically
 /// *before* each side effect (status `creating` / `deleting`) and again after it, so a
 /// crash at any instant leaves a record the next plan can reconcile.
-public struct Record: Codable, Sendable, Equatable {
-    public enum Status: String, Codable, Sendable {
+public struct Record: Sendable, Equatable {
+    public enum Status: String, Sendable {
         /// Intent recorded; the object may exist partially.
         case creating
         /// Created and recorded.
@@ -20,7 +19,7 @@ public struct Record: Codable, Sendable, Equatable {
     public var name: String
     public var status: Status
     /// The attributes tupp applied (same paths as the plan's).
-    public var attributes: [String: RecordValue]
+    public var attributes: [String: Value]
     /// Facts that identify the live object: subvolume UUID, link name, image digest, …
     public var facts: [String: String]
     public var protect: Bool
@@ -32,54 +31,54 @@ public struct Record: Codable, Sendable, Equatable {
         self.kind = kind
         self.name = name
         self.status = status
-        self.attributes = attributes.mapValues(RecordValue.init)
+        self.attributes = attributes
         self.facts = facts
         self.protect = protect
         updated = wallClockSeconds()
     }
 
     public var address: ResourceAddress { ResourceAddress(kind, name) }
-    public var values: [String: Value] { attributes.mapValues(\.value) }
-}
 
-/// `Value` in a JSON-friendly shape.
-public enum RecordValue: Codable, Sendable, Equatable {
-    case string(String), int(Int64), bool(Bool), list([RecordValue])
+    /// The record as a JSON object with sorted keys.
+    var json: JSON.Node {
+        JSON.object([
+            ("attributes", JSON.attributes(attributes)),
+            ("facts", .object(facts.keys.sorted().map { ($0, .string(facts[$0]!)) })),
+            ("kind", .string(kind.rawValue)),
+            ("name", .string(name)),
+            ("protect", .bool(protect)),
+            ("status", .string(status.rawValue)),
+            ("updated", .double(updated)),
+        ])
+    }
 
-    init(_ v: Value) {
-        switch v {
-        case .string(let s): self = .string(s)
-        case .int(let i): self = .int(i)
-        case .bool(let b): self = .bool(b)
-        case .list(let l): self = .list(l.map(RecordValue.init))
+    init?(json: JSON.Node) {
+        guard let kind = json["kind"]?.string.flatMap(ResourceKind.init(rawValue:)), let name = json["name"]?.string,
+              let status = json["status"]?.string.flatMap(Status.init(rawValue:)),
+              case .object(let attributes)? = json["attributes"] else { return nil }
+        var values: [String: Value] = [:]
+        for (key, node) in attributes {
+            guard let value = Self.value(node) else { return nil }
+            values[key] = value
         }
-    }
-
-    var value: Value {
-        switch self {
-        case .string(let s): .string(s)
-        case .int(let i): .int(i)
-        case .bool(let b): .bool(b)
-        case .list(let l): .list(l.map(\.value))
+        var facts: [String: String] = [:]
+        if case .object(let pairs)? = json["facts"] {
+            for (key, node) in pairs { facts[key] = node.string }
         }
+        self.init(kind: kind, name: name, status: status, attributes: values, facts: facts,
+                  protect: json["protect"]?.bool ?? false)
+        updated = json["updated"]?.double ?? 0
     }
 
-    public init(from decoder: any Decoder) throws {
-        // Most values are strings: try that first (each failed attempt throws, which is slow).
-        let c = try decoder.singleValueContainer()
-        if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int64.self) { self = .int(i) }
-        else { self = .list(try c.decode([RecordValue].self)) }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .string(let s): try c.encode(s)
-        case .int(let i): try c.encode(i)
-        case .bool(let b): try c.encode(b)
-        case .list(let l): try c.encode(l)
+    static func value(_ node: JSON.Node) -> Value? {
+        switch node {
+        case .string(let s): return .string(s)
+        case .int(let i): return .int(i)
+        case .bool(let b): return .bool(b)
+        case .array(let items):
+            let values = items.compactMap(value)
+            return values.count == items.count ? .list(values) : nil
+        default: return nil
         }
     }
 }
@@ -122,12 +121,10 @@ public struct StateStore: Sendable {
         for file in try Files.list(recordsDirectory) where file.hasSuffix(".json") && !file.hasPrefix(".") {
             let full = "\(recordsDirectory)/\(file)"
             guard let bytes = try Files.read(full) else { continue }
-            do {
-                let record = try JSONDecoder().decode(Record.self, from: Data(bytes))
-                out[record.address] = record
-            } catch {
-                throw SystemError.failure("read record", full, "not a tupp record (\(error)); move it away to continue")
+            guard let json = try? JSON.parse(bytes), let record = Record(json: json) else {
+                throw SystemError.failure("read record", full, "not a tupp record; move it away to continue")
             }
+            out[record.address] = record
         }
         return out
     }
@@ -135,10 +132,7 @@ public struct StateStore: Sendable {
     public func save(_ record: Record) throws {
         var record = record
         record.updated = wallClockSeconds()
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = try encoder.encode(record)
-        try Files.writeAtomically(path(record.address), Array(data) + [10])
+        try Files.writeAtomically(path(record.address), Array(record.json.serialized().utf8) + [10])
         Checkpoint.pass("recorded \(record.address) \(record.status.rawValue)")
     }
 

@@ -25,7 +25,7 @@ extension Engine {
         for (address, record) in records.sorted(by: { $0.key < $1.key }) where address.kind == .container {
             guard names.isEmpty || names.contains(address.name) else { continue }
             let process = runtime.observe(directory: store.containerDirectory(address.name))
-            let values = record.values
+            let values = record.attributes
             var uptime: Double?
             if process.isRunning, let started = process.startedAt { uptime = max(0, wallClockSeconds() - started) }
             out.append(ContainerStatus(

@@ -99,7 +99,11 @@ public struct Runtime: Sendable {
         default: state = shimAlive ? .starting : .supervisorDied
         }
         var namespaces: [Namespace: UInt64] = [:]
-        if initAlive {
+        if initAlive && record.namespaces.count == Namespace.allCases.count {
+            // The supervisor recorded them when it started this init, which was alive just
+            // now: a process's namespaces do not change under it (the init never setns).
+            namespaces = record.namespaces
+        } else if initAlive {
             for namespace in Namespace.allCases {
                 namespaces[namespace] = namespaceInode(pid: String(record.initPID), kind: namespace.procName)
             }
@@ -179,6 +183,27 @@ public struct Runtime: Sendable {
             try Errno.check("gethostname", "container UTS namespace") { gethostname(&buffer, buffer.count - 1) }
             return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
+    }
+
+    /// The hostnames of many running containers, read on one throw-away thread that
+    /// joins each UTS namespace in turn (a plan reads every container's). nil for a
+    /// container that is not running or shares the host's UTS namespace.
+    public func hostnames(of observations: [ProcessObservation]) -> [String?] {
+        let hostUTS = namespaceInode(pid: "self", kind: "uts")
+        let result = try? NamespaceThread.run(joining: []) { () -> [String?] in
+            observations.map { observation -> String? in
+                let pid = observation.shimPID
+                guard pid > 0, let namespace = try? FileDescriptor.open("/proc/\(pid)/ns/uts", O_RDONLY),
+                      ProcessStat.isAlive(pid: pid, startTime: observation.shimStartTime) else { return nil }
+                var info = stat()
+                guard fstat(namespace.rawValue, &info) == 0, UInt64(info.st_ino) != hostUTS,
+                      tupp_setns(namespace.rawValue, Int32(TUPP_CLONE_NEWUTS)) == 0 else { return nil }
+                var buffer = [CChar](repeating: 0, count: 256)
+                guard gethostname(&buffer, buffer.count - 1) == 0 else { return nil }
+                return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
+        }
+        return result ?? Array(repeating: nil, count: observations.count)
     }
 
     /// Changes the hostname inside the running container (same processes, no restart).
