@@ -32,6 +32,8 @@ def load(args):
             key = record["key"]
             if "samples_ms" in record:
                 series[key] = record["samples_ms"]
+                if "cpu_ms" in record:
+                    cpu[key] = record["cpu_ms"]
             elif key.startswith("memory."):
                 memory[key[len("memory."):]] = record
             else:
@@ -225,8 +227,9 @@ def main():
     out += lines
     out.append("")
     noisy = [key for key, values in series.items() if values and min(values) > 0 and max(values) / min(values) > 2]
-    out.append("Noise: the CPU column is hyperfine's mean user+system time of the measured process (children "
-               "included); wall time above it is waiting — for the kernel, for other processes, or for CPUs busy "
+    out.append("Noise: the CPU column is the mean user+system time of the measured process and the children it "
+               "waited for (hyperfine; GNU time for the 100-container loops, where tupp's detached supervisors are not "
+               "counted); wall time above it is waiting — for the kernel, for other processes, or for CPUs busy "
                "with other work. Rows whose max is more than twice their min: "
                + (", ".join(f"`{k}`" for k in sorted(noisy)) if noisy else "none") + ".")
     out.append("")
