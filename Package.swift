@@ -89,6 +89,16 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-use-ld=lld"])]
         ),
 
+        // bench/run's driver for library-level measurements; no test depends on it.
+        .executableTarget(
+            name: "tupp-bench",
+            dependencies: [
+                "TuppRuntime", "TuppStorage", "TuppNetworking", "TuppManifest", "TuppSystem", "CTuppSys",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
         .target(name: "TuppTestSupport", dependencies: ["TuppSystem", "TuppNetworking"], path: "Tests/TuppTestSupport", swiftSettings: strict),
         .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppTestSupport"], exclude: ["Invalid"], swiftSettings: strict),

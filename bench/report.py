@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Turns one bench/run into bench/RESULTS.md (printed on stdout).
+
+Inputs: the JSON lines tupp-bench, bench/run's shell loops and memory.py appended to
+--samples ({"key", "samples_ms"} or memory records), and hyperfine's --export-json files
+in --hyperfine (one per row, named after the row). Every row shows median, min, max and
+the number of samples, and the ratio of its median to the median of its section's
+reference row (the first row, marked "ref")."""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+from datetime import datetime, timezone
+
+
+def first_line(command):
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        text = (out.stdout or out.stderr).strip()
+        return text.splitlines()[0] if text else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "not installed"
+
+
+def load(args):
+    series, memory, meta, cpu = {}, {}, {}, {}
+    with open(args.samples) as f:
+        for line in f:
+            record = json.loads(line)
+            key = record["key"]
+            if "samples_ms" in record:
+                series[key] = record["samples_ms"]
+                if "cpu_ms" in record:
+                    cpu[key] = record["cpu_ms"]
+            elif key.startswith("memory."):
+                memory[key[len("memory."):]] = record
+            else:
+                meta[key] = record
+    for name in os.listdir(args.hyperfine):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(args.hyperfine, name)) as f:
+            results = json.load(f)["results"]
+        base = name[:-len(".json")]
+        for index, result in enumerate(results):
+            # several commands in one file: key by position
+            key = base if len(results) == 1 else f"{base}.{index}"
+            series[key] = [t * 1000 for t in result["times"]]
+            cpu[key] = (result["user"] + result["system"]) * 1000
+    return series, memory, meta, cpu
+
+
+def fmt(ms):
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    if ms >= 100:
+        return f"{ms:.0f} ms"
+    if ms >= 10:
+        return f"{ms:.1f} ms"
+    return f"{ms:.2f} ms"
+
+
+# Sections: (title, target text, rows); each row: (label, series key). The first row is
+# the reference. A target is checked by a function of (medians by key) when given.
+SECTIONS = [
+    ("Container start, `/bin/true`, no network, same btrfs snapshot", [
+        ("crun run (ref)", "start.crun"),
+        ("runc run", "start.runc"),
+        ("bwrap (pid, net, ipc, uts namespaces, /proc, /dev)", "start.bwrap"),
+        ("seed's bash recipe: unshare + hostname + bind + pivot_root + proc + umount -l + chroot", "start.seed"),
+        ("**tupp**: TuppRuntime.start → command exited → runtime dir removed (in-process)", "start.tupp"),
+        ("tupp: TuppRuntime.start returns (command exec'd)", "start.tupp.exec"),
+        ("tupp: one `tupp-bench start` process (incl. Swift process start-up)", "start.tupp-oneshot"),
+    ], ("tupp ≤ 1.0× crun (issue 4)", lambda m: m["start.tupp"] <= m["start.crun"])),
+    ("Cold `tupp apply` of the seed container: snapshot + namespaces + veth + address + route, command started "
+     "(pool, image, bridge exist)", [
+        ("crun run /bin/true (ref; does less: no snapshot, no network, waits for exit)", "start.crun"),
+        ("**tupp apply** tupperware.yaml (CLI process)", "apply.seed"),
+    ], None),
+    ("Network setup for one container: veth with the peer created in the netns, host end on the bridge, "
+     "lo + eth0 up, address, default route", [
+        ("`ip` CLI recipe, 6 commands (`ip link add … netns`, alias, `ip -n` ×4) (ref)", "net.ip"),
+        ("**tupp**: NetlinkSession.host() + plug (libnl-route-3)", "net.tupp"),
+    ], ("≤ 3 ms median (issue 5)", lambda m: m["net.tupp"] <= 3.0)),
+    ("Snapshot create (writable snapshot of the busybox image)", [
+        ("`btrfs subvolume snapshot` (ref)", "snapshot.create.btrfs"),
+        ("**tupp**: ImageStore.snapshot (libbtrfsutil, incl. subvolume info)", "snapshot.create.tupp"),
+    ], ("< 1 ms median (issue 3)", lambda m: m["snapshot.create.tupp"] < 1.0)),
+    ("Snapshot delete", [
+        ("`btrfs subvolume delete` (ref)", "snapshot.delete.btrfs"),
+        ("**tupp**: ImageStore.deleteSubvolume (mountinfo check + libbtrfsutil)", "snapshot.delete.tupp"),
+    ], None),
+    ("Image import of a generated rootfs tarball (warm page cache)", [
+        ("GNU `tar -xf` into a subvolume (ref)", "import.tar.gnutar"),
+        ("GNU `tar -xf` + `sync -f`", "import.tar.gnutar+sync"),
+        ("**tupp**: ImageStore.importImage(.tar) (sha256, btrfs sync, read-only, rename included)", "import.tar.tupp"),
+    ], ("tupp/tar ≤ 1.0 (issue 3)", lambda m: m["import.tar.tupp"] <= m["import.tar.gnutar"])),
+    ("OCI image layout import (same tree, 3 layers incl. a whiteout)", [
+        ("`umoci unpack` (ref; also writes config.json and an mtree manifest)", "import.oci.umoci"),
+        ("`umoci raw unpack` (rootfs only)", "import.oci.umoci-raw"),
+        ("**tupp**: ImageStore.importImage(.oci) (digests verified)", "import.oci.tupp"),
+    ], None),
+    ("No-op `tupp plan` (everything applied and running; ratio to 1 container)", [
+        ("1 container (ref)", "plan.1"),
+        ("10 containers", "plan.10"),
+        ("100 containers", "plan.100"),
+    ], ("100 containers ≤ 50 ms (issue 6)", lambda m: m["plan.100"] <= 50.0)),
+    ("100 containers from scratch (pool, image, bridge exist)", [
+        ("100 sequential `crun run /bin/true` (ref)", "apply.100.crun"),
+        ("**tupp apply** of 100 containers, each with veth + address + route, left running", "apply.100"),
+    ], ("≤ 1.0× 100 crun runs (issue 6)", lambda m: m["apply.100"] <= m["apply.100.crun"])),
+    ("Destroy of 100 running containers", [
+        ("**tupp destroy** (100 containers stopped + unplugged + snapshots deleted, image and bridge removed)", "destroy.100"),
+    ], None),
+    ("Binary start-up", [
+        ("`/bin/true` (ref)", "startup.1"),
+        ("**tupp --version**", "startup.0"),
+    ], None),
+]
+
+
+def table(series, cpu):
+    lines = ["| row | median | min | max | n | ratio to ref | CPU user+sys (mean) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    medians = {key: statistics.median(values) for key, values in series.items() if values}
+    verdicts = []
+    for title, rows, target in SECTIONS:
+        lines.append(f"| **{title}** | | | | | | |")
+        # A section without a reference row (its first label lacks "ref") shows no ratio.
+        reference = medians.get(rows[0][1]) if "ref" in rows[0][0] else None
+        for label, key in rows:
+            values = series.get(key)
+            if not values:
+                lines.append(f"| {label} | missing | | | | | |")
+                continue
+            median = medians[key]
+            cpu_text = fmt(cpu[key]) if key in cpu else "—"
+            ratio = f"{median / reference:.2f}×" if reference else "—"
+            lines.append(f"| {label} | {fmt(median)} | {fmt(min(values))} | {fmt(max(values))} | {len(values)} | {ratio} | {cpu_text} |")
+        if target:
+            text, check = target
+            try:
+                verdicts.append((title, text, "met" if check(medians) else "**missed**"))
+            except KeyError:
+                verdicts.append((title, text, "not measured"))
+    return lines, verdicts
+
+
+def memory_table(memory):
+    lines = ["| supervisor | containers | RSS per process (median) | PSS per container (sum/n) | ratio RSS | ratio PSS |",
+             "|---|---:|---:|---:|---:|---:|"]
+    ref = memory.get("conmon")
+    rows = [("conmon 2.x + runc (ref)", "conmon"), ("**tupp-shim**", "tupp-shim")]
+    ref_rss = statistics.median(ref["rss_kb"]) if ref else None
+    ref_pss = sum(ref["pss_kb"]) / ref["count"] if ref else None
+    for label, key in rows:
+        record = memory.get(key)
+        if not record:
+            lines.append(f"| {label} | missing | | | | |")
+            continue
+        rss = statistics.median(record["rss_kb"])
+        pss = sum(record["pss_kb"]) / record["count"]
+        lines.append(f"| {label} | {record['count']} | {rss:.0f} KiB | {pss:.0f} KiB | "
+                     f"{rss / ref_rss:.2f}× | {pss / ref_pss:.2f}× |" if ref else f"| {label} | {record['count']} | {rss:.0f} KiB | {pss:.0f} KiB | — | — |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", required=True)
+    parser.add_argument("--hyperfine", required=True)
+    parser.add_argument("--tupp", required=True)
+    parser.add_argument("--repo", required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--slow-rounds", type=int, required=True)
+    args = parser.parse_args()
+    series, memory, meta, cpu = load(args)
+
+    cpu_model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    with open("/etc/debian_version") as f:
+        debian = f.read().strip()
+    commit = first_line(["git", "-C", args.repo, "rev-parse", "--short", "HEAD"])
+
+    out = []
+    out.append("# tupp benchmark results")
+    out.append("")
+    out.append("Written by `bench/run` from one run; every row of a section was measured in the same run on "
+               "the same machine. Do not edit by hand: run `sudo bench/run` again.")
+    out.append("")
+    out.append(f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    out.append(f"- machine: {cpu_model}, {os.cpu_count()} CPUs, {mem_kb / 1048576:.1f} GiB RAM (a VM; other builds may share the CPUs)")
+    out.append(f"- kernel: {platform.release()}; Debian {debian}")
+    out.append(f"- tupp: `{first_line([args.tupp, '--version'])}` (commit {commit}, release build)")
+    out.append(f"- swift: {first_line(['swift', '--version'])}")
+    versions = [
+        ("crun", ["crun", "--version"]), ("runc", ["runc", "--version"]), ("bwrap", ["bwrap", "--version"]),
+        ("umoci", ["umoci", "--version"]), ("conmon", ["conmon", "--version"]), ("hyperfine", ["hyperfine", "--version"]),
+        ("btrfs-progs", ["btrfs", "--version"]), ("GNU tar", ["tar", "--version"]), ("iproute2", ["ip", "-V"]),
+        ("util-linux", ["unshare", "--version"]),
+    ]
+    out.append("- peers: " + "; ".join(f"{name}: `{first_line(cmd)}`" for name, cmd in versions))
+    if "meta.tarball" in meta:
+        t = meta["meta.tarball"]
+        out.append(f"- tarball: {t['bytes'] / 1e6:.0f} MB, {t['entries']} entries (from this host's /usr: python3.11, "
+                   "doc, zoneinfo, i18n, sbin, perl)")
+    if "meta.oci" in meta:
+        o = meta["meta.oci"]
+        out.append(f"- OCI layout: {o['bytes'] / 1e6:.0f} MB on disk (gzip layers), {o['layers']} layers, layers made by GNU tar, added with `umoci raw add-layer`")
+    if "meta.load.start" in meta and "meta.load.end" in meta:
+        out.append(f"- load average (1/5/15 min) at start: {meta['meta.load.start']['value']}; at end: "
+                   f"{meta['meta.load.end']['value']} (other sessions' builds share these CPUs)")
+    out.append(f"- repetitions: {args.rounds} per fast row (more for snapshots and start-up), {args.slow_rounds} for imports "
+               "and 100-container rows; one warm-up run (or more) before each")
+    out.append("")
+    out.append("## Times")
+    out.append("")
+    lines, verdicts = table(series, cpu)
+    out += lines
+    out.append("")
+    noisy = [key for key, values in series.items() if values and min(values) > 0 and max(values) / min(values) > 2]
+    out.append("Noise: the CPU column is the mean user+system time of the measured process and the children it "
+               "waited for (hyperfine; GNU time for the 100-container loops, where tupp's detached supervisors are not "
+               "counted); wall time above it is waiting — for the kernel, for other processes, or for CPUs busy "
+               "with other work. Rows whose max is more than twice their min: "
+               + (", ".join(f"`{k}`" for k in sorted(noisy)) if noisy else "none") + ".")
+    out.append("")
+    out.append("## Supervisor memory per running container")
+    out.append("")
+    out += memory_table(memory)
+    out.append("")
+    out.append("## Targets from the issues")
+    out.append("")
+    out.append("| section | target | result |")
+    out.append("|---|---|---|")
+    shim = memory.get("tupp-shim")
+    if shim:
+        pss = sum(shim["pss_kb"]) / shim["count"]
+        verdicts.append(("Supervisor memory", "≤ 1 MiB amortized per container (PSS) (issue 4)",
+                         "met" if pss <= 1024 else "**missed**"))
+    for title, text, verdict in verdicts:
+        out.append(f"| {title.split(':')[0]} | {text} | {verdict} |")
+    out.append("")
+    print("\n".join(out))
+
+
+main()
