@@ -254,13 +254,15 @@ struct Executor: Sendable {
         let started = try start(container, rootfs: "\(storage.root)/containers/\(name)")
         logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
         try store.save(Record(kind: .container, name: name, status: .ready, attributes: change.after ?? [:],
-                              facts: facts(veth: veth, snapshot: snapshot.uuid, process: started), protect: container.protect))
+                              facts: facts(name, snapshot: snapshot.uuid, process: started), protect: container.protect))
     }
 
-    func facts(veth: String, snapshot: String?, process: ProcessObservation) -> [String: String] {
-        var f = ["hostVeth": veth, "initPID": String(process.initPID), "initStartTime": String(process.initStartTime),
+    func facts(_ name: String, snapshot: String?, process: ProcessObservation) -> [String: String] {
+        var f = ["hostVeth": hostVeth(name), "initPID": String(process.initPID), "initStartTime": String(process.initStartTime),
                  "shimPID": String(process.shimPID)]
         if let snapshot { f["snapshot"] = snapshot }
+        // The digest of the spec the supervisor runs, so a record names exactly what was started.
+        if let spec = try? Files.read("\(directory(name))/spec") { f["spec"] = SavedPlan.sha256(spec) }
         return f
     }
 
@@ -316,7 +318,7 @@ struct Executor: Sendable {
         record.attributes = change.after ?? [:]
         record.status = .ready
         record.protect = container.protect
-        record.facts = facts(veth: hostVeth(name), snapshot: record.facts["snapshot"], process: process)
+        record.facts = facts(name, snapshot: record.facts["snapshot"], process: process)
         try store.save(record)
     }
 }

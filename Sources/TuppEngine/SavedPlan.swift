@@ -52,7 +52,14 @@ public struct SavedPlan: Codable, Sendable {
             hasher.update(data: file.bytes)
             hasher.update(data: [0])
         }
-        return "sha256:" + hasher.finalize().map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        return hex(hasher.finalize())
+    }
+
+    /// "sha256:<hex>" of `bytes`.
+    static func sha256(_ bytes: [UInt8]) -> String { hex(SHA256.hash(data: bytes)) }
+
+    static func hex(_ digest: SHA256.Digest) -> String {
+        "sha256:" + digest.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     /// The file: these fields, plus the plan as `tupp plan --json` prints it.

@@ -130,6 +130,14 @@ public enum Planner {
                 guard let o = observed.resources[d.address] else { continue }
                 if d.address.kind == .pool {
                     changes[d.address] = poolTeardown(o, includeStorage: options.includeStorage)
+                    // Unmounting would fail (or strand them): everything in the pool must go too.
+                    let declared = Set(desired.map(\.address))
+                    let stranded = observed.resources.values.filter {
+                        ($0.address.kind == .image || $0.address.kind == .container) && $0.owned && !declared.contains($0.address)
+                    }.map(\.address).sorted()
+                    if !stranded.isEmpty, changes[d.address]?.action == .delete {
+                        plan.errors.append("pool.\(d.address.name) still holds \(stranded.map(\.description).joined(separator: ", ")), which these manifests do not declare; destroy with the manifests that declare them too")
+                    }
                     continue
                 }
                 guard o.owned, !o.external else { continue }

@@ -63,8 +63,8 @@ extension Installation {
         #expect(leftovers().isEmpty, "left behind: \(leftovers())", sourceLocation: sourceLocation)
     }
 
-    func expectClean(_ manifest: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let destroy = try tupp("destroy", "--include-storage", manifest)
+    func expectClean(_ manifests: String..., sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let destroy = try tupp(["destroy", "--include-storage"] + manifests)
         #expect(destroy.status == 0, "\(destroy)", sourceLocation: sourceLocation)
         #expect(leftovers().isEmpty, "\(leftovers())", sourceLocation: sourceLocation)
     }

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppNetworking
 import TuppSystem
 import TuppTestSupport
 
@@ -80,6 +81,65 @@ import TuppTestSupport
         let shrink = try i.tupp("apply", m)
         #expect(shrink.status == 1 && shrink.stdout.contains("shrinking storage.device.size"), "\(shrink)")
         try i.manifest("m.yaml", smallManifest(service("web"), network: false).replacing("size: 256MiB", with: "size: 384MiB"))
+        try i.expectClean(m)
+    }
+}
+
+/// What apply does when a change fails, and what it does with leftovers it finds.
+@Suite(.serialized) struct ApplyOutcomeTests {
+    @Test func failureIsReportedResourceByResourceAndTheNextApplyConverges() throws {
+        guard try ready() else { return }
+        let i = try Installation()
+        defer { i.cleanup() }
+        // Two files, one desired state: the second adds a container whose program is missing.
+        let base = try i.manifest("base.yaml", smallManifest(service("web"), network: false))
+        let broken = try i.manifest("broken.yaml", """
+            version: 1
+            containers:
+              broken:
+                image: box
+                command: ["/no/such/program"]
+            """)
+        let failed = try i.tupp("apply", base, broken)
+        #expect(failed.status == 1, "\(failed)")
+        #expect(failed.stderr.contains("container.broken") && failed.stderr.contains("/no/such/program"), "\(failed)")
+        #expect(failed.stdout.contains("failed         container.broken"), "\(failed.stdout)")
+        #expect(failed.stdout.contains("applied        pool.main"), "\(failed.stdout)")
+
+        // Fixed in the manifest: the next apply replaces what the failure left.
+        try i.manifest("broken.yaml", """
+            version: 1
+            containers:
+              broken:
+                image: box
+                command: ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+                stopTimeout: 2s
+            """)
+        try i.apply(base, broken)
+        #expect(try i.tupp("plan", "--detailed-exitcode", base, broken).status == 0)
+
+        // Destroying only the base would pull the pool from under the other file's container.
+        let partial = try i.tupp("destroy", base)
+        #expect(partial.status == 1 && partial.stdout.contains("pool.main still holds container.broken"), "\(partial)")
+        try i.expectClean(base, broken)
+    }
+
+    @Test func orphanedHostVethIsRemoved() throws {
+        guard try ready() else { return }
+        let i = try Installation()
+        defer { i.cleanup() }
+        let m = try i.manifest("m.yaml", smallManifest(service("web", extra: "    network: { attach: net }")))
+        try i.apply(m)
+        // A host veth carrying this installation's mark for a container nobody declares
+        // (what a crash of some other tool could leave): shown as an orphan, removed.
+        let name = LinkNames.hostVeth(installation: i.installationID, container: "ghost")
+        #expect(try Spawn.run(["/sbin/ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"]).status == 0)
+        let alias = LinkOwner(installation: i.installationID, role: .container, name: "ghost").alias
+        #expect(try Spawn.run(["/sbin/ip", "link", "set", name, "alias", alias]).status == 0)
+        let plan = try i.tupp("plan", m)
+        #expect(plan.stdout.contains("# container.ghost will be destroyed (not in manifest)"), "\(plan)")
+        try i.apply(m)
+        #expect(!Files.exists("/sys/class/net/\(name)"))
         try i.expectClean(m)
     }
 }
