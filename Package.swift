@@ -20,6 +20,10 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+// lld for the Swift executables: gold prints a linker warning for glibc's mktemp, referenced
+// (never called) by the statically linked FoundationEssentials in release builds.
+let linkWithLLD: [LinkerSetting] = [.unsafeFlags(["-use-ld=lld"])]
+
 let package = Package(
     name: "tupp",
     products: [
@@ -84,9 +88,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict,
-            // lld: gold prints a linker warning for glibc's mktemp, referenced (never called)
-            // by the statically linked FoundationEssentials in release builds.
-            linkerSettings: [.unsafeFlags(["-use-ld=lld"])]
+            linkerSettings: linkWithLLD
         ),
 
         // bench/run's driver for library-level measurements; no test depends on it.
@@ -94,9 +96,11 @@ let package = Package(
             name: "tupp-bench",
             dependencies: [
                 "TuppRuntime", "TuppStorage", "TuppNetworking", "TuppManifest", "TuppSystem", "CTuppSys",
+                "TuppTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict,
+            linkerSettings: linkWithLLD
         ),
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.

@@ -31,10 +31,7 @@ extension ContainerConfig {
         for (key, value) in c.env { env[key] = value }
         self.init(
             name: c.name, rootfs: rootfs, hostname: c.effectiveHostname, namespaces: Set(c.namespaces),
-            mounts: c.mounts.map { m in
-                MountSpec(kind: m.kind == .bind ? .bind : .tmpfs, source: m.source, target: m.target,
-                          options: m.options, readonly: m.readonly)
-            },
+            mounts: c.mounts,
             command: c.command, env: env, workdir: c.workdir,
             restart: c.restart,
             capabilities: c.effectiveCapabilities,

@@ -1,33 +1,16 @@
 import TuppManifest
 import TuppSystem
 
-/// A mount the container gets on top of /proc, /dev and /sys.
-public struct MountSpec: Sendable, Equatable {
-    public enum Kind: String, Sendable { case bind, tmpfs }
-
-    public var kind: Kind
-    /// For `.bind`: the absolute host path. The target is created to match it (file or directory).
-    public var source: String?
-    /// Absolute path inside the container; resolved inside the root without following symlinks.
-    public var target: String
-    /// Mount options: flag words (nosuid, nodev, noexec, ro, …) and filesystem data (size=64m).
-    public var options: [String]
-    public var readonly: Bool
-
-    public init(kind: Kind, source: String? = nil, target: String, options: [String] = [], readonly: Bool = false) {
-        self.kind = kind
-        self.source = source
-        self.target = target
-        self.options = options
-        self.readonly = readonly
+/// Shorthands for the manifest's `Mount`, the mounts a container gets on top of /proc,
+/// /dev and /sys. Bind targets are created to match their source (file or directory) and
+/// every target is resolved inside the root without following symlinks.
+extension Mount {
+    public static func bind(_ source: String, at target: String, readonly: Bool = false, options: [String] = []) -> Mount {
+        Mount(kind: .bind, source: source, target: target, options: options, readonly: readonly)
     }
 
-    public static func bind(_ source: String, at target: String, readonly: Bool = false, options: [String] = []) -> MountSpec {
-        MountSpec(kind: .bind, source: source, target: target, options: options, readonly: readonly)
-    }
-
-    public static func tmpfs(at target: String, options: [String] = []) -> MountSpec {
-        MountSpec(kind: .tmpfs, target: target, options: options)
+    public static func tmpfs(at target: String, options: [String] = []) -> Mount {
+        Mount(kind: .tmpfs, target: target, options: options)
     }
 }
 
@@ -39,7 +22,7 @@ public struct ContainerConfig: Sendable, Equatable {
     /// Set in the container's UTS namespace; defaults to `name` when `.uts` is requested.
     public var hostname: String?
     public var namespaces: Set<Namespace>
-    public var mounts: [MountSpec]
+    public var mounts: [Mount]
     /// argv; the first entry is looked up in the container's PATH.
     public var command: [String]
     public var env: [String: String]
@@ -54,7 +37,7 @@ public struct ContainerConfig: Sendable, Equatable {
     public var logLimitBytes: Int
 
     public init(name: String, rootfs: String, hostname: String? = nil,
-                namespaces: Set<Namespace> = Set(Namespace.allCases), mounts: [MountSpec] = [],
+                namespaces: Set<Namespace> = Set(Namespace.allCases), mounts: [Mount] = [],
                 command: [String], env: [String: String] = [:], workdir: String = "/",
                 restart: RestartPolicy = .no, capabilities: [Capability] = Capability.defaults,
                 stopTimeout: Double = 10, logLimitBytes: Int = 1 << 20) {
