@@ -36,7 +36,7 @@ import TuppTestSupport
         // Neighbours on one bridge reach each other (addresses were allocated).
         let b = try #require(try i.tupp("exec", "b", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
             .split(separator: " ").first { $0.hasPrefix("10.214.") }.map { String($0.prefix { $0 != "/" }) })
-        let reach = try i.tupp("exec", "a", "--", "ping", "-c", "1", "-W", "2", b)
+        let reach = try Ping.untilAnswered { try i.tupp(["exec", "a", "--", "ping"] + Ping.once(b)) }
         #expect(reach.status == 0, "a → b: \(reach)")
 
         // NAT off: the rule and the table go, in place.

@@ -93,9 +93,9 @@ import TuppTestSupport
         #expect(route.contains("default via \(i.address(1)) dev eth0"), "\(route)")
 
         // Traffic, only inside the test's own bridge.
-        let inward = try i.tupp("exec", "tupperware", "--", "ping", "-c", "1", "-W", "2", i.address(1))
+        let inward = try Ping.untilAnswered { try i.tupp(["exec", "tupperware", "--", "ping"] + Ping.once(i.address(1))) }
         #expect(inward.status == 0, "container → gateway: \(inward)")
-        let outward = try Spawn.run(["/bin/busybox", "ping", "-c", "1", "-W", "2", i.address(3)])
+        let outward = try Ping.untilAnswered { try Spawn.run(["/bin/busybox", "ping"] + Ping.once(i.address(3))) }
         #expect(outward.status == 0, "host → container: \(outward)")
 
         // Namespaces: five new ones, seen by lsns and /proc.

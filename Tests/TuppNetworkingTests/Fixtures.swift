@@ -80,10 +80,14 @@ enum Witness {
         return (gateway, device)
     }
 
-    /// An ICMP echo from `netns` (nil: the host): up to three tries within four seconds,
-    /// so a loaded CI machine resolving ARP slowly does not fail a working path.
+    /// An ICMP echo from `netns` (nil: the host) answered within a few one-echo tries.
     static func ping(_ address: IPv4Address, from netns: String? = nil) throws -> Bool {
-        try run(inside(netns) + ["/bin/busybox", "ping", "-c", "1", "-W", "1", "-w", "4", address.description]).status == 0
+        try Ping.reaches(address.description, through: inside(netns))
+    }
+
+    /// No answer to three echoes from the host over two seconds: the address is gone.
+    static func silent(_ address: IPv4Address) throws -> Bool {
+        try run(["/bin/busybox", "ping", "-c", "3", "-w", "2", address.description]).status != 0
     }
 
     static func flags(_ link: [String: Any]) -> [String] { link["flags"] as? [String] ?? [] }
@@ -159,9 +163,8 @@ func eventually(seconds: Double = 5, _ condition: () throws -> Bool) rethrows ->
 
 /// The `SystemError` that `body` throws, or nil when it succeeds.
 ///
-/// Used instead of `#expect(throws:)`, which describes the caught error: describing a
-/// SystemError with an errno currently traps in TuppSystem's `Errno.names` (a dictionary
-/// literal with duplicate keys: EWOULDBLOCK == EAGAIN and ENOTSUP == EOPNOTSUPP on Linux).
+/// Tests check its fields (errno, operation, object) one by one, which reads better than
+/// matching inside an `#expect(throws:)` closure.
 func systemError(_ body: () throws -> Void) -> SystemError? {
     do {
         try body()

@@ -59,3 +59,31 @@ public struct TemporaryDirectory: Sendable {
 
     public func remove() { try? Files.removeTree(path) }
 }
+
+/// Reachability as a test sees it: one ICMP echo at a time until one is answered.
+///
+/// A single echo is not a fair witness of a working path. A veth that was just created
+/// drops frames until the kernel's link watcher activates its queue (rate-limited to one
+/// pass a second when links change often, as they do with tests in parallel), and a
+/// neighbour entry left from a deleted link sends the first echo to a port that is not
+/// forwarding yet. Both settle within a second or two; a broken path never does.
+public enum Ping {
+    /// Runs `attempt` (a one-echo ping, one-second wait) until it exits 0 or `seconds`
+    /// have passed, and returns the last result so a failure shows what ping printed.
+    public static func untilAnswered(within seconds: Double = 8, _ attempt: () throws -> Output) rethrows -> Output {
+        let deadline = Monotonic.nanoseconds() + UInt64(seconds * 1e9)
+        while true {
+            let result = try attempt()
+            if result.status == 0 || Monotonic.nanoseconds() >= deadline { return result }
+        }
+    }
+
+    /// One echo, one second's wait: the arguments after the program.
+    public static func once(_ address: String) -> [String] { ["-c", "1", "-W", "1", address] }
+
+    /// True when `address` answers the host's busybox ping, run through `prefix` (an
+    /// nsenter into another namespace, say) when one is given, within `seconds`.
+    public static func reaches(_ address: String, through prefix: [String] = [], within seconds: Double = 8) throws -> Bool {
+        try untilAnswered(within: seconds) { try Spawn.run(prefix + ["/bin/busybox", "ping"] + once(address)) }.status == 0
+    }
+}
