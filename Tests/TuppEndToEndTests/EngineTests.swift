@@ -51,6 +51,21 @@ extension Installation {
         return Int32(out[range.upperBound...].prefix { $0.isNumber })
     }
 
+    /// SIGKILLs a container's command and waits (up to ten seconds) until its supervisor
+    /// has recorded the end, so what comes next sees an ended command, not a dying one.
+    func killCommand(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let pid = try #require(try pid(name), sourceLocation: sourceLocation)
+        kill(pid, SIGKILL)
+        let deadline = Monotonic.nanoseconds() + 10_000_000_000
+        var status = ""
+        repeat {
+            status = try tupp("status", "--json", name).stdout
+            if !status.contains("\"state\":\"running\"") && !status.contains("\"state\":\"exiting\"") { return }
+            usleep(10_000)
+        } while Monotonic.nanoseconds() < deadline
+        Issue.record("\(name) still running 10 s after SIGKILL to \(pid): \(status)", sourceLocation: sourceLocation)
+    }
+
     /// Applies and records the output as the failure when it does not succeed.
     func apply(_ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation) throws {
         let out = try tupp(["apply"] + arguments)
@@ -114,8 +129,7 @@ extension Installation {
         #expect(try Ping.reaches(try address(i, "web")))
 
         // Init killed: started again.
-        kill(pid, SIGKILL)
-        usleep(200_000)
+        try i.killCommand("web")
         plan = try i.tupp("plan", "--detailed-exitcode", m)
         #expect(plan.status == 2 && plan.stdout.contains("process not running (killed by signal 9)"), "\(plan)")
         try i.apply(m)
@@ -123,8 +137,7 @@ extension Installation {
         #expect(restarted != pid)
 
         // Snapshot deleted by hand (after the process died): replaced.
-        kill(restarted, SIGKILL)
-        usleep(200_000)
+        try i.killCommand("web")
         let delete = try Spawn.run(["/bin/btrfs", "subvolume", "delete", "\(i.root.path)/pool/containers/web"])
         #expect(delete.status == 0, "\(delete)")
         plan = try i.tupp("plan", "--detailed-exitcode", m)
@@ -181,8 +194,7 @@ extension Installation {
         // A plan made, then the host changes underneath it: refused, naming what changed.
         try i.manifest("m.yaml", smallManifest(service("web") + service("api")))
         #expect(try i.tupp("plan", "--out", planFile, m).status == 0)
-        kill(try #require(try i.pid("web")), SIGKILL)
-        usleep(200_000)
+        try i.killCommand("web")
         let stale = try i.tupp("apply", planFile)
         #expect(stale.status == 1, "\(stale)")
         #expect(stale.stderr.contains("The saved plan is stale") && stale.stderr.contains("container.web changed on the host"), "\(stale)")

@@ -61,8 +61,7 @@ import TuppTestSupport
         let pool = "\(i.root.path)/pool"
 
         // Unmounted by hand (the container stopped first: its snapshot pins the mount).
-        kill(try #require(try i.pid("web")), SIGKILL)
-        usleep(200_000)
+        try i.killCommand("web")
         #expect(umount2(pool, 0) == 0, "unmount: \(String(cString: strerror(errno)))")
         let plan = try i.tupp("plan", "--detailed-exitcode", m)
         #expect(plan.status == 2 && plan.stdout.contains("is not mounted at \(pool)"), "\(plan)")

@@ -158,18 +158,25 @@ struct LifecycleTests {
         let pid = try Spawn.start(argv, stdin: peer, stdout: peer, stderr: peer)
         close(peer)
 
-        usleep(300_000)
-        let input = "tty; stty size; echo sum=$((6*7)); exit 3\n"
-        _ = input.withCString { write(master, $0, strlen($0)) }
         var output: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            var poller = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
-            guard poll(&poller, 1, 5000) > 0 else { break }
-            let count = read(master, &buffer, buffer.count)
-            if count <= 0 { break }  // EIO once the relay exited
-            output += buffer[..<count]
+        /// Reads what the terminal shows until `done` or five quiet seconds; false on EOF/EIO
+        /// (the relay exited) or the timeout.
+        func read(until done: ([UInt8]) -> Bool) -> Bool {
+            while !done(output) {
+                var poller = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 5000) > 0 else { return false }
+                let count = Glibc.read(master, &buffer, buffer.count)
+                if count <= 0 { return false }
+                output += buffer[..<count]
+            }
+            return true
         }
+        // Type only once the shell prompts: before that it may still be setting the terminal up.
+        #expect(read { String(decoding: $0, as: UTF8.self).contains("# ") }, "a prompt")
+        let input = "tty; stty size; echo sum=$((6*7)); exit 3\n"
+        _ = input.withCString { write(master, $0, strlen($0)) }
+        _ = read { _ in false }
         let text = String(decoding: output, as: UTF8.self)
         #expect(Spawn.wait(pid) == 3)
         #expect(text.contains("/dev/pts/0\r\n"), "the container's own devpts: \(text)")
