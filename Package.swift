@@ -20,9 +20,11 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
-// lld for the Swift executables: gold prints a linker warning for glibc's mktemp, referenced
-// (never called) by the statically linked FoundationEssentials in release builds.
-let linkWithLLD: [LinkerSetting] = [.unsafeFlags(["-use-ld=lld"])]
+// How the Swift executables link. lld: gold prints a linker warning for glibc's mktemp,
+// referenced (never called) by the statically linked FoundationEssentials in release builds.
+// --no-export-dynamic: -static-stdlib exports every Swift symbol (10,000 of them) for
+// plug-ins tupp never loads, and the dynamic loader pays for that table on every start.
+let executableLinking: [LinkerSetting] = [.unsafeFlags(["-use-ld=lld", "-Xlinker", "--no-export-dynamic"])]
 
 let package = Package(
     name: "tupp",
@@ -43,10 +45,11 @@ let package = Package(
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         .systemLibrary(name: "CBtrfsUtil", pkgConfig: "libbtrfsutil", providers: [.apt(["libbtrfsutil-dev"])]),
         .systemLibrary(name: "CNLRoute", pkgConfig: "libnl-route-3.0", providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
-        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
         // C where Swift must not or cannot go.
         .target(name: "CTuppSys"),
+        // libarchive (libarchive-dev's headers), loaded on first use rather than linked.
+        .target(name: "CArchive", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
         .executableTarget(
             name: "tupp-shim",
             cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
@@ -88,7 +91,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict,
-            linkerSettings: linkWithLLD
+            linkerSettings: executableLinking
         ),
 
         // bench/run's driver for library-level measurements; no test depends on it.
@@ -100,11 +103,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict,
-            linkerSettings: linkWithLLD
+            linkerSettings: executableLinking
         ),
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
-        .target(name: "TuppTestSupport", dependencies: ["TuppSystem", "TuppNetworking"], path: "Tests/TuppTestSupport", swiftSettings: strict),
+        .target(name: "TuppTestSupport", dependencies: ["TuppSystem", "TuppNetworking", "CTuppSys"], path: "Tests/TuppTestSupport", swiftSettings: strict),
         .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppTestSupport"], exclude: ["Invalid"], swiftSettings: strict),
         .testTarget(name: "TuppPlanTests", dependencies: ["TuppPlan", "TuppManifest",
                                                          .product(name: "PropertyBased", package: "swift-property-based")],

@@ -24,6 +24,10 @@ int tupp_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uin
     return (int)fd;
 }
 
+int tupp_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
 int tupp_pidfd_open(pid_t pid, unsigned int flags) {
     return (int)syscall(SYS_pidfd_open, pid, flags);
 }

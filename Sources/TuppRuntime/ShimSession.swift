@@ -34,6 +34,9 @@ final class ShimSession {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, theirs.rawValue, 3)
+        // Nothing else crosses: the supervisor stays resident, and a descriptor of ours
+        // (a pool directory, say) held open in it would keep that filesystem busy.
+        tupp_spawn_close_from(&actions, 4)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

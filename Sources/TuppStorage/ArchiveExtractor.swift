@@ -82,6 +82,9 @@ struct ArchiveExtractor {
 
     /// Extracts `input` into `writer`; `label` names the archive (and layer) in errors.
     func extract(_ input: ArchiveInput, into writer: RootfsWriter, label: String) throws {
+        if let why = tupp_archive_load() {
+            throw SystemError.failure("load libarchive to read", label, String(cString: why))
+        }
         guard let archive = archive_read_new() else {
             throw SystemError.failure("read archive", label, "libarchive: out of memory")
         }

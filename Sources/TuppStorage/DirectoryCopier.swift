@@ -141,7 +141,7 @@ struct DirectoryCopier {
     }
 
     static func list(_ directory: FileDescriptor, path: String) throws(SystemError) -> [String] {
-        let copy = dup(directory.rawValue)
+        let copy = fcntl(directory.rawValue, F_DUPFD_CLOEXEC, 0)
         guard copy >= 0, let stream = fdopendir(copy) else { throw SystemError("list directory", path) }
         defer { closedir(stream) }
         var names: [String] = []

@@ -35,6 +35,29 @@ struct LifecycleTests {
         #expect(waitUntil { !isAlive(observation.shimPID) }, "the supervisor exits with its command")
     }
 
+    @Test func supervisorAndCommandHoldNothingOfTheCaller() throws {
+        guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
+        let fixture = try ContainerFixture()
+        defer { fixture.cleanup() }
+        // A directory the caller holds open without O_CLOEXEC, as libbtrfsutil does during
+        // a snapshot: inherited by a resident supervisor, it would keep a pool busy.
+        let held = fixture.temp.path + "/held-by-caller"
+        try #require(mkdir(held, 0o700) == 0)
+        let fd = open(held, O_RDONLY | O_DIRECTORY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+
+        let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        for (role, pid) in [("supervisor", observation.shimPID), ("command", observation.initPID)] {
+            let open = try Files.list("/proc/\(pid)/fd").map { descriptor in
+                var target = [CChar](repeating: 0, count: 4096)
+                let count = readlink("/proc/\(pid)/fd/\(descriptor)", &target, target.count - 1)
+                return count < 0 ? "" : String(decoding: target[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
+            #expect(!open.contains(held), "the \(role) (pid \(pid)) holds the caller's descriptor: \(open)")
+        }
+    }
+
     @Test func restartAlwaysBacksOffAndKeepsTheNetworkNamespace() throws {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()

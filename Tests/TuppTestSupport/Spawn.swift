@@ -1,4 +1,5 @@
 import Glibc
+import CTuppSys
 import TuppSystem
 
 /// A finished command's exit status and output.
@@ -48,6 +49,10 @@ public enum Spawn {
         if let stderr { posix_spawn_file_actions_adddup2(&actions, stderr, 2) } else {
             posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         }
+        // Only 0, 1 and 2: a descriptor another test's thread holds without O_CLOEXEC
+        // (libbtrfsutil opens that way) would keep its pool busy for as long as this child
+        // lives — a netns holder lives for a whole test.
+        tupp_spawn_close_from(&actions, 3)
 
         var cArguments = arguments.map { strdup($0) }
         cArguments.append(nil)

@@ -1,6 +1,7 @@
 #ifndef TUPP_SYS_H
 #define TUPP_SYS_H
 
+#include <spawn.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -27,6 +28,12 @@ int tupp_set_cloexec(int fd, int on);
 
 /// setns(2): glibc declares it only under _GNU_SOURCE, which Swift's Glibc module lacks.
 int tupp_setns(int fd, int nstype);
+
+/// posix_spawn_file_actions_addclosefrom_np (glibc 2.34+, _GNU_SOURCE only): the child
+/// closes every descriptor from `from` up. O_CLOEXEC on our own opens is not enough —
+/// libraries (libbtrfsutil among them) open without it, and a descriptor another thread
+/// holds at the moment of a spawn would otherwise live on in the child.
+int tupp_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 
 /// The CLONE_NEW* flags, which glibc exposes only under _GNU_SOURCE.
 enum {
