@@ -62,11 +62,11 @@ public struct TemporaryDirectory: Sendable {
 
 /// Reachability as a test sees it: one ICMP echo at a time until one is answered.
 ///
-/// A single echo is not a fair witness of a working path. A veth that was just created
-/// drops frames until the kernel's link watcher activates its queue (rate-limited to one
-/// pass a second when links change often, as they do with tests in parallel), and a
-/// neighbour entry left from a deleted link sends the first echo to a port that is not
-/// forwarding yet. Both settle within a second or two; a broken path never does.
+/// A single echo is not a fair witness of a working path. Right after links change, the
+/// first frames can be lost while the kernel settles the bridge port and the neighbour
+/// entry (an entry left from a deleted veth still points at the old port, and link state
+/// changes reach the bridge through a deferred, rate-limited work item); on a loaded CI
+/// machine that took longer than busybox's one-second wait. A broken path never answers.
 public enum Ping {
     /// Runs `attempt` (a one-echo ping, one-second wait) until it exits 0 or `seconds`
     /// have passed, and returns the last result so a failure shows what ping printed.
@@ -75,6 +75,7 @@ public enum Ping {
         while true {
             let result = try attempt()
             if result.status == 0 || Monotonic.nanoseconds() >= deadline { return result }
+            usleep(100_000)  // "unreachable" can come back at once: do not spin
         }
     }
 
