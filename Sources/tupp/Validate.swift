@@ -3,6 +3,7 @@ import TuppManifest
 
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "validate",
         abstract: "Check manifests without touching the host.",
         discussion: """
             Reports every problem at once, each as FILE:LINE:COL with the offending line. \
