@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "TuppStorage",
             dependencies: [
-                "TuppSystem", "CTuppSys", "CBtrfsUtil", "CArchive",
+                "TuppSystem", "TuppManifest", "CTuppSys", "CBtrfsUtil", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
@@ -108,11 +108,11 @@ let package = Package(
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
         .target(name: "TuppTestSupport", dependencies: ["TuppSystem", "TuppNetworking", "CTuppSys"], path: "Tests/TuppTestSupport", swiftSettings: strict),
-        .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppTestSupport"], exclude: ["Invalid"], swiftSettings: strict),
+        .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppSystem", "TuppTestSupport"], exclude: ["Invalid"], swiftSettings: strict),
         .testTarget(name: "TuppPlanTests", dependencies: ["TuppPlan", "TuppManifest",
                                                          .product(name: "PropertyBased", package: "swift-property-based")],
                     swiftSettings: strict),
-        .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppNetworking", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppManifest", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
         .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"], swiftSettings: strict),

@@ -3,15 +3,9 @@ import TuppNetworking
 import TuppRuntime
 import TuppStorage
 
-// The manifest model is the user's vocabulary; each reconciler has its own (the runtime
-// shares the manifest's namespaces, restart policies and capabilities). These map one to
-// the other in a single place.
-
-extension PoolConfig {
-    init(_ storage: Storage) {
-        self.init(root: storage.root, device: storage.device.map { DeviceConfig(file: $0.file, size: $0.size) })
-    }
-}
+// The manifest model is the user's vocabulary; where a reconciler needs its own, these map
+// one to the other in a single place. (Storage takes the manifest's `Storage` as it is; the
+// runtime shares its namespaces, mounts, restart policies and capabilities.)
 
 extension ImageSource {
     init(_ source: Image.Source) {

@@ -38,29 +38,27 @@ struct Executor: Sendable {
         switch change.action {
         case .delete:
             let storage = try declaredStorage()
-            let config = PoolConfig(storage)
             if storage.device != nil {
-                try Pool.unmountAndDetach(config)
-                if options.includeStorage { try Pool.removeFile(config) }
+                try Pool.unmountAndDetach(storage)
+                if options.includeStorage { try Pool.removeFile(storage) }
                 // The mount point tupp made; left in place if anything else is in it.
                 rmdir(storage.root)
             }
             try store.remove(address)
         case .create, .update, .replace:
             let storage = try declaredStorage()
-            let config = PoolConfig(storage)
             try store.save(Record(kind: .pool, name: address.name, status: .creating, attributes: change.after ?? [:]))
             if change.action == .create {
-                try await Pool.create(config)
+                try await Pool.create(storage)
                 Checkpoint.pass("pool created")
             } else {
-                if storage.device != nil && !Pool.observe(config).mounted { try Pool.mount(config) }
+                if storage.device != nil && !Pool.observe(storage).mounted { try Pool.mount(storage) }
                 // Grow when the file is smaller than declared, or the filesystem smaller
                 // than its file (a grow interrupted between the two).
-                let now = Pool.observe(config)
+                let now = Pool.observe(storage)
                 if let device = storage.device, let size = now.fileSize,
                    device.size > size || (now.filesystemSize ?? size) + (64 << 20) < size {
-                    try Pool.grow(config)
+                    try Pool.grow(storage)
                 }
                 try Errno.check("chmod 0700", storage.root) { chmod(storage.root, 0o700) }
             }

@@ -71,8 +71,7 @@ struct Observer {
     func observePool(_ manifest: Manifest, _ o: inout Observation, _ problems: inout [String]) {
         let address = ResourceAddress(.pool, "main")
         guard let storage = manifest.storage else { return }
-        let config = PoolConfig(storage)
-        let pool = Pool.observe(config)
+        let pool = Pool.observe(storage)
         o.pool = pool
         var resource = ObservedResource(address)
         resource.attributes["root"] = .string(storage.root)
@@ -81,7 +80,7 @@ struct Observer {
             resource.attributes["device.file"] = .string(device.file)
             if let size = pool.fileSize { resource.attributes["device.size"] = .int(Int64(size)) }
             if pool.mounted {
-                if !pool.isBacked(by: config.device!) {
+                if !pool.isBacked(by: device) {
                     problems.append("pool.main: \(storage.root) is mounted from \(pool.backingFile ?? pool.mountSource ?? "another device"), not \(device.file); unmount it or change storage.root")
                 }
             } else {

@@ -141,22 +141,7 @@ struct DirectoryCopier {
     }
 
     static func list(_ directory: FileDescriptor, path: String) throws(SystemError) -> [String] {
-        let copy = fcntl(directory.rawValue, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0, let stream = fdopendir(copy) else { throw SystemError("list directory", path) }
-        defer { closedir(stream) }
-        var names: [String] = []
-        while true {
-            errno = 0
-            guard let item = readdir(stream) else {
-                if errno != 0 { throw SystemError("list directory", path) }
-                break
-            }
-            let name = withUnsafeBytes(of: item.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
+        try Files.entryNames(ofDirectory: directory.rawValue, describedAs: path).sorted()
     }
 
     static func xattrs(fd: Int32, path: String) throws(SystemError) -> [(name: String, value: [UInt8])] {

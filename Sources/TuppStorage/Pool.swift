@@ -2,34 +2,10 @@ import CTuppSys
 import Glibc
 import Subprocess
 import SystemPackage
+import TuppManifest
 import TuppSystem
 
-/// The btrfs pool: a directory on btrfs that holds images/ and containers/.
-public struct PoolConfig: Sendable, Equatable {
-    /// Where the pool is (or gets mounted): e.g. /var/lib/tupp/pool.
-    public var root: String
-    /// When set, the pool lives in a loop-mounted image file that tupp creates.
-    public var device: DeviceConfig?
-
-    public init(root: String, device: DeviceConfig? = nil) {
-        self.root = root
-        self.device = device
-    }
-}
-
-/// A sparse image file backing the pool through a loop device.
-public struct DeviceConfig: Sendable, Equatable {
-    public var file: String
-    /// Bytes.
-    public var size: UInt64
-
-    public init(file: String, size: UInt64) {
-        self.file = file
-        self.size = size
-    }
-}
-
-/// What the host shows about a pool right now; the planner diffs this against the config.
+/// What the host shows about a pool right now; the planner diffs it against the manifest's `Storage`.
 public struct PoolObservation: Sendable, Equatable {
     public var rootExists: Bool
     /// Permission bits of the root directory (e.g. 0o700), nil when it does not exist.
@@ -51,7 +27,7 @@ public struct PoolObservation: Sendable, Equatable {
     public var filesystemSize: UInt64?
 
     /// True when the mounted loop device is backed by the configured file.
-    public func isBacked(by device: DeviceConfig) -> Bool {
+    public func isBacked(by device: Storage.Device) -> Bool {
         guard let backingFile else { return false }
         return backingFile == (Paths.canonical(device.file) ?? device.file)
     }
@@ -60,7 +36,7 @@ public struct PoolObservation: Sendable, Equatable {
 /// Operations on the pool. Each one is safe to repeat: it does only what is missing.
 public enum Pool {
     /// Reads the live state; never fails — what cannot be read is reported as absent.
-    public static func observe(_ config: PoolConfig) -> PoolObservation {
+    public static func observe(_ config: Storage) -> PoolObservation {
         let root = Paths.canonical(config.root) ?? config.root
         var observation = PoolObservation(rootExists: false, rootMode: nil, onBtrfs: false, mounted: false,
                                           mountSource: nil, loopDevice: nil, backingFile: nil,
@@ -94,7 +70,7 @@ public enum Pool {
     /// (only when the file does not exist yet — an existing file is never reformatted),
     /// attaches and mounts it. Without one: the root must already be on btrfs.
     /// Either way the root ends with mode 0700 and images/ and containers/ in it.
-    public static func create(_ config: PoolConfig) async throws {
+    public static func create(_ config: Storage) async throws {
         guard let device = config.device else {
             try Files.createDirectory(config.root, mode: 0o700)
             guard isBtrfs(config.root) else {
@@ -121,7 +97,7 @@ public enum Pool {
 
     /// Attaches the existing image file to a loop device and mounts it at the root,
     /// unless it is already mounted there.
-    public static func mount(_ config: PoolConfig) throws {
+    public static func mount(_ config: Storage) throws {
         guard let device = config.device else {
             throw SystemError.failure("mount pool", config.root, "the pool has no device to mount")
         }
@@ -150,7 +126,7 @@ public enum Pool {
 
     /// Grows the image file to the configured size and the filesystem with it, online.
     /// Shrinking is refused: btrfs can shrink, but tupp never risks pool data for it.
-    public static func grow(_ config: PoolConfig) throws {
+    public static func grow(_ config: Storage) throws {
         guard let device = config.device else {
             throw SystemError.failure("grow pool", config.root, "the pool has no device; grow the filesystem holding it instead")
         }
@@ -181,7 +157,7 @@ public enum Pool {
 
     /// Unmounts the pool and makes sure its loop device is detached. Fails (EBUSY) while
     /// anything still uses it — a running container, a mount below the root.
-    public static func unmountAndDetach(_ config: PoolConfig) throws {
+    public static func unmountAndDetach(_ config: Storage) throws {
         guard let device = config.device else { return }
         let observation = observe(config)
         guard observation.mounted else { return }
@@ -202,7 +178,7 @@ public enum Pool {
 
     /// Deletes the image file — all pool data. Only for `destroy --include-storage`;
     /// refused while the file is mounted or attached to a loop device.
-    public static func removeFile(_ config: PoolConfig) throws {
+    public static func removeFile(_ config: Storage) throws {
         guard let device = config.device else { return }
         let attached = LoopDevice.devices(backing: device.file)
         guard attached.isEmpty else {
@@ -246,7 +222,7 @@ public enum Pool {
         return n <= 0 || magic != Array("_BHRfS_M".utf8)
     }
 
-    static func createImageFile(_ device: DeviceConfig) throws(SystemError) {
+    static func createImageFile(_ device: Storage.Device) throws(SystemError) {
         try Files.createDirectory(Paths.dirname(device.file), mode: 0o755)
         let fd = try FileDescriptor.open(device.file, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
         do {

@@ -112,12 +112,15 @@ final class RootfsWriter {
     // MARK: - Errors
 
     func failure(_ operation: String, _ entry: String, errno code: Int32 = Glibc.errno, _ detail: String? = nil) -> SystemError {
-        SystemError(operation, "\(sourceName): \(entry.isEmpty ? "." : entry)", errno: code, detail: detail)
+        SystemError(operation, object(entry), errno: code, detail: detail)
     }
 
     func refusal(_ entry: String, _ reason: String) -> SystemError {
-        SystemError.failure("refuse entry", "\(sourceName): \(entry.isEmpty ? "." : entry)", reason)
+        SystemError.failure("refuse entry", object(entry), reason)
     }
+
+    /// How errors name an entry: "SOURCE: path/in/archive" ("." for the root).
+    private func object(_ entry: String) -> String { "\(sourceName): \(entry.isEmpty ? "." : entry)" }
 
     func warn(_ text: String) { warnings.append(text) }
 
@@ -417,28 +420,7 @@ final class RootfsWriter {
     }
 
     private func listDirectory(_ fd: Int32, entry: String) throws(SystemError) -> [String] {
-        // fdopendir takes ownership, so hand it a duplicate.
-        let copy = dup(fd)
-        if copy < 0 { throw failure("list directory", entry) }
-        guard let stream = fdopendir(copy) else {
-            close(copy)
-            throw failure("list directory", entry)
-        }
-        defer { closedir(stream) }
-        rewinddir(stream)
-        var names: [String] = []
-        while true {
-            errno = 0
-            guard let item = readdir(stream) else {
-                if errno != 0 { throw failure("list directory", entry) }
-                break
-            }
-            let name = withUnsafeBytes(of: item.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        try Files.entryNames(ofDirectory: fd, describedAs: object(entry))
     }
 
     // MARK: - Parent resolution

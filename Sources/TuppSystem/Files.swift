@@ -96,19 +96,41 @@ public enum Files {
 
     /// Entry names of a directory, without "." and "..", sorted. Missing → [].
     public static func list(_ path: String) throws(SystemError) -> [String] {
-        guard let dir = opendir(path) else {
+        guard let stream = opendir(path) else {
             if errno == ENOENT { return [] }
             throw SystemError("list directory", path)
         }
-        defer { closedir(dir) }
+        return try names(in: stream, describedAs: path).sorted()
+    }
+
+    /// Entry names of the open directory `fd`, without "." and "..", in directory order,
+    /// read from its start. `fd` stays open: the stream reads a close-on-exec duplicate.
+    public static func entryNames(ofDirectory fd: Int32, describedAs object: String) throws(SystemError) -> [String] {
+        let copy = try Errno.check("list directory", object) { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+        guard let stream = fdopendir(copy) else {
+            let code = errno
+            close(copy)
+            throw SystemError("list directory", object, errno: code)
+        }
+        rewinddir(stream)  // a duplicate shares the offset of whoever read `fd` before
+        return try names(in: stream, describedAs: object)
+    }
+
+    /// Reads `stream` to the end and closes it.
+    private static func names(in stream: OpaquePointer, describedAs object: String) throws(SystemError) -> [String] {
+        defer { closedir(stream) }
         var names: [String] = []
-        while let entry = readdir(dir) {
+        while true {
+            errno = 0
+            guard let entry = readdir(stream) else {
+                if errno != 0 { throw SystemError("list directory", object) }
+                return names
+            }
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
             }
             if name != "." && name != ".." { names.append(name) }
         }
-        return names.sorted()
     }
 }
 

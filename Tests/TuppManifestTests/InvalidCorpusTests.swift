@@ -1,5 +1,6 @@
 import Testing
 import TuppManifest
+import TuppSystem
 
 /// The invalid-manifest corpus: every file states where tupp must point and what it
 /// must say in its first lines (`# expect LINE:COL: text`).
@@ -7,13 +8,13 @@ struct InvalidCorpusTests {
     static let directory = String(#filePath.dropLast("InvalidCorpusTests.swift".count)) + "Invalid"
 
     static var files: [String] {
-        ManifestLoaderTestSupport.list(directory).filter { $0.hasSuffix(".yaml") }.sorted()
+        ((try? Files.list(directory)) ?? []).filter { $0.hasSuffix(".yaml") }
     }
 
     @Test("each invalid manifest is rejected at the stated position", arguments: files)
     func rejected(_ name: String) throws {
         let path = "\(Self.directory)/\(name)"
-        let text = try #require(ManifestLoaderTestSupport.read(path))
+        let text = try #require(try Files.readText(path))
         let header = try #require(text.split(separator: "\n").first, "missing # expect line")
         #expect(header.hasPrefix("# expect "))
         let expectation = header.dropFirst("# expect ".count)

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppManifest
 import TuppStorage
 import TuppSystem
 import TuppTestSupport
@@ -71,7 +72,7 @@ struct PoolTests {
     @Test func blankImageFromAnInterruptedCreateIsFormattedButDataNeverIs() async throws {
         guard try storageHostReady() else { return }
         let directory = try TemporaryDirectory("tupp-storage")
-        let config = PoolConfig(root: "\(directory.path)/pool", device: DeviceConfig(file: "\(directory.path)/pool.img", size: 256 << 20))
+        let config = Storage(root: "\(directory.path)/pool", device: Storage.Device(file: "\(directory.path)/pool.img", size: 256 << 20))
         defer {
             try? Pool.unmountAndDetach(config)
             directory.remove()
@@ -101,7 +102,7 @@ struct PoolTests {
         let type = try command(["stat", "-f", "-c", "%T", directory.path]).output.trimmingCharacters()
         guard type != "btrfs" else { return }  // /tmp on btrfs: nothing to refuse
         do {
-            try await Pool.create(PoolConfig(root: "\(directory.path)/pool"))
+            try await Pool.create(Storage(root: "\(directory.path)/pool"))
             Issue.record("a pool root outside btrfs was accepted")
         } catch {
             #expect(render(error).contains("not on btrfs"))
@@ -117,7 +118,7 @@ struct PoolTests {
 
     func existingBtrfsRootWithoutDevice(_ pool: TestPool) async throws {
         // A directory inside a mounted btrfs is a valid device-less pool root.
-        let inner = PoolConfig(root: "\(pool.root)/containers/nested-pool")
+        let inner = Storage(root: "\(pool.root)/containers/nested-pool")
         try await Pool.create(inner)
         let observed = Pool.observe(inner)
         #expect(observed.onBtrfs && !observed.mounted && observed.rootMode == 0o700)

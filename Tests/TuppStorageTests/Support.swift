@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppManifest
 import TuppStorage
 import TuppSystem
 import TuppTestSupport
@@ -21,14 +22,14 @@ func command(_ argv: [String], allowFailure: Bool = false) throws -> Output {
 /// `destroy()`: unmounted, loop device detached, image file and directory removed.
 struct TestPool {
     let directory: TemporaryDirectory
-    let config: PoolConfig
+    let config: Storage
     var root: String { config.root }
     var store: ImageStore { ImageStore(poolRoot: config.root) }
 
     static func make(size: UInt64 = 256 << 20) async throws -> TestPool {
         let directory = try TemporaryDirectory("tupp-storage")
-        let config = PoolConfig(root: "\(directory.path)/pool",
-                                device: DeviceConfig(file: "\(directory.path)/pool.img", size: size))
+        let config = Storage(root: "\(directory.path)/pool",
+                                device: Storage.Device(file: "\(directory.path)/pool.img", size: size))
         let pool = TestPool(directory: directory, config: config)
         do {
             try await Pool.create(config)
