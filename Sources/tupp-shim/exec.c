@@ -7,10 +7,15 @@
 // applies to children only, hence the fork. The exit status is the command's (128+N
 // when killed by signal N); tupp-shim's own failures exit 125, like docker/podman.
 //
-// With --tty the pty comes from the container's own devpts (/dev/pts/ptmx after
-// joining the mount namespace), the command gets the peer as its controlling terminal,
-// and this process relays between the caller's terminal (in raw mode) and the pty,
-// forwarding window size changes.
+// The command always starts a session of its own. With --tty the pty comes from the
+// container's own devpts (/dev/pts/ptmx after joining the mount namespace), the command
+// gets the peer as its controlling terminal, and this process relays between the
+// caller's terminal (in raw mode) and the pty, forwarding window size changes.
+//
+// Without --tty the command gets nothing of the caller's terminal: a descriptor of it
+// would let a process in the container push input into the caller's shell (TIOCSTI) or
+// change its modes. Each of fds 0-2 that is a terminal is replaced by a pipe this process
+// relays; the others (files, pipes, sockets) are passed through as they are.
 #include "shim.h"
 
 #include <errno.h>
@@ -102,43 +107,57 @@ static int exit_status(int status) {
     return EXIT_SHIM_FAILURE;
 }
 
-/// Copies what is readable from `from` to `to`; false on EOF or error of `from`.
+/// Copies what is readable from `from` to `to`; false on EOF or error of `from`, or
+/// when `to` is a pipe whose reader is gone.
 static bool relay(int from, int to) {
     char buffer[8192];
     ssize_t n = read(from, buffer, sizeof buffer);
     if (n > 0) {
-        (void)write_all(to, buffer, (size_t)n);  // a vanished reader must not stop the relay
+        // A vanished reader of the caller's side must not stop the relay; a vanished
+        // reader of the command's stdin pipe ends that direction (EPIPE, SIGPIPE ignored).
+        if (write_all(to, buffer, (size_t)n) < 0 && errno == EPIPE) return false;
         return true;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
     return false;
 }
 
-static int supervise_command(pid_t child, int master, int signal_fd) {
-    bool stdin_open = master >= 0;
+/// One direction between the caller and the command.
+struct stream {
+    int from, to;
+    bool to_command;  // the caller's input (fd 0) going to the command
+};
+
+enum { MAX_STREAMS = 3 };
+
+/// Relays the streams until `child` exits, forwarding signals; the command's exit status.
+/// `master`: the pty with --tty (input EOF becomes the terminal's ^D), else -1.
+static int supervise_command(pid_t child, struct stream *streams, int count, int master, int signal_fd) {
     for (;;) {
-        struct pollfd fds[3] = {{.fd = signal_fd, .events = POLLIN},
-                                {.fd = master, .events = POLLIN},
-                                {.fd = stdin_open ? 0 : -1, .events = POLLIN}};
-        int ready = poll(fds, master >= 0 ? 3 : 1, -1);
+        struct pollfd fds[1 + MAX_STREAMS] = {{.fd = signal_fd, .events = POLLIN}};
+        for (int k = 0; k < count; k++) fds[1 + k] = (struct pollfd){.fd = streams[k].from, .events = POLLIN};
+        int ready = poll(fds, (nfds_t)(1 + count), -1);
         if (ready < 0) {
             if (errno == EINTR) continue;
             die("poll: %s", strerror(errno));
         }
-        if (master >= 0 && fds[1].revents && !relay(master, 1)) {
-            // EIO: every holder of the pty's peer closed it. Wait for the command itself.
-            close(master);
-            master = -1;
-            stdin_open = false;
-        }
-        if (stdin_open && fds[2].revents && !relay(0, master)) {
-            // The caller's input ended (a pipe, say): pass it on as the terminal's EOF
-            // character so a program reading the pty sees end of input instead of waiting.
-            // Best effort: if the program switches the pty out of canonical mode after
-            // the ^D was queued (an interactive shell starting up), the line discipline
-            // drops it.
-            (void)write_all(master, "\x04", 1);
-            stdin_open = false;
+        for (int k = 0; k < count; k++) {
+            struct stream *st = &streams[k];
+            if (st->from < 0 || !fds[1 + k].revents || relay(st->from, st->to)) continue;
+            if (st->to_command) {
+                // The caller's input ended (a pipe, say). On a pty, pass it on as the
+                // terminal's EOF character so a program reading it sees end of input.
+                // Best effort: if the program switches the pty out of canonical mode after
+                // the ^D was queued (an interactive shell starting up), the line discipline
+                // drops it. On a pipe, closing it is the EOF.
+                if (master >= 0) (void)write_all(master, "\x04", 1);
+                else close(st->to);
+            } else {
+                // EOF (or EIO on a pty: every holder of its peer closed it). Wait for the
+                // command itself.
+                close(st->from);
+            }
+            st->from = -1;
         }
         if (fds[0].revents) {
             struct signalfd_siginfo info;
@@ -152,10 +171,12 @@ static int supervise_command(pid_t child, int master, int signal_fd) {
             int status;
             pid_t done = waitpid(child, &status, WNOHANG);
             if (done == child) {
-                if (master >= 0) {
-                    while (relay(master, 1)) {
-                        struct pollfd more = {.fd = master, .events = POLLIN};
-                        if (poll(&more, 1, 0) <= 0) break;
+                // What the command wrote before it exited is in the pipe or pty already;
+                // a descendant still holding it open must not keep us here.
+                for (int k = 0; k < count; k++) {
+                    if (streams[k].to_command || streams[k].from < 0) continue;
+                    struct pollfd more = {.fd = streams[k].from, .events = POLLIN};
+                    while (poll(&more, 1, 0) > 0 && relay(streams[k].from, streams[k].to)) {
                     }
                 }
                 return exit_status(status);
@@ -229,6 +250,26 @@ int exec_main(int argc, char **argv) {
         if (isatty(0)) copy_window_size(0, master);
     }
 
+    // Without --tty: a pipe in place of each standard descriptor that is a terminal.
+    // command_fd[k] is what the command gets as fd k.
+    int command_fd[3] = {0, 1, 2};
+    struct stream streams[MAX_STREAMS];
+    int stream_count = 0;
+    if (tty) {
+        streams[stream_count++] = (struct stream){.from = master, .to = 1};
+        streams[stream_count++] = (struct stream){.from = 0, .to = master, .to_command = true};
+    } else {
+        for (int k = 0; k < 3; k++) {
+            if (!isatty(k)) continue;
+            int p[2];
+            if (pipe2(p, O_CLOEXEC) < 0) die("create a pipe for fd %d: %s", k, strerror(errno));
+            bool input = k == 0;
+            command_fd[k] = input ? p[0] : p[1];
+            streams[stream_count++] = (struct stream){.from = input ? 0 : p[0], .to = input ? p[1] : k, .to_command = input};
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);  // a command that stops reading its stdin pipe: EPIPE, not death
+
     sigset_t handled, none;
     sigemptyset(&handled);
     sigemptyset(&none);
@@ -245,14 +286,23 @@ int exec_main(int argc, char **argv) {
         // whose runtime may ignore SIGPIPE; both survive exec, so the command starts clean.
         for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        // A session of its own: no controlling terminal of the caller's, whatever it holds.
+        if (setsid() < 0) {
+            dprintf(2, "tupp-shim exec: setsid: %s\n", strerror(errno));
+            _exit(EXIT_CANNOT_RUN);
+        }
         if (tty) {
-            if (setsid() < 0 || ioctl(peer, TIOCSCTTY, 0) < 0) {
+            if (ioctl(peer, TIOCSCTTY, 0) < 0) {
                 dprintf(2, "tupp-shim exec: make the pty the controlling terminal: %s\n", strerror(errno));
                 _exit(EXIT_CANNOT_RUN);
             }
-            dup2(peer, 0);
-            dup2(peer, 1);
-            dup2(peer, 2);
+            for (int k = 0; k < 3; k++) command_fd[k] = peer;
+        }
+        for (int k = 0; k < 3; k++) {
+            if (command_fd[k] != k && dup2(command_fd[k], k) < 0) {
+                dprintf(2, "tupp-shim exec: set up fd %d: %s\n", k, strerror(errno));
+                _exit(EXIT_CANNOT_RUN);
+            }
         }
         if (chdir(workdir) < 0) {
             dprintf(2, "tupp-shim exec: chdir %s in container %s: %s\n", workdir, name, strerror(errno));
@@ -272,6 +322,9 @@ int exec_main(int argc, char **argv) {
         _exit(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN);
     }
 
+    // The command's ends of the pipes (or the pty peer) are the command's alone.
+    for (int k = 0; k < 3; k++)
+        if (command_fd[k] != k) close(command_fd[k]);
     if (tty) {
         close(peer);
         fcntl(master, F_SETFL, O_NONBLOCK);
@@ -281,7 +334,7 @@ int exec_main(int argc, char **argv) {
             if (tcsetattr(0, TCSANOW, &raw) == 0) terminal_raw = true;
         }
     }
-    int status = supervise_command(child, master, signal_fd);
+    int status = supervise_command(child, streams, stream_count, master, signal_fd);
     restore_terminal();
     return status;
 }

@@ -150,3 +150,32 @@ public enum Built {
         String(#filePath.dropLast("Tests/TuppTestSupport/Spawn.swift".count))
     }
 }
+
+/// Small static C programs (Tests/probes/NAME.c) that witness from inside a container
+/// what a shell cannot: a session's terminal, a syscall's errno. Built with gcc once per
+/// test run into the build directory.
+public enum Probe {
+    /// The path of the built probe `name`; compiled when missing or older than its source.
+    public static func path(_ name: String) throws -> String {
+        let source = "\(Built.repository)Tests/probes/\(name).c"
+        let directory = "\(Built.directory)/probes"
+        let binary = "\(directory)/\(name)"
+        if let built = try Files.status(binary), let src = try Files.status(source), built.st_mtim.tv_sec > src.st_mtim.tv_sec {
+            return binary
+        }
+        try Files.createDirectory(directory)
+        let temporary = "\(binary).\(getpid()).tmp"
+        let result = try Spawn.run(["gcc", "-static", "-O2", "-Wall", "-Werror", "-o", temporary, source], stderrToStdout: true)
+        guard result.status == 0 else {
+            throw SystemError.failure("build probe", source, "gcc failed (install gcc and libc6-dev): \(result.output)")
+        }
+        try Errno.check("rename", temporary) { rename(temporary, binary) }
+        return binary
+    }
+
+    /// The probe `name` copied to `root`/bin/`name` (a container's root).
+    public static func install(_ name: String, into root: String) throws {
+        guard let bytes = try Files.read(try path(name)) else { throw SystemError.failure("read probe", name, "missing after build") }
+        try Files.writeAtomically("\(root)/bin/\(name)", bytes, mode: 0o755)
+    }
+}
