@@ -2,22 +2,28 @@
 //
 // tupp — a declarative, manifest-driven Linux container provisioner.
 //
-// Module map (see README.md, "Code tour"):
-//   tupp            the command line (thin: flags → TuppEngine)
-//   TuppEngine      observe → plan → apply, lock, state records
-//   TuppPlan        the pure planner: desired vs observed → Plan, rendering (no C, no root)
-//   TuppManifest    manifest model, libyaml loader, validation
-//   TuppStorage     btrfs pool, image import, snapshots (libbtrfsutil, libarchive)
-//   TuppNetworking  bridge, veth, addresses, routes (libnl-route-3)
-//   TuppRuntime     the container process: spawn, supervise, exec, logs (drives tupp-shim)
-//   TuppSystem      small Swift wrappers over syscalls shared by the reconcilers
-//   tupp-shim       single-threaded C helper: namespaces, rootfs, pivot_root, supervision
-//   CTuppSys        the few syscalls Swift cannot call directly (openat2, ioctls, setns…)
+// Module map (see README.md, "How it works"). Pure modules import no C and need no root:
+//   TuppBase           pure: hashing, JSON, units, path strings
+//   TuppManifest       pure: the manifest model (what the user declares)
+//   TuppFacts          pure: what observation returns (links, subvolumes, processes)
+//   TuppPlan           pure: each kind's attributes and judgement (Kinds/), the planner
+//   TuppRender         pure: plans as text, JSON and markdown
+//   TuppManifestLoader manifests read with libyaml, decoded and validated
+//   TuppEngine         observe → plan → apply through one reconciler per kind, lock, records
+//   TuppStorage        btrfs pool, image import, snapshots (libbtrfsutil, libarchive)
+//   TuppNetworking     bridge, veth, addresses, routes (libnl-route-3), NAT
+//   TuppRuntime        the container process: spawn, supervise, exec, logs (drives tupp-shim)
+//   TuppSystem         small Swift wrappers over syscalls shared by the I/O modules
+//   tupp               the command line (thin: flags → TuppEngine)
+//   tupp-shim          single-threaded C helper: namespaces, rootfs, pivot_root, supervision
+//   CTuppSys           the few syscalls Swift cannot call directly (openat2, ioctls, setns…)
 import PackageDescription
 
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
+    // A module sees only the members of modules it imports itself: dependencies stay visible.
+    .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
 // How the Swift executables link. lld: gold prints a linker warning for glibc's mktemp,
@@ -57,27 +63,34 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static", "-Xclang-linker", "-Wno-unused-command-line-argument"])]
         ),
 
-        // Swift modules.
-        .target(name: "TuppSystem", dependencies: ["CTuppSys"], swiftSettings: strict),
-        .target(name: "TuppManifest", dependencies: ["CYAML"], swiftSettings: strict),
-        .target(name: "TuppPlan", dependencies: ["TuppManifest"], swiftSettings: strict),
+        // Pure Swift modules: no C, no I/O.
+        .target(name: "TuppBase", swiftSettings: strict),
+        .target(name: "TuppManifest", dependencies: ["TuppBase"], swiftSettings: strict),
+        .target(name: "TuppFacts", dependencies: ["TuppBase", "TuppManifest"], swiftSettings: strict),
+        .target(name: "TuppPlan", dependencies: ["TuppBase", "TuppManifest", "TuppFacts"], swiftSettings: strict),
+        .target(name: "TuppRender", dependencies: ["TuppBase", "TuppPlan"], swiftSettings: strict),
+
+        // Swift modules that touch the host.
+        .target(name: "TuppManifestLoader", dependencies: ["CYAML", "TuppBase", "TuppManifest"], swiftSettings: strict),
+        .target(name: "TuppSystem", dependencies: ["CTuppSys", "TuppBase"], swiftSettings: strict),
         .target(
             name: "TuppStorage",
             dependencies: [
-                "TuppSystem", "TuppManifest", "CTuppSys", "CBtrfsUtil", "CArchive",
+                "TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys", "CBtrfsUtil", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
             swiftSettings: strict
         ),
-        .target(name: "TuppNetworking", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys", "CNLRoute",
+        .target(name: "TuppNetworking", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys", "CNLRoute",
                                                       .product(name: "Subprocess", package: "swift-subprocess")],
                 swiftSettings: strict),
-        .target(name: "TuppRuntime", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys"], swiftSettings: strict),
+        .target(name: "TuppRuntime", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys"], swiftSettings: strict),
         .target(
             name: "TuppEngine",
             dependencies: [
-                "TuppManifest", "TuppPlan", "TuppSystem", "TuppStorage", "TuppNetworking", "TuppRuntime",
+                "TuppBase", "TuppManifest", "TuppManifestLoader", "TuppFacts", "TuppPlan", "TuppSystem",
+                "TuppStorage", "TuppNetworking", "TuppRuntime",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -86,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "tupp",
             dependencies: [
-                "TuppEngine", "TuppManifest", "TuppPlan",
+                "TuppBase", "TuppEngine", "TuppManifest", "TuppManifestLoader", "TuppPlan", "TuppRender",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -98,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "tupp-bench",
             dependencies: [
-                "TuppRuntime", "TuppStorage", "TuppNetworking", "TuppManifest", "TuppSystem", "CTuppSys",
+                "TuppBase", "TuppFacts", "TuppRuntime", "TuppStorage", "TuppNetworking", "TuppManifest", "TuppSystem", "CTuppSys",
                 "TuppTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -107,14 +120,23 @@ let package = Package(
         ),
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
-        .target(name: "TuppTestSupport", dependencies: ["TuppSystem", "TuppNetworking", "CTuppSys"], path: "Tests/TuppTestSupport", swiftSettings: strict),
-        .testTarget(name: "TuppManifestTests", dependencies: ["TuppManifest", "TuppSystem", "TuppTestSupport"], exclude: ["Invalid"], swiftSettings: strict),
-        .testTarget(name: "TuppPlanTests", dependencies: ["TuppPlan", "TuppManifest",
+        .target(name: "TuppTestSupport", dependencies: ["TuppBase", "TuppFacts", "TuppSystem", "TuppNetworking", "CTuppSys"],
+                path: "Tests/TuppTestSupport", swiftSettings: strict),
+        .testTarget(name: "TuppManifestTests", dependencies: ["TuppBase", "TuppManifest", "TuppManifestLoader", "TuppSystem", "TuppTestSupport"],
+                    exclude: ["Invalid"], swiftSettings: strict),
+        .testTarget(name: "TuppPlanTests", dependencies: ["TuppBase", "TuppPlan", "TuppRender", "TuppFacts", "TuppManifest",
                                                          .product(name: "PropertyBased", package: "swift-property-based")],
                     swiftSettings: strict),
-        .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppNetworking", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppManifest", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
-        .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"], swiftSettings: strict),
+        .testTarget(name: "TuppEngineTests", dependencies: ["TuppBase", "TuppEngine", "TuppPlan", "TuppFacts", "TuppManifest",
+                                                           "TuppNetworking", "TuppSystem", "TuppTestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "TuppStorageTests", dependencies: ["TuppBase", "TuppFacts", "TuppStorage", "TuppManifest", "TuppSystem", "TuppTestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppBase", "TuppFacts", "TuppNetworking", "TuppManifest", "TuppSystem", "TuppTestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppBase", "TuppFacts", "TuppRuntime", "TuppManifest", "TuppSystem", "TuppTestSupport", "tupp-shim"],
+                    swiftSettings: strict),
+        .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppBase", "TuppFacts", "TuppSystem", "TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"],
+                    swiftSettings: strict),
     ]
 )

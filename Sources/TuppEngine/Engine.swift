@@ -1,6 +1,8 @@
 import Glibc
 import Logging
+import TuppBase
 import TuppManifest
+import TuppManifestLoader
 import TuppPlan
 import TuppRuntime
 import TuppSystem
@@ -9,8 +11,25 @@ import TuppSystem
 public struct PlannedRun: Sendable {
     public var plan: Plan
     public var observation: Observation
-    public var desired: [DesiredResource]
     public var options: PlanOptions
+}
+
+/// Why apply did not start changing the host.
+public enum ApplyRefusal: Error, CustomStringConvertible {
+    /// The saved plan no longer matches what a plan made now would do.
+    case stale([String])
+    /// The plan has blocking errors (already reported with the plan).
+    case planErrors(Int)
+
+    public var description: String {
+        switch self {
+        case .stale(let reasons):
+            "The saved plan is stale and was not applied:\n" + reasons.map { "  - \($0)" }.joined(separator: "\n")
+                + "\nRun tupp plan --out again and review the new plan."
+        case .planErrors(let count):
+            "the plan has \(count) error\(count == 1 ? "" : "s")."
+        }
+    }
 }
 
 /// A change skipped because an earlier one in its group failed.
@@ -18,37 +37,102 @@ struct NotAttempted: Error, CustomStringConvertible {
     var description: String { "not attempted" }
 }
 
-/// observe → plan → apply. The planner is pure; everything that touches the host is
-/// here and in the reconcilers.
+/// observe → plan → apply. The judgement is pure (TuppPlan); everything that touches the
+/// host goes through one reconciler per resource kind, run in dependency order.
 public struct Engine: Sendable {
-    public let store: StateStore
-    public let runtime: Runtime
+    let store: StateStore
+    let runtime: Runtime
     /// Debug detail (observation timings, each step of a change) goes here; the CLI shows
     /// it with --verbose.
     public let logger: Logger
+    let reconcilers: [any Reconciler]
 
     public init(stateDirectory: String, shimPath: String? = nil, logger: Logger = Logger(label: "tupp")) {
         store = StateStore(directory: stateDirectory)
         runtime = Runtime(shimPath: shimPath)
         self.logger = logger
+        reconcilers = [PoolReconciler(), ImageReconciler(), NetworkReconciler(), ContainerReconciler()]
     }
 
     public var installation: String { store.installationID }
+    public var stateDirectory: String { store.directory }
 
-    /// Reads the live host and plans. Changes nothing on the host (it may create the
-    /// empty state directory).
+    // MARK: Plan
+
+    /// Reads the live host and plans. Writes nothing: no state directory, record or cache.
     public func plan(_ manifest: Manifest, options: PlanOptions = PlanOptions()) async throws -> PlannedRun {
-        try store.prepare()
-        let observer = Observer(store: store, runtime: runtime, installation: installation, logger: logger,
-                                destroying: options.destroy)
-        let observation = await observer.observe(manifest)
-        let desired = DesiredState.resources(manifest, imageDigests: observation.imageDigests, addresses: observation.addresses)
+        try await plan(manifest, options: options, applying: false)
+    }
+
+    func plan(_ manifest: Manifest, options: PlanOptions, applying: Bool) async throws -> PlannedRun {
+        let observation = await observe(manifest, destroying: options.destroy, applying: applying)
+        let desired = DesiredState.resources(manifest, observation.desiredContext)
         let plan = Planner.plan(desired: desired, observed: observation.state, options: options)
-        return PlannedRun(plan: plan, observation: observation, desired: desired, options: options)
+        return PlannedRun(plan: plan, observation: observation, options: options)
+    }
+
+    func observe(_ manifest: Manifest, destroying: Bool, applying: Bool) async -> Observation {
+        var observation = Observation()
+        var t = Monotonic.nanoseconds()
+        func lap(_ what: String) {
+            logger.debug("observed \(what) in \((Monotonic.milliseconds(since: t) * 100).rounded() / 100) ms")
+            t = Monotonic.nanoseconds()
+        }
+        do {
+            observation.records = try store.load()
+        } catch {
+            observation.state.problems.append("\(error)")
+        }
+        lap("\(observation.records.count) records")
+        let context = ObserveContext(manifest: manifest, store: store, runtime: runtime, installation: installation,
+                                     logger: logger, destroying: destroying, updatesCaches: applying)
+        for reconciler in reconcilers {
+            await reconciler.observe(&observation, context)
+            lap("\(reconciler.kind)s")
+        }
+        // Containers keep the addresses they were given; new ones get a stable slot.
+        var recorded: [String: IPv4Interface] = [:]
+        for (name, record) in observation.records(of: .container) { recorded[name] = record.containerAddress }
+        switch AddressAllocator.allocate(manifest, recorded: recorded) {
+        case .success(let addresses): observation.desiredContext.addresses = addresses
+        case .failure(let e):
+            observation.state.problems.append("network.\(e.network): no free address left for container \(e.container); use a larger subnet")
+        }
+        return observation
+    }
+
+    // MARK: Apply
+
+    /// Apply (or, with `options.destroy`, destroy) as a whole: takes the host lock, plans,
+    /// refuses a stale reviewed plan or a plan with errors, and executes the changes in
+    /// dependency order. The plan and every step go to `reporter`.
+    ///
+    /// `reviewed`: a plan saved by `tupp plan --out` for `loaded`; applied only while a plan
+    /// made now would do exactly the same.
+    public func apply(_ loaded: LoadedManifest, options: PlanOptions, reviewed: SavedPlan? = nil, version: String,
+                      lockTimeout: Double, holder: String, reporter: any ApplyReporter) async throws -> ApplyOutcome {
+        let lock = try self.lock(timeout: lockTimeout, command: holder)
+        defer { withExtendedLifetime(lock) {} }
+        let run = try await plan(loaded.manifest, options: options, applying: true)
+        if let reviewed {
+            let reasons = reviewed.staleness(now: run, loaded: loaded, stateDirectory: store.directory, version: version)
+            if !reasons.isEmpty { throw ApplyRefusal.stale(reasons) }
+        }
+        reporter.planned(run.plan)
+        guard run.plan.errors.isEmpty else { throw ApplyRefusal.planErrors(run.plan.errors.count) }
+        guard run.plan.hasChanges else {
+            // A destroy interrupted after its last change still owes removing the state directory.
+            if options.destroy { removeEmptyState() }
+            var outcome = ApplyOutcome()
+            outcome.warnings = run.plan.warnings
+            reporter.summary(outcome)
+            return outcome
+        }
+        return await execute(run, reporter: reporter)
     }
 
     /// Takes the host lock or fails naming who holds it.
-    public func lock(timeout: Double, command: String) throws -> FileLock {
+    func lock(timeout: Double, command: String) throws -> FileLock {
         try store.prepare()
         switch try FileLock.acquire(store.lockPath, timeout: timeout, command: command) {
         case .acquired(let lock):
@@ -62,18 +146,16 @@ public struct Engine: Sendable {
 
     /// Executes the plan's changes in order. Stops at the first failure; the outcome
     /// lists what was applied, what failed and what was not attempted.
-    public func apply(_ run: PlannedRun, manifest: Manifest, reporter: any ApplyReporter) async -> ApplyOutcome {
+    func execute(_ run: PlannedRun, reporter: any ApplyReporter) async -> ApplyOutcome {
         let started = Monotonic.nanoseconds()
         var outcome = ApplyOutcome()
+        outcome.changed = true
         outcome.warnings = run.plan.warnings
-        reporter.planned(run.plan)
-        let executor = Executor(store: store, runtime: runtime, installation: installation, logger: logger, manifest: manifest,
-                                observation: run.observation, options: run.options)
         let changes = run.plan.actionable
         var index = 0
         while index < changes.count {
             let group = Self.parallelGroup(changes, from: index)
-            let results = await execute(group, executor: executor, reporter: reporter)
+            let results = await execute(group, run: run, reporter: reporter)
             for (change, error) in zip(group, results) {
                 switch error {
                 case nil: outcome.applied.append(change.address)
@@ -111,7 +193,7 @@ public struct Engine: Sendable {
     }
 
     /// Runs `group` with at most `parallelism` changes in flight; the error of each, in order.
-    func execute(_ group: [Plan.ResourceChange], executor: Executor, reporter: any ApplyReporter) async -> [(any Error)?] {
+    func execute(_ group: [Plan.ResourceChange], run: PlannedRun, reporter: any ApplyReporter) async -> [(any Error)?] {
         await withTaskGroup(of: (Int, (any Error)?).self) { tasks in
             var results = [(any Error)?](repeating: nil, count: group.count)
             var next = 0
@@ -119,11 +201,15 @@ public struct Engine: Sendable {
                 let i = next
                 let change = group[i]
                 next += 1
+                let reconciler = reconcilers.first { $0.kind == change.address.kind }!
+                let context = ApplyContext(store: store, runtime: runtime, installation: installation, logger: logger,
+                                           options: run.options, observation: run.observation,
+                                           progress: { reporter.progress(change, $0) })
                 tasks.addTask {
                     reporter.start(change)
                     let t0 = Monotonic.nanoseconds()
                     do {
-                        try await executor.execute(change) { reporter.progress(change, $0) }
+                        try await reconciler.apply(change, context)
                         reporter.complete(change, milliseconds: Monotonic.milliseconds(since: t0))
                         return (i, nil)
                     } catch {
@@ -147,7 +233,7 @@ public struct Engine: Sendable {
 
     /// After a complete destroy nothing of tupp's may remain, not even its state
     /// directory — unless records of other resources are still there.
-    public func removeEmptyState() {
+    func removeEmptyState() {
         guard let records = try? store.load(), records.isEmpty else { return }
         for dir in ["\(store.directory)/containers", store.recordsDirectory] {
             if (try? Files.list(dir))?.isEmpty == true { rmdir(dir) }

@@ -2,6 +2,7 @@ import TuppPlan
 
 /// Receives apply progress: the CLI prints lines for people or JSON lines for machines.
 public protocol ApplyReporter: Sendable {
+    /// The plan apply is about to carry out (or refuses, when it has errors).
     func planned(_ plan: Plan)
     func start(_ change: Plan.ResourceChange)
     func progress(_ change: Plan.ResourceChange, _ message: String)
@@ -17,6 +18,8 @@ public struct ApplyOutcome: Sendable {
     public var notAttempted: [ResourceAddress] = []
     public var warnings: [String] = []
     public var milliseconds: Double = 0
+    /// False when the plan had nothing to do.
+    public var changed = false
 
     public init() {}
 

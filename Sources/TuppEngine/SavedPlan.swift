@@ -1,6 +1,6 @@
 import Crypto
-import FoundationEssentials
-import TuppManifest
+import TuppBase
+import TuppManifestLoader
 import TuppPlan
 import TuppSystem
 
@@ -9,9 +9,10 @@ import TuppSystem
 /// It pins what the reviewer saw: the manifest files' digest, tupp's version, a
 /// fingerprint of every observed object and the action planned for each resource. Apply
 /// re-observes and refuses the plan when any of these moved, naming what changed.
-public struct SavedPlan: Codable, Sendable {
+public struct SavedPlan: Sendable, Equatable {
     /// Marks the file as a tupp plan; also its format version.
-    public var tuppSavedPlan = 1
+    public static let formatVersion: Int64 = 1
+
     public var tuppVersion: String
     public var created: Double
     public var stateDirectory: String
@@ -22,12 +23,6 @@ public struct SavedPlan: Codable, Sendable {
     public var includeStorage: Bool
     public var fingerprints: [String: String]
     public var actions: [String: String]
-
-    enum CodingKeys: String, CodingKey {
-        case tuppSavedPlan = "tupp_saved_plan", tuppVersion = "tupp_version", created
-        case stateDirectory = "state_dir", manifests, manifestDigest = "manifest_digest"
-        case prune, destroy, includeStorage = "include_storage", fingerprints, actions
-    }
 
     public init(_ run: PlannedRun, loaded: LoadedManifest, stateDirectory: String, version: String) {
         tuppVersion = version
@@ -62,20 +57,73 @@ public struct SavedPlan: Codable, Sendable {
         "sha256:" + digest.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
-    /// The file: these fields, plus the plan as `tupp plan --json` prints it.
-    public func render(_ plan: Plan) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var text = String(decoding: try encoder.encode(self), as: UTF8.self)
-        text.removeLast()   // "}"
-        text += ",\"plan\":" + PlanJSON.render(plan, tuppVersion: tuppVersion).serialized() + "}\n"
-        return Array(text.utf8)
+    /// The file: these fields, plus `plan` — the plan as `tupp plan --json` prints it.
+    public func render(plan: JSON.Node) -> [UInt8] {
+        func strings(_ map: [String: String]) -> JSON.Node { .object(map.keys.sorted().map { ($0, .string(map[$0]!)) }) }
+        let node = JSON.object([
+            ("actions", strings(actions)),
+            ("created", .double(created)),
+            ("destroy", .bool(destroy)),
+            ("fingerprints", strings(fingerprints)),
+            ("include_storage", .bool(includeStorage)),
+            ("manifest_digest", .string(manifestDigest)),
+            ("manifests", .array(manifests.map { .string($0) })),
+            ("plan", plan),
+            ("prune", .bool(prune)),
+            ("state_dir", .string(stateDirectory)),
+            ("tupp_saved_plan", .int(Self.formatVersion)),
+            ("tupp_version", .string(tuppVersion)),
+        ])
+        return Array((node.serialized() + "\n").utf8)
+    }
+
+    /// Writes the file atomically.
+    public func write(to path: String, plan: JSON.Node) throws {
+        try Files.writeAtomically(path, render(plan: plan), mode: 0o644)
+    }
+
+    /// The saved plan at `path`; nil when the file is not one (a manifest, a directory).
+    public static func read(_ path: String) -> SavedPlan? {
+        guard let bytes = try? Files.read(path, limit: 64 << 20) else { return nil }
+        return parse(bytes)
     }
 
     /// nil when `bytes` is not a saved plan (a manifest, say).
     public static func parse(_ bytes: [UInt8]) -> SavedPlan? {
-        guard bytes.first(where: { $0 != 32 && $0 != 10 && $0 != 9 }) == UInt8(ascii: "{") else { return nil }
-        return try? JSONDecoder().decode(SavedPlan.self, from: Data(bytes))
+        guard bytes.first(where: { $0 != 32 && $0 != 10 && $0 != 9 }) == UInt8(ascii: "{"),
+              let json = try? JSON.parse(bytes), json["tupp_saved_plan"]?.int == formatVersion else { return nil }
+        func strings(_ key: String) -> [String: String]? {
+            guard case .object(let pairs)? = json[key] else { return nil }
+            var out: [String: String] = [:]
+            for (k, v) in pairs {
+                guard let s = v.string else { return nil }
+                out[k] = s
+            }
+            return out
+        }
+        guard let version = json["tupp_version"]?.string, let state = json["state_dir"]?.string,
+              case .array(let files)? = json["manifests"], let digest = json["manifest_digest"]?.string,
+              let fingerprints = strings("fingerprints"), let actions = strings("actions") else { return nil }
+        let manifests = files.compactMap(\.string)
+        guard manifests.count == files.count else { return nil }
+        return SavedPlan(tuppVersion: version, created: json["created"]?.double ?? 0, stateDirectory: state,
+                         manifests: manifests, manifestDigest: digest, prune: json["prune"]?.bool ?? true,
+                         destroy: json["destroy"]?.bool ?? false, includeStorage: json["include_storage"]?.bool ?? false,
+                         fingerprints: fingerprints, actions: actions)
+    }
+
+    init(tuppVersion: String, created: Double, stateDirectory: String, manifests: [String], manifestDigest: String,
+         prune: Bool, destroy: Bool, includeStorage: Bool, fingerprints: [String: String], actions: [String: String]) {
+        self.tuppVersion = tuppVersion
+        self.created = created
+        self.stateDirectory = stateDirectory
+        self.manifests = manifests
+        self.manifestDigest = manifestDigest
+        self.prune = prune
+        self.destroy = destroy
+        self.includeStorage = includeStorage
+        self.fingerprints = fingerprints
+        self.actions = actions
     }
 
     /// Why this plan can no longer be applied as reviewed; empty when it still holds.

@@ -1,3 +1,4 @@
+import TuppFacts
 import TuppPlan
 import TuppRuntime
 import TuppSystem
@@ -31,8 +32,8 @@ extension Engine {
             out.append(ContainerStatus(
                 name: address.name, state: record.status == .ready ? process.state.rawValue : record.status.rawValue,
                 pid: process.initPID > 0 ? process.initPID : nil, uptime: uptime,
-                image: values["image"].flatMap { if case .string(let s) = $0 { s } else { nil } },
-                address: values["network.address"].flatMap { if case .string(let s) = $0 { s } else { nil } },
+                image: values[ContainerAttribute.image]?.string,
+                address: values[ContainerAttribute.networkAddress]?.string,
                 restarts: process.restarts, lastExit: process.lastExit.map { "\($0.status)" }, lastExitAt: process.lastExit?.at,
                 error: process.error))
         }
@@ -43,7 +44,7 @@ extension Engine {
     }
 
     /// The supervisor directory of a running container, or an error a user can act on.
-    public func runningContainerDirectory(_ name: String) throws -> String {
+    func runningContainerDirectory(_ name: String) throws -> String {
         let records = try store.load()
         guard records[ResourceAddress(.container, name)] != nil else {
             let known = records.keys.filter { $0.kind == .container }.map(\.name).sorted()
@@ -57,5 +58,20 @@ extension Engine {
             throw SystemError.failure("exec", "container \(name)", "it is \(process.state.rawValue)\(process.lastExit.map { " (\($0.status))" } ?? ""); run tupp apply to start it")
         }
         return directory
+    }
+}
+
+extension Engine {
+    /// The argv that runs `command` in the running container `name`; the CLI execv()s it
+    /// so the command's exit status becomes its own.
+    public func execArguments(_ name: String, command: [String], env: [String: String] = [:], tty: Bool = false,
+                              workdir: String? = nil) throws -> [String] {
+        runtime.execCommand(directory: try runningContainerDirectory(name), command: command, env: env, tty: tty, workdir: workdir)
+    }
+
+    /// Copies the container's output to `output`; with `follow`, until the container stops.
+    public func logs(_ name: String, follow: Bool, to output: Int32) throws {
+        _ = try status([name])
+        try runtime.logs(directory: store.containerDirectory(name), follow: follow, to: output)
     }
 }

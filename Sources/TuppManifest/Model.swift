@@ -215,11 +215,31 @@ public struct Container: Sendable, Equatable {
     }
 }
 
+/// A position in a manifest file, 1-based like compilers print it.
+public struct Mark: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var line: Int
+    public var column: Int
+
+    public init(line: Int, column: Int) {
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(line):\(column)" }
+
+    public static func < (a: Mark, b: Mark) -> Bool { (a.line, a.column) < (b.line, b.column) }
+}
+
 /// Where manifest elements came from, for errors that point at them.
 public struct SourceMap: Sendable, Equatable {
     public struct Location: Sendable, Equatable {
         public var file: String
         public var mark: Mark
+
+        public init(file: String, mark: Mark) {
+            self.file = file
+            self.mark = mark
+        }
     }
 
     private var locations: [String: Location] = [:]

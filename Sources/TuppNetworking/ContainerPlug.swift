@@ -1,5 +1,6 @@
 import CNLRoute
 import Glibc
+import TuppFacts
 import TuppManifest
 import TuppSystem
 

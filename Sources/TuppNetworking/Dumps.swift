@@ -1,5 +1,6 @@
 import CNLRoute
 import Glibc
+import TuppFacts
 import TuppManifest
 import TuppSystem
 
@@ -221,3 +222,6 @@ enum RtnetlinkParser {
             priority: u32(table[Int(RTA_PRIORITY.rawValue)]) ?? 0)
     }
 }
+
+/// IFF_LOWER_UP (linux/if.h); glibc's net/if.h stops at IFF_DYNAMIC.
+let interfaceLowerUp: UInt32 = 0x10000

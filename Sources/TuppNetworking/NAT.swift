@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import Subprocess
+import SystemPackage
 import TuppManifest
 import TuppSystem
 

@@ -1,4 +1,5 @@
 import Dispatch
+import TuppFacts
 import TuppSystem
 
 extension NetlinkSession {

@@ -2,6 +2,7 @@ import CNLRoute
 import CTuppSys
 import Glibc
 import Synchronization
+import TuppFacts
 import TuppManifest
 import TuppSystem
 

@@ -1,6 +1,7 @@
 import CNLRoute
 import CTuppSys
 import Glibc
+import TuppFacts
 import TuppManifest
 import TuppSystem
 

@@ -15,39 +15,64 @@ public struct Plan: Sendable, Equatable {
         }
     }
 
-    /// One reason behind an action: a field that changes, or a condition of the live object.
+    /// One reason behind an action: an attribute that changes, a condition of the live
+    /// object, or a change of a resource this one depends on.
     public struct Reason: Sendable, Equatable {
         /// The attribute path, when the reason is a changed attribute.
-        public var path: String?
+        public var path: AttributePath?
         public var before: Value?
         public var after: Value?
+        /// The live object's condition, when that is the reason.
+        public var condition: (any ResourceCondition)?
+        /// The dependency whose change this follows ("image.box is replaced").
+        public var dependency: ResourceAddress?
         public var message: String?
         public var effect: ChangeEffect
 
-        public init(path: String? = nil, before: Value? = nil, after: Value? = nil, message: String? = nil, effect: ChangeEffect) {
+        public init(path: AttributePath, before: Value?, after: Value?, effect: ChangeEffect) {
             self.path = path
             self.before = before
             self.after = after
+            self.effect = effect
+        }
+
+        public init(_ condition: any ResourceCondition) {
+            self.condition = condition
+            message = condition.description
+            effect = condition.effect
+        }
+
+        public init(dependency: ResourceAddress, message: String, effect: ChangeEffect) {
+            self.dependency = dependency
             self.message = message
             self.effect = effect
         }
 
         public var forcesReplacement: Bool { effect == .replace }
+
+        public static func == (a: Reason, b: Reason) -> Bool {
+            a.path == b.path && a.before == b.before && a.after == b.after && a.dependency == b.dependency
+                && a.message == b.message && a.effect == b.effect
+                && (a.condition == nil) == (b.condition == nil) && (a.condition.map { c in b.condition.map(c.isEqual) ?? false } ?? true)
+        }
     }
 
     public struct ResourceChange: Sendable, Equatable {
         public var address: ResourceAddress
         public var action: Action
-        public var before: [String: Value]?
-        public var after: [String: Value]?
+        public var before: Attributes?
+        public var after: Attributes?
         public var reasons: [Reason]
         /// The strongest effect among the reasons (for updates: in place or a restart).
         public var effect: ChangeEffect?
         /// A note printed under the resource ("not in manifest", "the writable snapshot is discarded").
         public var notes: [String]
+        /// The resolved desired value the reconciler applies; nil for removals of
+        /// resources the manifest no longer declares.
+        public var spec: (any ResourceSpec)?
 
-        public init(address: ResourceAddress, action: Action, before: [String: Value]?, after: [String: Value]?,
-                    reasons: [Reason] = [], effect: ChangeEffect? = nil, notes: [String] = []) {
+        public init(address: ResourceAddress, action: Action, before: Attributes?, after: Attributes?,
+                    reasons: [Reason] = [], effect: ChangeEffect? = nil, notes: [String] = [], spec: (any ResourceSpec)? = nil) {
             self.address = address
             self.action = action
             self.before = before
@@ -55,6 +80,23 @@ public struct Plan: Sendable, Equatable {
             self.reasons = reasons
             self.effect = effect
             self.notes = notes
+            self.spec = spec
+        }
+
+        /// The spec, as the reconciler of this kind knows it.
+        public func spec<S: ResourceSpec>(_ type: S.Type) -> S? { spec as? S }
+
+        /// True when `path` (or a member of the family `path`) is among the changed attributes.
+        public func changes(_ path: AttributePath) -> Bool {
+            reasons.contains { $0.path == path || $0.path?.isWithin(path) == true }
+        }
+
+        /// The conditions behind this change that are of the given kind's enum.
+        public func conditions<C: ResourceCondition>(_ type: C.Type) -> [C] { reasons.compactMap { $0.condition as? C } }
+
+        public static func == (a: ResourceChange, b: ResourceChange) -> Bool {
+            a.address == b.address && a.action == b.action && a.before == b.before && a.after == b.after
+                && a.reasons == b.reasons && a.effect == b.effect && a.notes == b.notes && sameSpec(a.spec, b.spec)
         }
     }
 
@@ -74,6 +116,9 @@ public struct Plan: Sendable, Equatable {
     }
 
     public var actionable: [ResourceChange] { changes.filter { $0.action != .noop } }
+
+    /// The note of a removal the manifest asked for by leaving the resource out.
+    public static let notInManifest = "not in manifest"
     public var hasChanges: Bool { !actionable.isEmpty }
 
     public struct Summary: Sendable, Equatable {
@@ -117,7 +162,8 @@ public struct PlanOptions: Sendable {
     }
 }
 
-/// The pure planner: desired + observed → plan. No I/O, no system modules.
+/// The pure planner: desired + observed → plan. No I/O, no system modules. What is
+/// particular to a kind (the pool's rules, a container's lost snapshot) is in Kinds/.
 public enum Planner {
     public static func plan(desired: [DesiredResource], observed: ObservedState, options: PlanOptions = PlanOptions()) -> Plan {
         var plan = Plan(drift: (observed.drift + observed.resources.values.flatMap(\.drift)).sorted { ($0.address, $0.message) < ($1.address, $1.message) },
@@ -129,7 +175,9 @@ public enum Planner {
             for d in desired {
                 guard let o = observed.resources[d.address] else { continue }
                 if d.address.kind == .pool {
-                    changes[d.address] = poolTeardown(o, includeStorage: options.includeStorage)
+                    var teardown = PoolKind.teardown(o, includeStorage: options.includeStorage)
+                    teardown.spec = d.spec
+                    changes[d.address] = teardown
                     // Unmounting would fail (or strand them): everything in the pool must go too.
                     let declared = Set(desired.map(\.address))
                     let stranded = observed.resources.values.filter {
@@ -146,7 +194,7 @@ public enum Planner {
                     changes[d.address] = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: o.attributes)
                     continue
                 }
-                changes[d.address] = Plan.ResourceChange(address: d.address, action: .delete, before: o.attributes, after: nil)
+                changes[d.address] = Plan.ResourceChange(address: d.address, action: .delete, before: o.attributes, after: nil, spec: d.spec)
             }
             return finish(plan, changes)
         }
@@ -161,9 +209,9 @@ public enum Planner {
                 for dep in d.dependencies {
                     guard let depChange = changes[dep] else { continue }
                     if dep.kind == .image && depChange.action == .replace {
-                        change.reasons.append(Plan.Reason(message: "\(dep) is replaced", effect: .replace))
+                        change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is replaced", effect: .replace))
                     } else if dep.kind == .network && (depChange.action == .replace || depChange.action == .create) {
-                        change.reasons.append(Plan.Reason(message: "\(dep) is \(depChange.action == .replace ? "replaced" : "created"): plugged again", effect: .inPlace))
+                        change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is \(depChange.action == .replace ? "replaced" : "created"): plugged again", effect: .inPlace))
                     }
                 }
                 settle(&change, protect: d.protect || (o?.protect ?? false), errors: &plan.errors)
@@ -186,7 +234,7 @@ public enum Planner {
                 continue
             }
             changes[address] = Plan.ResourceChange(address: address, action: .delete, before: o.attributes, after: nil,
-                                                   notes: ["not in manifest"])
+                                                   notes: [Plan.notInManifest])
         }
         // An image still used by a container that stays cannot be deleted.
         for (address, change) in changes where address.kind == .image && change.action == .delete {
@@ -201,67 +249,36 @@ public enum Planner {
     /// Desired vs observed for one resource.
     static func diff(_ d: DesiredResource, _ o: ObservedResource?, errors: inout [String]) -> Plan.ResourceChange {
         guard let o else {
-            return Plan.ResourceChange(address: d.address, action: .create, before: nil, after: d.attributes)
+            return Plan.ResourceChange(address: d.address, action: .create, before: nil, after: d.attributes, spec: d.spec)
         }
+        var change = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes, spec: d.spec)
         if !o.owned && d.address.kind != .pool {
             errors.append("\(d.address) exists on the host but was not created by tupp; remove it or choose another name")
-            return Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes)
+            return change
         }
-        var change = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes)
         if o.external {
             let differing = d.attributes.keys.sorted().filter { o.attributes[$0] != d.attributes[$0] }
             if !differing.isEmpty {
-                errors.append("\(d.address) uses an existing object tupp did not create and will not change; it differs in \(differing.joined(separator: ", "))")
+                errors.append("\(d.address) uses an existing object tupp did not create and will not change; it differs in \(differing.map(\.name).joined(separator: ", "))")
             }
             return change
         }
+        let schema = d.address.kind.schema
         for path in d.attributes.keys.sorted() where o.attributes[path] != d.attributes[path] {
-            change.reasons.append(Plan.Reason(path: path, before: o.attributes[path], after: d.attributes[path],
-                                              effect: AttributeEffects.effect(d.address.kind, path)))
+            change.reasons.append(Plan.Reason(path: path, before: o.attributes[path], after: d.attributes[path], effect: schema.effect(of: path)))
         }
         // Attributes that were set and are no longer declared (an env var removed, say).
-        for path in o.attributes.keys.sorted() where d.attributes[path] == nil && removable(d.address.kind, path) {
-            change.reasons.append(Plan.Reason(path: path, before: o.attributes[path], after: nil,
-                                              effect: AttributeEffects.effect(d.address.kind, path)))
+        for path in o.attributes.keys.sorted() where d.attributes[path] == nil && schema.isOptional(path) {
+            change.reasons.append(Plan.Reason(path: path, before: o.attributes[path], after: nil, effect: schema.effect(of: path)))
         }
         if d.protect != o.protect {
-            change.reasons.append(Plan.Reason(path: "protect", before: .bool(o.protect), after: .bool(d.protect), effect: .inPlace))
+            change.reasons.append(Plan.Reason(path: .protect, before: .bool(o.protect), after: .bool(d.protect), effect: .inPlace))
         }
         for condition in o.conditions {
-            change.reasons.append(Plan.Reason(message: condition.message, effect: condition.effect))
+            change.reasons.append(Plan.Reason(condition))
         }
-        if d.address.kind == .pool { checkPool(d, o, &change, errors: &errors) }
+        if d.address.kind == .pool { PoolKind.check(&change, errors: &errors) }
         return change
-    }
-
-    /// Only attributes the manifest can omit count as removed when missing.
-    static func removable(_ kind: ResourceKind, _ path: String) -> Bool {
-        switch kind {
-        case .container: path.hasPrefix("env.") || path.hasPrefix("network.") || path == "mounts" || path == "hostname"
-        default: false
-        }
-    }
-
-    static func checkPool(_ d: DesiredResource, _ o: ObservedResource, _ change: inout Plan.ResourceChange, errors: inout [String]) {
-        for reason in change.reasons {
-            switch reason.path {
-            case "root"?, "device.file"?:
-                if reason.before != nil {
-                    errors.append("pool.\(d.address.name): changing storage.\(reason.path!) (\(reason.before!) → \(reason.after.map(\.description) ?? "none")) would abandon the existing pool; run `tupp destroy --include-storage` with the old manifest first")
-                }
-            case "device.size"?:
-                if case .int(let old)? = reason.before, case .int(let new)? = reason.after, new < old {
-                    errors.append("pool.\(d.address.name): shrinking storage.device.size from \(old) to \(new) bytes is refused (btrfs data could be lost); grow it or keep the size")
-                }
-            default: break
-            }
-        }
-        // A pool is grown or remounted, never replaced.
-        change.reasons = change.reasons.map { r in
-            var r = r
-            if r.effect == .replace { r.effect = .inPlace }
-            return r
-        }
     }
 
     /// Sets the action from the strongest reason; refuses to replace protected resources.
@@ -279,30 +296,15 @@ public enum Planner {
             change.action = .replace
         default: change.action = .update
         }
-        if change.action == .replace && change.address.kind == .container && !change.notes.contains(snapshotNote(change.address)) {
-            change.notes.append(snapshotNote(change.address))
+        let note = ContainerKind.snapshotNote(change.address)
+        if change.action == .replace && change.address.kind == .container && !change.notes.contains(note) {
+            change.notes.append(note)
         }
-    }
-
-    static func snapshotNote(_ address: ResourceAddress) -> String {
-        "the writable snapshot containers/\(address.name) is discarded: changes made inside the container are lost"
     }
 
     static func describe(_ r: Plan.Reason) -> String {
         if let path = r.path { return "\(path): \(r.before.map(\.description) ?? "none") → \(r.after.map(\.description) ?? "none")" }
         return r.message ?? ""
-    }
-
-    static func poolTeardown(_ o: ObservedResource, includeStorage: Bool) -> Plan.ResourceChange {
-        var change = Plan.ResourceChange(address: o.address, action: .delete, before: o.attributes, after: nil)
-        if case .string(let file)? = o.attributes["device.file"] {
-            change.notes.append(includeStorage ? "unmounted, and \(file) is deleted with all its data"
-                                               : "unmounted; \(file) and its data are kept (add --include-storage to delete it)")
-        } else {
-            change.notes.append("tupp's directories are left on the existing btrfs filesystem")
-            if !includeStorage { change.action = .noop }
-        }
-        return change
     }
 
     /// Orders changes for execution: deletes first (containers, networks, images, pool),

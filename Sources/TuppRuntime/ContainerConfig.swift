@@ -1,3 +1,4 @@
+import TuppBase
 import TuppManifest
 import TuppSystem
 

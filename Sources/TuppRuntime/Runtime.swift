@@ -1,5 +1,7 @@
 import CTuppSys
 import Glibc
+import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppSystem
 

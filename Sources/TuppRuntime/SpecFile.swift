@@ -1,4 +1,5 @@
 import Glibc
+import TuppManifest
 import TuppSystem
 
 /// DIR/spec, the container description tupp-shim reads (format documented at the top of

@@ -1,3 +1,4 @@
+import TuppFacts
 import TuppManifest
 import TuppSystem
 

@@ -1,4 +1,5 @@
 import CArchive
+import CTuppSys
 import Glibc
 import TuppSystem
 

@@ -1,35 +1,8 @@
 import CBtrfsUtil
 import CTuppSys
 import Glibc
+import TuppFacts
 import TuppSystem
-
-/// A btrfs subvolume as libbtrfsutil reports it.
-public struct SubvolumeInfo: Sendable, Equatable, Hashable {
-    /// Path relative to the pool root, e.g. "images/box" or "containers/web".
-    public var path: String
-    /// Subvolume id, unique within the filesystem.
-    public var id: UInt64
-    /// UUID in the 8-4-4-4-12 form `btrfs subvolume show` prints.
-    public var uuid: String
-    /// UUID of the subvolume this one is a snapshot of; nil when it is not a snapshot.
-    public var parentUUID: String?
-    public var readOnly: Bool
-    /// Transaction id of the subvolume root: changes whenever the subvolume changes.
-    public var generation: UInt64
-    /// Creation time, seconds since the epoch.
-    public var createdAt: Double
-
-    public init(path: String, id: UInt64, uuid: String, parentUUID: String?, readOnly: Bool,
-                generation: UInt64, createdAt: Double) {
-        self.path = path
-        self.id = id
-        self.uuid = uuid
-        self.parentUUID = parentUUID
-        self.readOnly = readOnly
-        self.generation = generation
-        self.createdAt = createdAt
-    }
-}
 
 /// Thin, throwing wrappers over libbtrfsutil. Every failure names the operation and the
 /// subvolume, with libbtrfsutil's own message and the errno it left behind.

@@ -1,19 +1,9 @@
 import Crypto
-import FoundationEssentials
+import CTuppSys
 import Glibc
+import TuppBase
+import TuppManifest
 import TuppSystem
-
-/// Where an image's rootfs comes from.
-public enum ImageSource: Sendable, Equatable {
-    /// A static busybox binary: copied to /bin/busybox with one symlink per applet.
-    case busybox(path: String)
-    /// A rootfs tarball (`docker export` output), plain or gzip/zstd/xz compressed.
-    case tar(path: String)
-    /// An OCI image layout; `tag` selects via org.opencontainers.image.ref.name.
-    case oci(layout: String, tag: String?)
-    /// A host directory, copied as is.
-    case directory(path: String)
-}
 
 /// "sha256:<hex>" identities of image sources, cached so an unchanged 200 MB tarball is
 /// not hashed again on every plan.
@@ -24,14 +14,32 @@ public enum ImageSource: Sendable, Equatable {
 struct SourceIdentity {
     /// nil: hash without reading or writing a cache.
     let cacheDirectory: String?
+    /// False: read the cache but never write it (a plan changes nothing on the host).
+    var updatesCache = true
 
-    struct CacheFile: Codable {
+    struct CacheFile {
         /// Key: path relative to the source ("" for a single file) → stamp and digest.
         var entries: [String: Entry] = [:]
-        struct Entry: Codable, Equatable { var stamp: String; var digest: String }
+        struct Entry: Equatable { var stamp: String; var digest: String }
+
+        init() {}
+
+        init?(json: JSON.Node) {
+            guard case .object(let pairs)? = json["entries"] else { return nil }
+            for (key, node) in pairs {
+                guard let stamp = node["stamp"]?.string, let digest = node["digest"]?.string else { return nil }
+                entries[key] = Entry(stamp: stamp, digest: digest)
+            }
+        }
+
+        var json: JSON.Node {
+            .object([("entries", .object(entries.keys.sorted().map { key in
+                (key, .object([("digest", .string(entries[key]!.digest)), ("stamp", .string(entries[key]!.stamp))]))
+            }))])
+        }
     }
 
-    func identify(_ source: ImageSource) throws -> String {
+    func identify(_ source: Image.Source) throws -> String {
         switch source {
         case .tar(let path), .busybox(let path):
             var cache = loadCache(for: path)
@@ -138,14 +146,13 @@ struct SourceIdentity {
 
     private func loadCache(for source: String) -> CacheFile {
         guard let path = cachePath(for: source), let bytes = try? Files.read(path, limit: 64 << 20),
-              let cache = try? JSONDecoder().decode(CacheFile.self, from: Data(bytes)) else { return CacheFile() }
+              let json = try? JSON.parse(bytes), let cache = CacheFile(json: json) else { return CacheFile() }
         return cache
     }
 
     private func saveCache(_ cache: CacheFile, for source: String) throws {
-        guard let cacheDirectory, let path = cachePath(for: source) else { return }
+        guard updatesCache, let cacheDirectory, let path = cachePath(for: source) else { return }
         try Files.createDirectory(cacheDirectory, mode: 0o700)
-        let data = try JSONEncoder().encode(cache)
-        try Files.writeAtomically(path, Array(data))
+        try Files.writeAtomically(path, Array(cache.json.serialized().utf8))
     }
 }

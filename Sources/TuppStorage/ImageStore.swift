@@ -1,19 +1,10 @@
 import CBtrfsUtil
 import CTuppSys
 import Glibc
+import TuppBase
+import TuppFacts
+import TuppManifest
 import TuppSystem
-
-/// Everything in the pool, from one pass over the filesystem's subvolumes.
-public struct PoolContents: Sendable, Equatable {
-    /// images/NAME → its subvolume.
-    public var images: [String: SubvolumeInfo] = [:]
-    /// containers/NAME → its subvolume.
-    public var containers: [String: SubvolumeInfo] = [:]
-    /// images/.import-* — temporary subvolumes of imports that were interrupted.
-    public var leftovers: [SubvolumeInfo] = []
-    /// Any other subvolume below the pool root, e.g. one a container made inside itself.
-    public var others: [SubvolumeInfo] = []
-}
 
 /// The result of an import.
 public struct ImportedImage: Sendable, Equatable {
@@ -31,7 +22,7 @@ public struct ImportedImage: Sendable, Equatable {
 public struct ImageStore: Sendable {
     public let poolRoot: String
 
-    static let leftoverPrefix = ".import-"
+    static let leftoverPrefix = PoolContents.importPrefix
 
     public init(poolRoot: String) {
         self.poolRoot = poolRoot
@@ -95,9 +86,10 @@ public struct ImageStore: Sendable {
     // MARK: - Identity
 
     /// "sha256:<hex>" of the source: the tar file, the busybox binary, the OCI manifest
-    /// digest, or the directory tree. File digests are cached in `cacheDirectory`.
-    public func identify(_ source: ImageSource, cacheDirectory: String) throws -> String {
-        try SourceIdentity(cacheDirectory: cacheDirectory).identify(source)
+    /// digest, or the directory tree. File digests are cached in `cacheDirectory`;
+    /// `updatingCache` false reads the cache but writes nothing (for a plan).
+    public static func identify(_ source: Image.Source, cacheDirectory: String, updatingCache: Bool = true) throws -> String {
+        try SourceIdentity(cacheDirectory: cacheDirectory, updatesCache: updatingCache).identify(source)
     }
 
     // MARK: - Import
@@ -112,7 +104,7 @@ public struct ImageStore: Sendable {
     /// its current (device, inode, size, mtime, ctime) is not hashed again — the stamp is
     /// checked on the descriptor read from, before and after extraction; otherwise the
     /// digest computed while extracting is stored there for the next plan.
-    public func importImage(name: String, from source: ImageSource, cacheDirectory: String? = nil,
+    public func importImage(name: String, from source: Image.Source, cacheDirectory: String? = nil,
                             progress: ((ImportProgress) -> Void)? = nil) async throws -> ImportedImage {
         try Self.validate(name: name, kind: "image")
         let images = try openPoolDirectory("images")
@@ -139,7 +131,7 @@ public struct ImageStore: Sendable {
         }
     }
 
-    private func populate(_ writer: RootfsWriter, from source: ImageSource, meter: ProgressMeter,
+    private func populate(_ writer: RootfsWriter, from source: Image.Source, meter: ProgressMeter,
                           cacheDirectory: String?) async throws -> String {
         switch source {
         case .tar(let path):

@@ -1,5 +1,6 @@
 import CTuppSys
 import Glibc
+import TuppBase
 import TuppSystem
 
 /// Loop devices, attached by tupp itself through /dev/loop-control (no losetup).

@@ -2,36 +2,10 @@ import CTuppSys
 import Glibc
 import Subprocess
 import SystemPackage
+import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppSystem
-
-/// What the host shows about a pool right now; the planner diffs it against the manifest's `Storage`.
-public struct PoolObservation: Sendable, Equatable {
-    public var rootExists: Bool
-    /// Permission bits of the root directory (e.g. 0o700), nil when it does not exist.
-    public var rootMode: UInt32?
-    /// statfs(2) on the root says btrfs.
-    public var onBtrfs: Bool
-    /// A filesystem is mounted exactly at the root (mountinfo).
-    public var mounted: Bool
-    /// The mount's source, e.g. "/dev/loop3".
-    public var mountSource: String?
-    /// "/dev/loopN" when the mount at the root comes from a loop device.
-    public var loopDevice: String?
-    /// The file behind that loop device (/sys/block/loopN/loop/backing_file).
-    public var backingFile: String?
-    /// Whether the configured device file exists (false without a device).
-    public var fileExists: Bool
-    public var fileSize: UInt64?
-    /// Bytes the mounted btrfs spans (sum of its devices' sizes), nil when not mounted.
-    public var filesystemSize: UInt64?
-
-    /// True when the mounted loop device is backed by the configured file.
-    public func isBacked(by device: Storage.Device) -> Bool {
-        guard let backingFile else { return false }
-        return backingFile == (Paths.canonical(device.file) ?? device.file)
-    }
-}
 
 /// Operations on the pool. Each one is safe to repeat: it does only what is missing.
 public enum Pool {
@@ -40,7 +14,7 @@ public enum Pool {
         let root = Paths.canonical(config.root) ?? config.root
         var observation = PoolObservation(rootExists: false, rootMode: nil, onBtrfs: false, mounted: false,
                                           mountSource: nil, loopDevice: nil, backingFile: nil,
-                                          fileExists: false, fileSize: nil, filesystemSize: nil)
+                                          fileExists: false, fileSize: nil, filesystemSize: nil, backedByDevice: false)
         var st = stat()
         if stat(root, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
             observation.rootExists = true
@@ -53,6 +27,9 @@ public enum Pool {
             if mount.source.hasPrefix("/dev/loop") {
                 observation.loopDevice = mount.source
                 observation.backingFile = LoopDevice.backingFile(of: mount.source)
+                if let device = config.device, let backing = observation.backingFile {
+                    observation.backedByDevice = backing == (Paths.canonical(device.file) ?? device.file)
+                }
             }
             if let fd = try? FileDescriptor.open(root, O_RDONLY | O_DIRECTORY) {
                 var total: UInt64 = 0
@@ -103,7 +80,7 @@ public enum Pool {
         }
         let observation = observe(config)
         if observation.mounted {
-            guard observation.isBacked(by: device) else {
+            guard observation.backedByDevice else {
                 throw SystemError.failure("mount pool", config.root,
                                           "\(observation.mountSource ?? "another filesystem") is already mounted there, not \(device.file)")
             }
@@ -147,7 +124,7 @@ public enum Pool {
             try mount(config)
             observation = observe(config)
         }
-        guard let loop = observation.loopDevice, observation.isBacked(by: device) else {
+        guard let loop = observation.loopDevice, observation.backedByDevice else {
             throw SystemError.failure("grow pool", config.root, "not mounted from a loop device backed by \(device.file)")
         }
         try LoopDevice.refreshCapacity(loop)
@@ -161,7 +138,7 @@ public enum Pool {
         guard let device = config.device else { return }
         let observation = observe(config)
         guard observation.mounted else { return }
-        guard observation.isBacked(by: device) else {
+        guard observation.backedByDevice else {
             throw SystemError.failure("unmount pool", config.root,
                                       "mounted from \(observation.mountSource ?? "?"), not from \(device.file); leaving it alone")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CTuppSys
 import Glibc
+import TuppFacts
 import TuppRuntime
 import TuppSystem
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import TuppStorage
+import TuppManifest
 import TuppSystem
 
 /// Image import through ImageStore against the usual tools, interleaved round by round
@@ -40,7 +41,7 @@ struct ImportBench: AsyncParsableCommand {
         try Files.createDirectory(scratch, mode: 0o700)
         var tupp: Series
         var references: [(series: Series, command: (String) -> [[String]])]
-        let source: ImageSource
+        let source: Image.Source
         if let tar {
             source = .tar(path: tar)
             tupp = Series("import.tar.tupp")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import TuppFacts
 import TuppStorage
 import TuppSystem
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Glibc
+import TuppBase
 import TuppEngine
-import TuppPlan
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -113,13 +113,12 @@ struct ExecCommand: ParsableCommand {
         if argv.first == "--" { argv.removeFirst() }
         guard !argv.isEmpty else { throw ValidationError("give a command to run, e.g. tupp exec \(name) -- sh") }
         let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
-        let directory = try engine.runningContainerDirectory(name)
         var environment: [String: String] = [:]
         for item in env {
             let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             environment[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
-        let shim = engine.runtime.execCommand(directory: directory, command: argv, env: environment, tty: tty, workdir: workdir)
+        let shim = try engine.execArguments(name, command: argv, env: environment, tty: tty, workdir: workdir)
         // Replace this process: the shim joins the namespaces single-threaded and its
         // exit status becomes ours.
         let cArgs = shim.map { strdup($0) } + [nil]
@@ -151,9 +150,6 @@ struct LogsCommand: ParsableCommand {
     var name: String
 
     func run() throws {
-        let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
-        let statuses = try engine.status([name])
-        _ = statuses
-        try engine.runtime.logs(directory: engine.store.containerDirectory(name), follow: follow, to: 1)
+        try Engine(stateDirectory: global.stateDirectory, logger: global.logger).logs(name, follow: follow, to: 1)
     }
 }

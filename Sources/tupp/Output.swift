@@ -1,7 +1,9 @@
 import Glibc
 import Synchronization
+import TuppBase
 import TuppEngine
 import TuppPlan
+import TuppRender
 
 /// Whether to paint: only on a terminal, never with NO_COLOR (no-color.org).
 func colorEnabled(fd: Int32 = 1) -> Bool {
@@ -35,7 +37,10 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
         self.operation = operation
     }
 
-    func planned(_ plan: Plan) {}
+    func planned(_ plan: Plan) {
+        emit(PlanText.render(plan, style: style))
+        if plan.hasChanges && plan.errors.isEmpty { emit("\n") }
+    }
 
     func start(_ change: Plan.ResourceChange) {
         lock.withLock { state in
@@ -84,6 +89,7 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
     }
 
     func summary(_ outcome: ApplyOutcome) {
+        guard outcome.changed else { return }   // the plan said "No changes." and its warnings
         for w in outcome.warnings { emit(style.yellow("Warning:") + " \(w)\n") }
         if outcome.succeeded {
             emit(style.bold("\(operation) complete!") + " \(outcome.applied.count) change\(outcome.applied.count == 1 ? "" : "s") in \(formatMilliseconds(outcome.milliseconds)).\n")

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Glibc
 import TuppEngine
+import TuppBase
 import TuppManifest
+import TuppManifestLoader
 import TuppPlan
-import TuppSystem
+import TuppRender
 
 enum PlanFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json, markdown
@@ -57,10 +59,10 @@ struct PlanCommand: AsyncParsableCommand {
         let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy))
         if let out, run.plan.errors.isEmpty {
             let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
-            try Files.writeAtomically(out, try saved.render(run.plan), mode: 0o644)
+            try saved.write(to: out, plan: PlanJSON.render(run.plan, tuppVersion: Tupp.version))
         }
         switch json ? .json : format {
-        case .text: emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()), destroy: destroy))
+        case .text: emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled())))
         case .json: emit(PlanJSON.render(run.plan, tuppVersion: Tupp.version).serialized() + "\n")
         case .markdown: emit(PlanMarkdown.render(run.plan))
         }
@@ -106,16 +108,14 @@ struct ApplyCommand: AsyncParsableCommand {
     var lockTimeout: Double = 60
 
     func run() async throws {
-        if paths.count == 1, let bytes = try? Files.read(paths[0], limit: 64 << 20), let saved = SavedPlan.parse(bytes) {
+        if paths.count == 1, let saved = SavedPlan.read(paths[0]) {
             let loaded = try loadManifests(saved.manifests)
-            try await runApply(loaded.manifest, options: saved.options, json: json, lockTimeout: lockTimeout,
-                               global: global, command: "apply") { run in
-                saved.staleness(now: run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
-            }
+            try await runApply(loaded, options: saved.options, reviewed: saved, json: json, lockTimeout: lockTimeout,
+                               global: global, command: "apply")
             return
         }
         let loaded = try loadManifests(paths)
-        try await runApply(loaded.manifest, options: PlanOptions(prune: !noPrune), json: json,
+        try await runApply(loaded, options: PlanOptions(prune: !noPrune), json: json,
                            lockTimeout: lockTimeout, global: global, command: "apply")
     }
 }
@@ -151,41 +151,28 @@ struct DestroyCommand: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadManifests(paths)
-        try await runApply(loaded.manifest, options: PlanOptions(destroy: true, includeStorage: includeStorage), json: json,
+        try await runApply(loaded, options: PlanOptions(destroy: true, includeStorage: includeStorage), json: json,
                            lockTimeout: lockTimeout, global: global, command: "destroy")
     }
 }
 
-/// Shared by apply and destroy: lock, plan, show, execute, report.
-/// `stale` (saved plans): reasons the freshly made plan differs from the reviewed one.
-func runApply(_ manifest: Manifest, options: PlanOptions, json: Bool, lockTimeout: Double, global: GlobalOptions, command: String,
-              stale: (PlannedRun) -> [String] = { _ in [] }) async throws {
+/// Apply and destroy: the engine does the work; this picks the reporter and turns a
+/// refusal or failure into the exit status.
+func runApply(_ loaded: LoadedManifest, options: PlanOptions, reviewed: SavedPlan? = nil, json: Bool, lockTimeout: Double,
+              global: GlobalOptions, command: String) async throws {
     let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
-    let lock = try engine.lock(timeout: lockTimeout, command: CommandLine.arguments.joined(separator: " "))
-    defer { withExtendedLifetime(lock) {} }
-    let run = try await engine.plan(manifest, options: options)
-    let reasons = stale(run)
-    if !reasons.isEmpty {
-        printError("The saved plan is stale and was not applied:\n" + reasons.map { "  - \($0)" }.joined(separator: "\n")
-                   + "\nRun tupp plan --out again and review the new plan.")
+    let reporter: any ApplyReporter = json ? JSONReporter(version: Tupp.version)
+                                           : TextReporter(operation: options.destroy ? "Destroy" : "Apply")
+    do {
+        let outcome = try await engine.apply(loaded, options: options, reviewed: reviewed, version: Tupp.version,
+                                             lockTimeout: lockTimeout, holder: CommandLine.arguments.joined(separator: " "),
+                                             reporter: reporter)
+        if !outcome.succeeded { throw ExitCode(1) }
+    } catch let refusal as ApplyRefusal {
+        switch refusal {
+        case .stale: printError("\(refusal)")
+        case .planErrors: printError("\(command) refused: \(refusal)")
+        }
         throw ExitCode(1)
     }
-    let reporter: any ApplyReporter = json ? JSONReporter(version: Tupp.version) : TextReporter(operation: options.destroy ? "Destroy" : "Apply")
-    if !run.plan.errors.isEmpty {
-        if json { reporter.planned(run.plan) } else { emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()))) }
-        printError("\(command) refused: the plan has \(run.plan.errors.count) error\(run.plan.errors.count == 1 ? "" : "s").")
-        throw ExitCode(1)
-    }
-    if !json {
-        emit(PlanText.render(run.plan, style: Style(enabled: colorEnabled()), destroy: options.destroy))
-        if run.plan.hasChanges { emit("\n") }
-    }
-    guard run.plan.hasChanges else {
-        if json { reporter.planned(run.plan); reporter.summary(ApplyOutcome()) }
-        // A destroy interrupted after its last change still owes removing the state directory.
-        if options.destroy { engine.removeEmptyState() }
-        return
-    }
-    let outcome = await engine.apply(run, manifest: manifest, reporter: reporter)
-    if !outcome.succeeded { throw ExitCode(1) }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import Glibc
 import TuppManifest
+import TuppManifestLoader
 
 @main
 struct Tupp: AsyncParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import TuppManifest
+import TuppManifestLoader
 
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(

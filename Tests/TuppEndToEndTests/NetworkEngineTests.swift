@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppFacts
 import TuppNetworking
 import TuppSystem
 import TuppTestSupport

@@ -1,5 +1,6 @@
 import Testing
 import TuppManifest
+import TuppManifestLoader
 import TuppSystem
 
 /// The invalid-manifest corpus: every file states where tupp must point and what it

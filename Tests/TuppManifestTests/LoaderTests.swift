@@ -1,5 +1,7 @@
 import Testing
+import TuppBase
 import TuppManifest
+import TuppManifestLoader
 
 @Suite struct LoaderTests {
     static let seed = """

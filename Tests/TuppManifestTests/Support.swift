@@ -1,4 +1,5 @@
 import TuppManifest
+import TuppManifestLoader
 
 enum ManifestLoaderTestSupport {
     static func load(_ text: String, file: String = "/tmp/test/tupperware.yaml") -> Result<LoadedManifest, ManifestLoader.Failure> {

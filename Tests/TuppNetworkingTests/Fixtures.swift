@@ -1,7 +1,8 @@
-import Testing
 import Foundation
 import Glibc
 import Synchronization
+import Testing
+import TuppFacts
 import TuppManifest
 import TuppNetworking
 import TuppSystem

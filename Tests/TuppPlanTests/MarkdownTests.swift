@@ -1,12 +1,13 @@
 import Testing
 import TuppManifest
 import TuppPlan
+import TuppRender
 
 @Suite struct MarkdownTests {
     @Test func destroysAndReplacementsComeFirst() {
         let d = desired(sampleManifest(containers: 2))
         var o = matching(d)
-        o.resources[ResourceAddress(.container, "c1")]!.attributes["image"] = .string("old")
+        o.resources[ResourceAddress(.container, "c1")]!.attributes[ContainerAttribute.image] = .string("old")
         o.resources[ResourceAddress(.container, "gone")] = ObservedResource(ResourceAddress(.container, "gone"))
         let md = PlanMarkdown.render(Planner.plan(desired: d, observed: o))
         #expect(md.hasPrefix("### tupp plan\n\n**Plan:** 0 to add, 0 to change, 1 to replace, 1 to destroy.\n\n#### Destroyed or replaced\n\n"), "\(md)")

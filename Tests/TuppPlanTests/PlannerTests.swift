@@ -1,7 +1,9 @@
 import PropertyBased
 import Testing
+import TuppBase
 import TuppManifest
 import TuppPlan
+import TuppRender
 
 /// A small desired state: pool, image, network, two containers.
 func sampleManifest(containers: Int = 2) -> Manifest {
@@ -19,8 +21,8 @@ func sampleManifest(containers: Int = 2) -> Manifest {
 
 func desired(_ m: Manifest, digest: String = "sha256:aaa") -> [DesiredResource] {
     let addresses = try! AddressAllocator.allocate(m, recorded: [:]).get()
-    return DesiredState.resources(m, imageDigests: Dictionary(uniqueKeysWithValues: m.images.keys.map { ($0, digest) }),
-                                  addresses: addresses)
+    return DesiredState.resources(m, DesiredContext(imageDigests: Dictionary(uniqueKeysWithValues: m.images.keys.map { ($0, digest) }),
+                                                    addresses: addresses))
 }
 
 /// The host exactly as `resources` declare it.
@@ -46,19 +48,19 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
     @Test func hostnameIsUpdatedInPlace() {
         let d = desired(sampleManifest())
         var o = matching(d)
-        o.resources[ResourceAddress(.container, "c0")]!.attributes["hostname"] = .string("box")
+        o.resources[ResourceAddress(.container, "c0")]!.attributes[ContainerAttribute.hostname] = .string("box")
         let plan = Planner.plan(desired: d, observed: o)
         let change = plan.actionable.first!
         #expect(plan.actionable.count == 1)
         #expect(change.action == .update && change.effect == .inPlace)
-        #expect(change.reasons.first?.path == "hostname")
+        #expect(change.reasons.first?.path == ContainerAttribute.hostname)
         #expect(change.reasons.first?.before == .string("box") && change.reasons.first?.after == .string("c0"))
     }
 
     @Test func commandChangeRestartsTheProcess() {
         let d = desired(sampleManifest())
         var o = matching(d)
-        o.resources[ResourceAddress(.container, "c1")]!.attributes["command"] = .strings(["/bin/true"])
+        o.resources[ResourceAddress(.container, "c1")]!.attributes[ContainerAttribute.command] = .strings(["/bin/true"])
         let change = Planner.plan(desired: d, observed: o).actionable.first!
         #expect(change.action == .update && change.effect == .restart)
         #expect(PlanText.render(Planner.plan(desired: d, observed: o)).contains("# restarts the process"))
@@ -67,7 +69,7 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
     @Test func imageChangeForcesReplacement() {
         let d = desired(sampleManifest())
         var o = matching(d)
-        o.resources[ResourceAddress(.container, "c0")]!.attributes["image"] = .string("alpine")
+        o.resources[ResourceAddress(.container, "c0")]!.attributes[ContainerAttribute.image] = .string("alpine")
         let plan = Planner.plan(desired: d, observed: o)
         let change = plan.actionable.first!
         #expect(change.action == .replace)
@@ -91,8 +93,8 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
     @Test func conditionsDriveActions() {
         let d = desired(sampleManifest())
         var o = matching(d)
-        o.resources[ResourceAddress(.container, "c0")]!.conditions = [.init("process not running (killed by SIGKILL)", effect: .restart)]
-        o.resources[ResourceAddress(.pool, "main")]!.conditions = [.init("not mounted", effect: .inPlace)]
+        o.resources[ResourceAddress(.container, "c0")]!.conditions = [ContainerCondition.notRunning(why: "process not running (killed by SIGKILL)")]
+        o.resources[ResourceAddress(.pool, "main")]!.conditions = [PoolCondition.notMounted(file: "/pool.img", root: "/pool")]
         let plan = Planner.plan(desired: d, observed: o)
         #expect(plan.actionable.map(\.action) == [.update, .update])
         #expect(PlanText.render(plan).contains("# process not running (killed by SIGKILL)"))
@@ -101,7 +103,7 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
     @Test func orphansAreDeletedInReverseDependencyOrder() {
         let d = desired(sampleManifest(containers: 0))
         var o = matching(desired(sampleManifest(containers: 2)))
-        o.resources[ResourceAddress(.network, "old")] = ObservedResource(ResourceAddress(.network, "old"), attributes: ["bridge": .string("tupp9")])
+        o.resources[ResourceAddress(.network, "old")] = ObservedResource(ResourceAddress(.network, "old"), attributes: [NetworkAttribute.bridge: .string("tupp9")])
         o.resources[ResourceAddress(.image, "old")] = ObservedResource(ResourceAddress(.image, "old"), attributes: [:])
         let plan = Planner.plan(desired: d, observed: o)
         #expect(plan.actionable.map(\.address.description) == ["container.c0", "container.c1", "network.old", "image.old"])
@@ -132,7 +134,7 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
         m.containers["c0"]!.protect = true
         let d = desired(m)
         var o = matching(d)
-        o.resources[ResourceAddress(.container, "c0")]!.attributes["image"] = .string("other")
+        o.resources[ResourceAddress(.container, "c0")]!.attributes[ContainerAttribute.image] = .string("other")
         #expect(Planner.plan(desired: d, observed: o).errors.contains { $0.contains("container.c0 is protected") })
 
         let gone = Planner.plan(desired: desired(sampleManifest(containers: 0)), observed: matching(d))
@@ -143,13 +145,13 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
     @Test func poolIsGrownNeverShrunkOrMoved() {
         let d = desired(sampleManifest(containers: 0))
         var o = matching(d)
-        o.resources[ResourceAddress(.pool, "main")]!.attributes["device.size"] = .int(1 << 29)
+        o.resources[ResourceAddress(.pool, "main")]!.attributes[PoolAttribute.deviceSize] = .int(1 << 29)
         let grow = Planner.plan(desired: d, observed: o)
         #expect(grow.actionable.first?.action == .update)
         #expect(grow.errors.isEmpty)
-        o.resources[ResourceAddress(.pool, "main")]!.attributes["device.size"] = .int(1 << 31)
+        o.resources[ResourceAddress(.pool, "main")]!.attributes[PoolAttribute.deviceSize] = .int(1 << 31)
         #expect(Planner.plan(desired: d, observed: o).errors.contains { $0.contains("shrinking") })
-        o.resources[ResourceAddress(.pool, "main")]!.attributes["root"] = .string("/elsewhere")
+        o.resources[ResourceAddress(.pool, "main")]!.attributes[PoolAttribute.root] = .string("/elsewhere")
         #expect(Planner.plan(desired: d, observed: o).errors.contains { $0.contains("would abandon the existing pool") })
     }
 
@@ -165,8 +167,8 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
         let d = desired(sampleManifest(containers: 1))
         var o = matching(d)
         let address = ResourceAddress(.container, "c0")
-        o.resources[address]!.attributes["hostname"] = .string("hacked")
-        o.resources[address]!.drift = [Drift(address, "hostname \"c0\" → \"hacked\"", path: "hostname", recorded: .string("c0"), observed: .string("hacked"))]
+        o.resources[address]!.attributes[ContainerAttribute.hostname] = .string("hacked")
+        o.resources[address]!.drift = [Drift(address, "hostname \"c0\" → \"hacked\"", path: ContainerAttribute.hostname, recorded: .string("c0"), observed: .string("hacked"))]
         let text = PlanText.render(Planner.plan(desired: d, observed: o))
         #expect(text.hasPrefix("Changed outside tupp:\n  ~ container.c0: hostname \"c0\" → \"hacked\"\n\ntupp will perform"))
     }
@@ -174,7 +176,7 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
     @Test func jsonHasTerraformShape() {
         let d = desired(sampleManifest(containers: 1))
         var o = matching(d)
-        o.resources[ResourceAddress(.container, "c0")]!.attributes["image"] = .string("alpine")
+        o.resources[ResourceAddress(.container, "c0")]!.attributes[ContainerAttribute.image] = .string("alpine")
         let json = PlanJSON.render(Planner.plan(desired: d, observed: o), tuppVersion: "0.1.0").serialized()
         #expect(json.hasPrefix("{\"format_version\":\"1.0\",\"tupp_version\":\"0.1.0\""))
         #expect(json.contains("\"address\":\"container.c0\",\"type\":\"container\",\"name\":\"c0\",\"actions\":[\"delete\",\"create\"]"))
@@ -267,9 +269,9 @@ func matching(_ resources: [DesiredResource]) -> ObservedState {
     @Test func mixedPlanText() {
         let d = desired(sampleManifest(containers: 2))
         var o = matching(desired(sampleManifest(containers: 2)))
-        o.resources[ResourceAddress(.container, "c0")]!.attributes["hostname"] = .string("box")
-        o.resources[ResourceAddress(.container, "c1")]!.attributes["image"] = .string("alpine")
-        o.resources[ResourceAddress(.container, "old")] = ObservedResource(ResourceAddress(.container, "old"), attributes: ["image": .string("box")])
+        o.resources[ResourceAddress(.container, "c0")]!.attributes[ContainerAttribute.hostname] = .string("box")
+        o.resources[ResourceAddress(.container, "c1")]!.attributes[ContainerAttribute.image] = .string("alpine")
+        o.resources[ResourceAddress(.container, "old")] = ObservedResource(ResourceAddress(.container, "old"), attributes: [ContainerAttribute.image: .string("box")])
         o.resources.removeValue(forKey: ResourceAddress(.network, "br0"))
         let text = PlanText.render(Planner.plan(desired: d, observed: o))
         #expect(text == """

@@ -1,5 +1,7 @@
 import Glibc
 import Testing
+import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppRuntime
 import TuppSystem

@@ -1,6 +1,7 @@
 import Testing
-import TuppManifest
+import TuppFacts
 @testable import TuppRuntime
+import TuppManifest
 import TuppSystem
 
 /// Plain values: no root, no processes.

@@ -1,5 +1,7 @@
 import Glibc
 import Testing
+import TuppFacts
+import TuppManifest
 import TuppStorage
 import TuppSystem
 import TuppTestSupport

@@ -1,5 +1,7 @@
 import Glibc
 import Testing
+import TuppFacts
+import TuppManifest
 import TuppStorage
 import TuppSystem
 import TuppTestSupport
@@ -108,7 +110,7 @@ struct BreakoutTests {
                 try makeTar(tar, body.replacingOccurrences(of: "OUT", with: outside))
                 tars.append(tar)
             }
-            let source: ImageSource
+            let source: Image.Source
             let label: String
             if breakout.oci {
                 let layout = "\(pool.directory.path)/layout"

@@ -1,6 +1,8 @@
 import CTuppSys
 import Glibc
 import Testing
+import TuppFacts
+import TuppManifest
 import TuppStorage
 import TuppSystem
 import TuppTestSupport
@@ -52,7 +54,7 @@ struct ImageTests {
             #expect((try Files.status("\(root)/tmp")?.st_mode ?? 0) & 0o7777 == 0o1777)
             #expect((try Files.status("\(root)/root")?.st_mode ?? 0) & 0o7777 == 0o700)
             for directory in ["proc", "sys", "dev"] { #expect(Files.isDirectory("\(root)/\(directory)")) }
-            #expect(image.digest == (try pool.store.identify(.busybox(path: "/bin/busybox"), cacheDirectory: pool.directory.path + "/cache")))
+            #expect(image.digest == (try ImageStore.identify(.busybox(path: "/bin/busybox"), cacheDirectory: pool.directory.path + "/cache")))
 
             // Read-only: a write into the image fails with EROFS.
             let fd = open("\(root)/etc/new", O_WRONLY | O_CREAT, 0o644)
@@ -99,7 +101,7 @@ struct ImageTests {
         }
     }
 
-    func checkRichImport(_ pool: TestPool, source: ImageSource, name: String) async throws {
+    func checkRichImport(_ pool: TestPool, source: Image.Source, name: String) async throws {
         let image = try await pool.store.importImage(name: name, from: source)
         let root = "\(pool.root)/images/\(name)"
         func st(_ path: String) throws -> stat { try #require(try Files.status("\(root)/\(path)")) }
@@ -122,7 +124,7 @@ struct ImageTests {
         #expect(capability.count == 20 && capability[0] == 1 && capability[5] == 0x20, "cap_net_raw survives chown/chmod")
         let getcap = try command(["getcap", "\(root)/bin/ping"], allowFailure: true)
         if getcap.status == 0 { #expect(getcap.output.contains("cap_net_raw")) }
-        #expect(image.digest == (try pool.store.identify(source, cacheDirectory: pool.directory.path + "/cache")))
+        #expect(image.digest == (try ImageStore.identify(source, cacheDirectory: pool.directory.path + "/cache")))
         #expect(image.entries >= 15)
     }
 
@@ -165,7 +167,7 @@ struct ImageTests {
             let actual = try TreeSnapshot("\(pool.root)/images/copy", withMtimes: true)
             #expect(actual.differences(from: expected) == [])
             #expect(xattr("\(pool.root)/images/copy/bin/ping", "security.capability") == xattr("\(tree)/bin/ping", "security.capability"))
-            #expect(image.digest == (try pool.store.identify(.directory(path: tree), cacheDirectory: pool.directory.path + "/cache")))
+            #expect(image.digest == (try ImageStore.identify(.directory(path: tree), cacheDirectory: pool.directory.path + "/cache")))
         }
     }
 

@@ -1,5 +1,8 @@
 import Glibc
 import Testing
+import TuppBase
+import TuppFacts
+import TuppManifest
 import TuppStorage
 import TuppSystem
 import TuppTestSupport
@@ -12,7 +15,7 @@ struct LifecycleTests {
             let cache = "\(work)/cache"
             let tar = "\(work)/rootfs.tar"
             try makeTar(tar, "add(tf, \"a\", b\"one\")")
-            let first = try pool.store.identify(.tar(path: tar), cacheDirectory: cache)
+            let first = try ImageStore.identify(.tar(path: tar), cacheDirectory: cache)
             #expect(first == "sha256:" + (try sha256sum(tar)))
 
             // A cache hit does not read the file: poison the cached digest and it comes back.
@@ -21,17 +24,17 @@ struct LifecycleTests {
             let cacheFile = "\(cache)/\(cacheFiles[0])"
             let poisoned = try #require(fileText(cacheFile)).replacingOccurrences(of: String(first.dropFirst(7)), with: String(repeating: "0", count: 64))
             try Files.writeAtomically(cacheFile, text: poisoned)
-            #expect(try pool.store.identify(.tar(path: tar), cacheDirectory: cache) == "sha256:" + String(repeating: "0", count: 64))
+            #expect(try ImageStore.identify(.tar(path: tar), cacheDirectory: cache) == "sha256:" + String(repeating: "0", count: 64))
 
             // A changed source is noticed (new mtime/ctime/size) and hashed again.
             try makeTar(tar, "add(tf, \"a\", b\"two\")")
-            let second = try pool.store.identify(.tar(path: tar), cacheDirectory: cache)
+            let second = try ImageStore.identify(.tar(path: tar), cacheDirectory: cache)
             let secondExpected = "sha256:" + (try sha256sum(tar))
             #expect(second != first && second == secondExpected)
             // Same size, same mtime restored: ctime still moves, so the rewrite is seen.
             try makeTar(tar, "add(tf, \"a\", b\"six\")")
             try command(["touch", "-d", "@1700000000", tar])
-            let third = try pool.store.identify(.tar(path: tar), cacheDirectory: cache)
+            let third = try ImageStore.identify(.tar(path: tar), cacheDirectory: cache)
             let thirdExpected = "sha256:" + (try sha256sum(tar))
             #expect(third == thirdExpected && third != second)
 
@@ -39,14 +42,14 @@ struct LifecycleTests {
             let tree = "\(work)/tree"
             try Files.createDirectory("\(tree)/sub")
             try Files.writeAtomically("\(tree)/sub/file", text: "x", mode: 0o644)
-            let d1 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
-            #expect(try pool.store.identify(.directory(path: tree), cacheDirectory: cache) == d1)
+            let d1 = try ImageStore.identify(.directory(path: tree), cacheDirectory: cache)
+            #expect(try ImageStore.identify(.directory(path: tree), cacheDirectory: cache) == d1)
             chmod("\(tree)/sub/file", 0o600)
-            let d2 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
+            let d2 = try ImageStore.identify(.directory(path: tree), cacheDirectory: cache)
             try Files.writeAtomically("\(tree)/sub/file", text: "y", mode: 0o600)
-            let d3 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
+            let d3 = try ImageStore.identify(.directory(path: tree), cacheDirectory: cache)
             symlink("sub/file", "\(tree)/link")
-            let d4 = try pool.store.identify(.directory(path: tree), cacheDirectory: cache)
+            let d4 = try ImageStore.identify(.directory(path: tree), cacheDirectory: cache)
             #expect(Set([d1, d2, d3, d4]).count == 4)
 
             // An import records the digest it computed; the next identify is a cache hit,
@@ -55,7 +58,7 @@ struct LifecycleTests {
             try makeTar(fresh, "add(tf, \"b\", b\"bee\")")
             let imported = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
             #expect(imported.digest == "sha256:" + (try sha256sum(fresh)))
-            #expect(try pool.store.identify(.tar(path: fresh), cacheDirectory: cache) == imported.digest)
+            #expect(try ImageStore.identify(.tar(path: fresh), cacheDirectory: cache) == imported.digest)
             let again = try await pool.store.importImage(name: "fresh", from: .tar(path: fresh), cacheDirectory: cache)
             #expect(again.digest == imported.digest && again.info.uuid != imported.info.uuid)
             try makeTar(fresh, "add(tf, \"b\", b\"wasp\")")
@@ -63,7 +66,7 @@ struct LifecycleTests {
             #expect(changed.digest == "sha256:" + (try sha256sum(fresh)) && changed.digest != imported.digest)
 
             // Busybox: the binary's sha256.
-            #expect(try pool.store.identify(.busybox(path: "/bin/busybox"), cacheDirectory: cache) == "sha256:" + (try sha256sum("/bin/busybox")))
+            #expect(try ImageStore.identify(.busybox(path: "/bin/busybox"), cacheDirectory: cache) == "sha256:" + (try sha256sum("/bin/busybox")))
         }
     }
 

@@ -1,5 +1,7 @@
 import Glibc
 import Testing
+import TuppFacts
+import TuppManifest
 import TuppStorage
 import TuppSystem
 import TuppTestSupport
@@ -57,7 +59,7 @@ struct OCITests {
             #expect(expected.nodes["opaque/keepdir"] == nil && expected.nodes["gone"] == nil && expected.nodes["del"] == nil)
             #expect(expected.nodes["etc/motd"]?.content == Array("third".utf8))
             #expect(expected.hardlinkSets.count == 2)
-            let manifestDigest = try pool.store.identify(.oci(layout: "\(work)/L", tag: "img"), cacheDirectory: "\(work)/cache")
+            let manifestDigest = try ImageStore.identify(.oci(layout: "\(work)/L", tag: "img"), cacheDirectory: "\(work)/cache")
             #expect(image.digest == manifestDigest && manifestDigest.hasPrefix("sha256:"))
         }
     }

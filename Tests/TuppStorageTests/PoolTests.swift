@@ -1,5 +1,7 @@
 import Glibc
 import Testing
+import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppStorage
 import TuppSystem
@@ -42,7 +44,7 @@ struct PoolTests {
         #expect(try command(["losetup", "-n", "-j", pool.config.device!.file]).output.isEmpty)
         try Pool.mount(pool.config)
         observed = Pool.observe(pool.config)
-        #expect(observed.mounted && observed.isBacked(by: pool.config.device!))
+        #expect(observed.mounted && observed.backedByDevice)
         try Pool.mount(pool.config)  // already mounted: no-op
 
         // Grow 256 → 512 MiB online; btrfs itself reports the new device size.

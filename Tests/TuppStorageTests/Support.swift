@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppBase
 import TuppManifest
 import TuppStorage
 import TuppSystem

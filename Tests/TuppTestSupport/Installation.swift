@@ -1,5 +1,7 @@
 import Glibc
 import Synchronization
+import TuppBase
+import TuppFacts
 import TuppNetworking
 import TuppSystem
 

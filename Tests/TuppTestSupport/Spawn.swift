@@ -1,5 +1,6 @@
-import Glibc
 import CTuppSys
+import Glibc
+import TuppBase
 import TuppSystem
 
 /// A finished command's exit status and output.

@@ -1,4 +1,5 @@
 import Glibc
+import TuppBase
 import TuppSystem
 
 /// Gates for integration tests that need root and kernel features.

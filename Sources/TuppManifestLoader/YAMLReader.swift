@@ -1,4 +1,6 @@
 import CYAML
+import TuppBase
+import TuppManifest
 
 /// Limits that keep hostile input cheap to reject.
 public struct YAMLLimits: Sendable {

@@ -1,3 +1,6 @@
+import TuppBase
+import TuppManifest
+
 /// Turns one document's node tree into manifest elements, collecting every problem
 /// instead of stopping at the first. Semantic checks that need the whole manifest are
 /// in `Validator`.

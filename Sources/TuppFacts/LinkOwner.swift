@@ -1,4 +1,4 @@
-import TuppSystem
+import TuppBase
 
 /// The ownership marker tupp writes into a link's alias (IFLA_IFALIAS).
 ///

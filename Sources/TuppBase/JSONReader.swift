@@ -165,6 +165,7 @@ extension JSON.Node {
 
     public var string: String? { if case .string(let s) = self { s } else { nil } }
     public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
+    public var int: Int64? { if case .int(let i) = self { i } else { nil } }
     public var double: Double? {
         switch self {
         case .double(let d): d

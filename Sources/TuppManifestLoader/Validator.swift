@@ -1,3 +1,6 @@
+import TuppBase
+import TuppManifest
+
 /// Checks that need the whole (merged) manifest: references, name rules, addresses,
 /// overlaps. Reports every problem it finds, each at the token it is about.
 struct Validator {

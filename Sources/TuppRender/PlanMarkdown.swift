@@ -1,3 +1,5 @@
+import TuppPlan
+
 /// Plans as a pull-request comment: the summary and the destructive changes first, the
 /// full plan in a collapsed block, never longer than `limit` characters (GitHub refuses
 /// comments over 65,536).

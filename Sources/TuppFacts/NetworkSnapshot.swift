@@ -125,6 +125,3 @@ public struct NetworkSnapshot: Hashable, Sendable {
         routes.first { $0.isDefault && $0.table == RouteInfo.mainTable && $0.type == RouteInfo.unicastType }
     }
 }
-
-/// IFF_LOWER_UP (linux/if.h); glibc's net/if.h stops at IFF_DYNAMIC.
-let interfaceLowerUp: UInt32 = 0x10000

@@ -1,4 +1,6 @@
 import Glibc
+import TuppBase
+import TuppManifest
 
 /// Manifest files read, merged and validated.
 public struct LoadedManifest: Sendable {

@@ -1,17 +1,5 @@
-/// A position in a manifest file, 1-based like compilers print it.
-public struct Mark: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var line: Int
-    public var column: Int
-
-    public init(line: Int, column: Int) {
-        self.line = line
-        self.column = column
-    }
-
-    public var description: String { "\(line):\(column)" }
-
-    public static func < (a: Mark, b: Mark) -> Bool { (a.line, a.column) < (b.line, b.column) }
-}
+import TuppBase
+import TuppManifest
 
 /// A YAML node with the position it came from. The loader keeps the raw scalar text and
 /// its style; the decoder gives it a type (YAML 1.2 core schema) where the manifest

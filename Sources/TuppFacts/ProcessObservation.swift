@@ -1,5 +1,5 @@
 import TuppManifest
-import TuppSystem
+import TuppBase
 
 /// How the container's command ended.
 public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
@@ -26,6 +26,11 @@ public struct ExitRecord: Sendable, Equatable {
     public var status: ExitStatus
     /// Wall clock, seconds since the epoch.
     public var at: Double
+
+    public init(status: ExitStatus, at: Double) {
+        self.status = status
+        self.at = at
+    }
 }
 
 /// What the container is doing, from the live kernel (pid + start time) and DIR/state.
@@ -69,8 +74,22 @@ public struct ProcessObservation: Sendable, Equatable {
     /// Namespace inodes as the kernel shows them now; empty when nothing runs.
     public var namespaces: [Namespace: UInt64]
 
+    public init(state: ContainerState, shimPID: Int32, shimStartTime: UInt64, initPID: Int32, initStartTime: UInt64,
+                restarts: Int, startedAt: Double?, lastExit: ExitRecord?, error: String?, namespaces: [Namespace: UInt64]) {
+        self.state = state
+        self.shimPID = shimPID
+        self.shimStartTime = shimStartTime
+        self.initPID = initPID
+        self.initStartTime = initStartTime
+        self.restarts = restarts
+        self.startedAt = startedAt
+        self.lastExit = lastExit
+        self.error = error
+        self.namespaces = namespaces
+    }
+
     public var isRunning: Bool { state == .running }
 
-    static let absent = ProcessObservation(state: .absent, shimPID: 0, shimStartTime: 0, initPID: 0, initStartTime: 0,
+    public static let absent = ProcessObservation(state: .absent, shimPID: 0, shimStartTime: 0, initPID: 0, initStartTime: 0,
                                            restarts: 0, startedAt: nil, lastExit: nil, error: nil, namespaces: [:])
 }

@@ -1,5 +1,5 @@
 import TuppManifest
-import TuppSystem
+import TuppBase
 
 /// Names and hardware addresses tupp gives to the links it creates.
 ///

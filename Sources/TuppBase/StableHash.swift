@@ -10,13 +10,20 @@ public struct StableHash {
     }
 
     public mutating func combine(_ text: String) {
-        for byte in text.utf8 {
-            value ^= UInt64(byte)
-            value = value &* 0x0000_0100_0000_01b3
-        }
+        value = Self.fnv1a(text, from: value)
         // A separator so ("ab","c") and ("a","bc") differ.
         value ^= 0xff
         value = value &* 0x0000_0100_0000_01b3
+    }
+
+    /// FNV-1a of `text` alone (no separator), continuing from `basis`.
+    public static func fnv1a(_ text: String, from basis: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+        var h = basis
+        for byte in text.utf8 {
+            h ^= UInt64(byte)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return h
     }
 
     /// Lowercase base-32 (a–z, 2–7) digits of the hash, `count` ≤ 12: safe in link names.

@@ -1,3 +1,6 @@
+import TuppBase
+import TuppManifest
+
 /// An error at a position in one file, before the file name is known.
 public struct LocatedError: Error, Sendable {
     public var mark: Mark

@@ -1,0 +1,185 @@
+import Logging
+import TuppFacts
+import TuppManifest
+import TuppNetworking
+import TuppPlan
+import TuppRuntime
+import TuppStorage
+import TuppSystem
+
+/// Containers: observed through each supervisor's state file and /proc, the host veth in
+/// the network reconciler's dump, one netlink snapshot per running container's netns and
+/// the hostnames in their UTS namespaces; judged by `ContainerKind`; started, changed and
+/// removed through `Runtime`, `ImageStore` and `NetlinkSession`.
+struct ContainerReconciler: Reconciler {
+    var kind: ResourceKind { .container }
+
+    func observe(_ observation: inout Observation, _ context: ObserveContext) async {
+        let records = observation.records(of: .container)
+        let host = observation.facts[NetworkFacts.self]?.host
+        let names = ContainerKind.names(declared: context.manifest.containers.keys, records: records.keys, host: host,
+                                        installation: context.installation)
+        var facts = ContainerFacts(contents: observation.facts[PoolFacts.self]?.contents, host: host, processes: [:])
+        // One pass over the supervisors, then one netns snapshot per running container.
+        var netnsPaths: [(String, String)] = []
+        for name in names {
+            let process = context.runtime.observe(directory: context.store.containerDirectory(name))
+            facts.processes[name] = process
+            if process.shimPID > 0, ![.absent, .exited, .stopped, .supervisorDied].contains(process.state),
+               process.namespaces[.net] != nil {
+                netnsPaths.append((name, "/proc/\(process.shimPID)/ns/net"))
+            }
+        }
+        for (i, result) in NetlinkSession.snapshots(ofNamespaces: netnsPaths.map(\.1)).enumerated() {
+            if case .success(let snapshot) = result { facts.namespaces[netnsPaths[i].0] = snapshot }
+        }
+        // Live hostnames, read inside each UTS namespace on one thread.
+        let named = names.filter { facts.processes[$0]!.isRunning && records[$0]?.attributes[ContainerAttribute.hostname] != nil }
+        for (name, hostname) in zip(named, context.runtime.hostnames(of: named.map { facts.processes[$0]! })) {
+            if let hostname { facts.hostnames[name] = hostname }
+        }
+        observation.facts[ContainerFacts.self] = facts
+        observation.merge(ContainerKind.interpret(declared: Set(context.manifest.containers.keys), records: records, facts: facts,
+                                                  images: observation.state, installation: context.installation))
+    }
+
+    func apply(_ change: Plan.ResourceChange, _ context: ApplyContext) async throws {
+        let run = Run(context: context)
+        switch change.action {
+        case .delete:
+            try run.remove(change.address.name)
+        case .replace:
+            try run.remove(change.address.name)
+            try run.create(change)
+        case .create:
+            try run.create(change)
+        case .update:
+            try run.update(change)
+        case .noop:
+            break
+        }
+    }
+
+    /// One change's work, with the context at hand.
+    struct Run {
+        let context: ApplyContext
+
+        var store: StateStore { context.store }
+        var runtime: Runtime { context.runtime }
+        var host: NetlinkSession { get throws { try NetlinkSession.host() } }
+
+        func directory(_ name: String) -> String { store.containerDirectory(name) }
+
+        func hostVeth(_ name: String) -> String { LinkNames.hostVeth(installation: context.installation, container: name) }
+
+        /// Stops the process, unplugs, deletes the snapshot, the runtime directory and the record.
+        func remove(_ name: String) throws {
+            let address = ResourceAddress(.container, name)
+            if var record = context.record(address) {
+                record.status = .deleting
+                try store.save(record)
+            }
+            // nil: the stop timeout the supervisor was started with (its spec file).
+            try runtime.stop(directory: directory(name), timeout: nil)
+            Checkpoint.pass("\(name) stopped")
+            // The pair normally dies with the netns; a leftover host end (the netns was pinned) goes too.
+            _ = try host.deleteLink(name: hostVeth(name))
+            Checkpoint.pass("host veth of \(name) gone")
+            if let root = context.poolRoot {
+                let images = ImageStore(poolRoot: root)
+                if try images.subvolume("containers/\(name)") != nil {
+                    try images.deleteSubvolume("containers/\(name)")
+                    Checkpoint.pass("snapshot containers/\(name) deleted")
+                }
+            }
+            try runtime.remove(directory: directory(name))
+            try store.remove(address)
+        }
+
+        func create(_ change: Plan.ResourceChange) throws {
+            guard let spec = change.spec(ContainerSpec.self), let root = context.poolRoot else { return }
+            let name = spec.name
+            let images = ImageStore(poolRoot: root)
+            let veth = hostVeth(name)
+            var record = Record(change.address, status: .creating, attributes: change.after ?? [:], protect: spec.protect)
+            record.setContainerFacts(hostVeth: veth, snapshot: nil, process: nil, specDigest: nil)
+            try store.save(record)
+            // Leftovers of an interrupted create: a stale supervisor, link or snapshot.
+            try runtime.stop(directory: directory(name))
+            _ = try host.deleteLink(name: veth)
+            if try images.subvolume("containers/\(name)") != nil { try images.deleteSubvolume("containers/\(name)") }
+            if Files.exists(directory(name)) { try runtime.remove(directory: directory(name)) }
+
+            let snapshot = try images.snapshot(image: spec.image, container: name)
+            Checkpoint.pass("snapshot containers/\(name) created")
+            context.logger.debug("\(name): snapshot \(snapshot.uuid) of images/\(spec.image)")
+            let started = try start(spec, rootfs: "\(root)/containers/\(name)")
+            context.logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
+            record.status = .ready
+            record.setContainerFacts(hostVeth: veth, snapshot: snapshot.uuid, process: started, specDigest: specDigest(name))
+            try store.save(record)
+        }
+
+        /// The digest of the spec the supervisor runs, so a record names exactly what was started.
+        func specDigest(_ name: String) -> String? {
+            (try? Files.read("\(directory(name))/spec")).flatMap { $0 }.map(SavedPlan.sha256)
+        }
+
+        /// Starts the supervisor and command; the network is plugged in the sync window,
+        /// before the command runs.
+        func start(_ spec: ContainerSpec, rootfs: String) throws -> ProcessObservation {
+            try runtime.start(ContainerConfig(spec, rootfs: rootfs), directory: directory(spec.name)) { starting in
+                Checkpoint.pass("supervisor of \(spec.name) started")
+                guard let plug = plug(for: spec, netnsPath: starting.netnsPath) else { return }
+                try host.plug(plug)
+                context.logger.debug("\(spec.name): \(plug.hostName) on \(plug.bridge), \(plug.interface) \(plug.address) via \(plug.gateway)")
+                Checkpoint.pass("\(spec.name) plugged into its network")
+            }
+        }
+
+        func plug(for spec: ContainerSpec, netnsPath: String) -> ContainerPlug? {
+            guard let n = spec.network else { return nil }
+            return ContainerPlug(netnsPath: netnsPath, hostName: hostVeth(spec.name), bridge: n.bridge,
+                                 interface: n.interface, address: n.address, gateway: n.gateway, mtu: n.mtu,
+                                 alias: LinkOwner(installation: context.installation, role: .container, name: spec.name).description)
+        }
+
+        func update(_ change: Plan.ResourceChange) throws {
+            guard let spec = change.spec(ContainerSpec.self), var record = context.record(change.address),
+                  let root = context.poolRoot else { return }
+            let name = spec.name
+            let rootfs = "\(root)/containers/\(name)"
+            var process = context.observation.facts[ContainerFacts.self]?.processes[name] ?? runtime.observe(directory: directory(name))
+            if change.effect == .restart {
+                try runtime.stop(directory: directory(name), timeout: spec.stopTimeout)
+                Checkpoint.pass("\(name) stopped for a restart")
+                _ = try host.deleteLink(name: hostVeth(name))
+                process = try start(spec, rootfs: rootfs)
+            } else {
+                try runtime.updateSettings(ContainerConfig(spec, rootfs: rootfs), directory: directory(name))
+                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname) {
+                    try runtime.setHostname(hostname, for: process)
+                    Checkpoint.pass("hostname of \(name) set")
+                }
+                let replug = change.changes(ContainerAttribute.network)
+                    || change.conditions(ContainerCondition.self).contains(where: \.needsReplug)
+                    || change.reasons.contains { $0.dependency?.kind == .network }
+                if replug {
+                    if let plug = plug(for: spec, netnsPath: "/proc/\(process.shimPID)/ns/net") {
+                        let repairs = try host.ensurePlugged(plug)
+                        context.logger.debug("\(name): network \(repairs.isEmpty ? "already as declared" : repairs.map(\.description).joined(separator: ", "))")
+                        if !repairs.isEmpty { Checkpoint.pass("network of \(name) repaired") }
+                    } else {
+                        _ = try host.deleteLink(name: hostVeth(name))
+                    }
+                }
+            }
+            record.attributes = change.after ?? [:]
+            record.status = .ready
+            record.protect = spec.protect
+            record.setContainerFacts(hostVeth: hostVeth(name), snapshot: record.containerSnapshotUUID, process: process,
+                                     specDigest: specDigest(name))
+            try store.save(record)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Glibc
+import TuppFacts
+import TuppManifest
+import TuppPlan
+import TuppStorage
+import TuppSystem
+
+/// The btrfs pool: observed through statfs, mountinfo and the loop device's sysfs entry;
+/// judged by `PoolKind`; created, remounted, grown and torn down through `Pool`.
+struct PoolReconciler: Reconciler {
+    var kind: ResourceKind { .pool }
+
+    func observe(_ observation: inout Observation, _ context: ObserveContext) async {
+        var facts = PoolFacts(storage: context.manifest.storage, observation: nil)
+        if let storage = context.manifest.storage {
+            let pool = Pool.observe(storage)
+            facts.observation = pool
+            if pool.mounted || (storage.device == nil && pool.onBtrfs) {
+                do {
+                    facts.contents = try ImageStore(poolRoot: storage.root).contents()
+                } catch {
+                    facts.contentsError = "\(error)"
+                }
+            }
+        }
+        observation.facts[PoolFacts.self] = facts
+        observation.merge(PoolKind.interpret(facts))
+    }
+
+    func apply(_ change: Plan.ResourceChange, _ context: ApplyContext) async throws {
+        guard let storage = change.spec(PoolSpec.self)?.storage else {
+            throw SystemError.failure("change", "\(change.address)", "the manifest declares no storage")
+        }
+        let address = change.address
+        switch change.action {
+        case .delete:
+            try context.store.save(Record(address, status: .deleting, attributes: change.before ?? [:]))
+            if storage.device != nil {
+                try Pool.unmountAndDetach(storage)
+                Checkpoint.pass("pool unmounted")
+                if context.options.includeStorage { try Pool.removeFile(storage) }
+                // The mount point tupp made; left in place if anything else is in it.
+                rmdir(storage.root)
+            }
+            try context.store.remove(address)
+        case .create, .update, .replace:
+            try context.store.save(Record(address, status: .creating, attributes: change.after ?? [:]))
+            if change.action == .create {
+                try await Pool.create(storage)
+                Checkpoint.pass("pool created")
+            } else {
+                if storage.device != nil && !Pool.observe(storage).mounted {
+                    try Pool.mount(storage)
+                    Checkpoint.pass("pool mounted")
+                }
+                if PoolKind.needsGrow(storage, Pool.observe(storage)) {
+                    try Pool.grow(storage)
+                    Checkpoint.pass("pool grown")
+                }
+                try Errno.check("chmod 0700", storage.root) { chmod(storage.root, 0o700) }
+            }
+            try context.store.save(Record(address, status: .ready, attributes: change.after ?? [:]))
+        case .noop:
+            break
+        }
+    }
+}

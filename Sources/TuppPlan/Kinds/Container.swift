@@ -1,0 +1,339 @@
+import TuppBase
+import TuppFacts
+import TuppManifest
+
+/// A container's attributes and what changing each one does (MANIFEST.md, "Semantics").
+public enum ContainerAttribute {
+    public static let image = AttributePath("image")
+    public static let namespaces = AttributePath("namespaces")
+    public static let command = AttributePath("command")
+    public static let workdir = AttributePath("workdir")
+    public static let restart = AttributePath("restart")
+    public static let capabilities = AttributePath("capabilities")
+    public static let stopTimeout = AttributePath("stop_timeout")
+    public static let hostname = AttributePath("hostname")
+    public static let mounts = AttributePath("mounts")
+    /// `env.KEY`, one attribute per variable.
+    public static let env = AttributePath("env")
+    /// `network.*`: the attachment, all changed on the live container.
+    public static let network = AttributePath("network")
+    public static let networkAttach = network.child("attach")
+    public static let networkBridge = network.child("bridge")
+    public static let networkInterface = network.child("interface")
+    public static let networkGateway = network.child("gateway")
+    public static let networkAddress = network.child("address")
+
+    public static let schema = AttributeSchema([
+        AttributeRule(image, .replace),
+        AttributeRule(namespaces, .replace),
+        AttributeRule(command, .restart),
+        AttributeRule(workdir, .restart),
+        AttributeRule(capabilities, .restart),
+        AttributeRule(mounts, .restart, optional: true),
+        AttributeRule(env, .restart, family: true, optional: true),
+        AttributeRule(restart, .inPlace),
+        AttributeRule(stopTimeout, .inPlace),
+        AttributeRule(hostname, .inPlace, optional: true),
+        AttributeRule(network, .inPlace, family: true, optional: true),
+    ])
+}
+
+/// A container as the reconciler starts it: every default resolved (hostname,
+/// capabilities, the allocated address, the network's bridge and gateway).
+public struct ContainerSpec: ResourceSpec, Equatable {
+    /// Where the container plugs in.
+    public struct Attachment: Sendable, Equatable {
+        public var network: String
+        public var bridge: String
+        public var interface: String
+        public var address: IPv4Interface
+        public var gateway: IPv4Address
+        public var mtu: Int?
+    }
+
+    public var name: String
+    public var image: String
+    /// nil: the container shares the host's UTS namespace and its hostname is not set.
+    public var hostname: String?
+    public var namespaces: [Namespace]
+    public var mounts: [Mount]
+    public var command: [String]
+    public var env: [String: String]
+    public var workdir: String
+    public var restart: RestartPolicy
+    public var capabilities: [Capability]
+    /// Seconds between SIGTERM and SIGKILL.
+    public var stopTimeout: Double
+    public var protect: Bool
+    public var network: Attachment?
+
+    public init(_ c: Container, network: Network?, address: IPv4Interface?) {
+        name = c.name
+        image = c.image
+        hostname = c.effectiveHostname
+        namespaces = c.namespaces.sorted()
+        mounts = c.mounts
+        command = c.command
+        env = Dictionary(c.env.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+        workdir = c.workdir
+        restart = c.restart
+        capabilities = c.effectiveCapabilities
+        stopTimeout = c.stopTimeout
+        protect = c.protect
+        if let attachment = c.network, let network, let address = address ?? attachment.address {
+            self.network = Attachment(network: network.name, bridge: network.bridge, interface: attachment.interface,
+                                      address: address, gateway: network.gateway, mtu: network.mtu)
+        }
+    }
+}
+
+/// Why a container needs work although its attributes match.
+public enum ContainerCondition: ResourceCondition, Equatable {
+    /// Processes, links or a runtime directory without a record.
+    case leftovers
+    case createUnfinished
+    case snapshotMissing(container: String)
+    case snapshotOfOlderImage(image: String)
+    case stopping
+    case notRunning(why: String)
+    case hostVethDown(String)
+    case hostVethMissing(String)
+    case interfaceDown(String)
+
+    public var effect: ChangeEffect {
+        switch self {
+        case .leftovers, .createUnfinished, .snapshotMissing, .snapshotOfOlderImage: .replace
+        case .stopping, .notRunning: .restart
+        case .hostVethDown, .hostVethMissing, .interfaceDown: .inPlace
+        }
+    }
+
+    /// The container's network must be plugged again (same process).
+    public var needsReplug: Bool {
+        switch self {
+        case .hostVethDown, .hostVethMissing, .interfaceDown: true
+        default: false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .leftovers: "leftovers of an earlier container are removed"
+        case .createUnfinished: "an earlier apply did not finish creating it"
+        case .snapshotMissing(let name): "snapshot containers/\(name) is missing"
+        case .snapshotOfOlderImage(let image): "snapshot of an older image (images/\(image) was replaced)"
+        case .stopping: "process is stopping"
+        case .notRunning(let why): why
+        case .hostVethDown(let veth): "host veth \(veth) is down"
+        case .hostVethMissing(let veth): "host veth \(veth) is missing"
+        case .interfaceDown(let interface): "\(interface) is down inside the container"
+        }
+    }
+}
+
+extension Record {
+    /// The container's snapshot subvolume UUID when it was created.
+    public var containerSnapshotUUID: String? { facts["snapshot"] }
+
+    /// What identifies a started container: its host veth, snapshot, supervisor and init
+    /// (pid + start time), and the digest of the spec the supervisor runs.
+    public mutating func setContainerFacts(hostVeth: String, snapshot: String?, process: ProcessObservation?, specDigest: String?) {
+        facts = ["hostVeth": hostVeth]
+        if let snapshot { facts["snapshot"] = snapshot }
+        if let process {
+            facts["initPID"] = String(process.initPID)
+            facts["initStartTime"] = String(process.initStartTime)
+            facts["shimPID"] = String(process.shimPID)
+        }
+        if let specDigest { facts["spec"] = specDigest }
+    }
+
+    /// The address a container was given (allocated addresses stay while it exists).
+    public var containerAddress: IPv4Interface? {
+        attributes[ContainerAttribute.networkAddress]?.string.flatMap(IPv4Interface.init)
+    }
+}
+
+/// What the container reconciler read from the host.
+public struct ContainerFacts: Sendable {
+    /// The pool's subvolumes; nil while the pool is not mounted.
+    public var contents: PoolContents?
+    /// The host's links (the host ends of the veths).
+    public var host: NetworkSnapshot?
+    /// Each container's supervisor and command.
+    public var processes: [String: ProcessObservation]
+    /// Each running container's network namespace, seen from inside.
+    public var namespaces: [String: NetworkSnapshot]
+    /// Live hostnames, read inside each running container's UTS namespace.
+    public var hostnames: [String: String]
+
+    public init(contents: PoolContents?, host: NetworkSnapshot?, processes: [String: ProcessObservation],
+                namespaces: [String: NetworkSnapshot] = [:], hostnames: [String: String] = [:]) {
+        self.contents = contents
+        self.host = host
+        self.processes = processes
+        self.namespaces = namespaces
+        self.hostnames = hostnames
+    }
+}
+
+/// Containers: a snapshot of their image, a supervised process, a veth on their
+/// network's bridge. Pure.
+public enum ContainerKind {
+    public static func desired(_ c: Container, network: Network?, address: IPv4Interface?) -> DesiredResource {
+        let spec = ContainerSpec(c, network: network, address: address)
+        var dependencies = [ResourceAddress(.image, c.image)]
+        if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
+        return DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
+                               protect: c.protect, spec: spec)
+    }
+
+    public static func attributes(_ c: ContainerSpec) -> Attributes {
+        var a: Attributes = [
+            ContainerAttribute.image: .string(c.image),
+            ContainerAttribute.namespaces: .strings(c.namespaces.map(\.rawValue)),
+            ContainerAttribute.command: .strings(c.command),
+            ContainerAttribute.workdir: .string(c.workdir),
+            ContainerAttribute.restart: .string(c.restart.rawValue),
+            ContainerAttribute.capabilities: .strings(c.capabilities.map(\.name)),
+            ContainerAttribute.stopTimeout: .string(Units.formatDuration(c.stopTimeout)),
+        ]
+        if let hostname = c.hostname { a[ContainerAttribute.hostname] = .string(hostname) }
+        if !c.mounts.isEmpty { a[ContainerAttribute.mounts] = .strings(c.mounts.map(describe)) }
+        for (key, value) in c.env { a[ContainerAttribute.env.child(key)] = .string(value) }
+        if let n = c.network {
+            a[ContainerAttribute.networkAttach] = .string(n.network)
+            a[ContainerAttribute.networkBridge] = .string(n.bridge)
+            a[ContainerAttribute.networkInterface] = .string(n.interface)
+            a[ContainerAttribute.networkGateway] = .string(n.gateway.description)
+            a[ContainerAttribute.networkAddress] = .string(n.address.description)
+        }
+        return a
+    }
+
+    /// "tmpfs /tmp (size=64m)", "bind /srv/data → /data (ro)".
+    public static func describe(_ m: Mount) -> String {
+        var options = m.options
+        if m.readonly && !options.contains("ro") { options.append("ro") }
+        let suffix = options.isEmpty ? "" : " (\(options.joined(separator: ",")))"
+        switch m.kind {
+        case .tmpfs: return "tmpfs \(m.target)\(suffix)"
+        case .bind: return "bind \(m.source ?? "?") → \(m.target)\(suffix)"
+        }
+    }
+
+    /// Every container to observe: declared, recorded, or with a host veth marked as this
+    /// installation's (whose record is gone).
+    public static func names(declared: some Sequence<String>, records: some Sequence<String>, host: NetworkSnapshot?,
+                             installation: String) -> [String] {
+        var names = Set(declared).union(records)
+        for link in host?.links ?? [] {
+            if let owner = link.owner, owner.belongs(toInstallation: installation), owner.role == .container { names.insert(owner.name) }
+        }
+        return names.sorted()
+    }
+
+    /// `images`: the images as interpreted already — a container is not also flagged for
+    /// an older image when its image is being replaced anyway.
+    public static func interpret(declared: Set<String>, records: [String: Record], facts: ContainerFacts,
+                                 images: ObservedState, installation: String) -> KindObservation {
+        var out = KindObservation()
+        let names = names(declared: declared, records: records.keys, host: facts.host, installation: installation)
+        for name in names {
+            let address = ResourceAddress(.container, name)
+            let process = facts.processes[name] ?? .absent
+            let snapshot = facts.contents?.containers[name]
+            let hostVeth = LinkNames.hostVeth(installation: installation, container: name)
+            let vethLink = facts.host?.link(named: hostVeth)
+            guard let record = records[name] else {
+                if snapshot != nil {
+                    out.resources.append(ObservedResource(address, owned: false))
+                } else if vethLink != nil || process.state != .absent {
+                    // Leftovers without a record: delete them (or clear them before creating).
+                    if declared.contains(name) {
+                        out.drift.append(Drift(address, "leftovers of an earlier container (\(vethLink?.name ?? "supervisor")) are removed before it is created"))
+                    } else {
+                        out.resources.append(ObservedResource(address, conditions: [ContainerCondition.leftovers]))
+                    }
+                }
+                continue
+            }
+            var resource = ObservedResource(address, attributes: record.attributes, protect: record.protect)
+            if record.status == .creating {
+                resource.conditions.append(ContainerCondition.createUnfinished)
+            }
+            if facts.contents != nil && snapshot == nil {
+                if record.status == .ready { resource.drift.append(Drift(address, "its snapshot containers/\(name) was deleted outside tupp")) }
+                resource.conditions.append(ContainerCondition.snapshotMissing(container: name))
+            }
+            if let snapshot, let image = record.attributes[ContainerAttribute.image]?.string,
+               let current = facts.contents?.images[image], snapshot.parentUUID != current.uuid,
+               images.resources[ResourceAddress(.image, image)]?.conditions.isEmpty ?? true {
+                resource.conditions.append(ContainerCondition.snapshotOfOlderImage(image: image))
+            }
+
+            // The process: pid + start time, never a recycled pid. A restart under the
+            // container's own policy is not drift: status shows restarts and the last exit.
+            switch process.state {
+            case .running, .starting, .restarting, .exiting:
+                break
+            case .stopping:
+                resource.conditions.append(ContainerCondition.stopping)
+            case .exited, .stopped, .absent, .supervisorDied:
+                let why: String
+                if let exit = process.lastExit { why = "process not running (\(exit.status))" }
+                else if process.state == .supervisorDied { why = "process not running (its supervisor died)" }
+                else { why = "process not running" }
+                if record.status == .ready { resource.drift.append(Drift(address, why)) }
+                resource.conditions.append(ContainerCondition.notRunning(why: why))
+            }
+            if process.initPID != 0 {
+                out.fingerprints[address] = "init pid \(process.initPID) (start \(process.initStartTime)), snapshot \(snapshot?.uuid ?? "absent"), host veth \(vethLink.map { "#\($0.index)" } ?? "absent")"
+            }
+
+            // Live hostname, read inside the UTS namespace.
+            if process.isRunning, let recorded = record.attributes[ContainerAttribute.hostname], let live = facts.hostnames[name] {
+                if .string(live) != recorded {
+                    resource.drift.append(Drift(address, "hostname changed outside tupp (\(recorded) → \"\(live)\")",
+                                                path: ContainerAttribute.hostname, recorded: recorded, observed: .string(live)))
+                }
+                resource.attributes[ContainerAttribute.hostname] = .string(live)
+            }
+
+            // Live network: the host end on the bridge, the address and route inside.
+            if process.isRunning, let interface = record.attributes[ContainerAttribute.networkInterface]?.string {
+                if let link = vethLink {
+                    let master = link.masterIndex.flatMap { facts.host?.link(index: $0)?.name }
+                    resource.attributes[ContainerAttribute.networkBridge] = master.map(Value.string)
+                    if master == nil { resource.drift.append(Drift(address, "host veth \(hostVeth) was detached from its bridge")) }
+                    if !link.isUp { resource.conditions.append(ContainerCondition.hostVethDown(hostVeth)) }
+                } else {
+                    resource.drift.append(Drift(address, "host veth \(hostVeth) was deleted outside tupp"))
+                    resource.conditions.append(ContainerCondition.hostVethMissing(hostVeth))
+                }
+                if let inside = facts.namespaces[name] {
+                    if let peer = inside.link(named: interface) {
+                        let addresses = inside.addresses(onLink: peer.index)
+                        resource.attributes[ContainerAttribute.networkAddress] = addresses.first.map { .string($0.description) }
+                        resource.attributes[ContainerAttribute.networkGateway] = inside.defaultRoute?.gateway.map { .string($0.description) }
+                        if !peer.isUp { resource.conditions.append(ContainerCondition.interfaceDown(interface)) }
+                    } else {
+                        resource.attributes[ContainerAttribute.networkAddress] = nil
+                        resource.attributes[ContainerAttribute.networkGateway] = nil
+                    }
+                    let recordedAddress = record.attributes[ContainerAttribute.networkAddress]
+                    if record.status == .ready, resource.attributes[ContainerAttribute.networkAddress] != recordedAddress {
+                        resource.drift.append(Drift(address, "address inside changed outside tupp (\(recordedAddress?.description ?? "none") → \(resource.attributes[ContainerAttribute.networkAddress]?.description ?? "none"))"))
+                    }
+                }
+            }
+            out.resources.append(resource)
+        }
+        return out
+    }
+
+    /// The note every replaced container gets: its writable snapshot is lost.
+    static func snapshotNote(_ address: ResourceAddress) -> String {
+        "the writable snapshot containers/\(address.name) is discarded: changes made inside the container are lost"
+    }
+}
