@@ -178,15 +178,6 @@ public struct Runtime: Sendable {
         try SpecFile.write(config, directory: directory)
     }
 
-    /// The hostname as seen inside the container's UTS namespace.
-    public func hostname(of observation: ProcessObservation) throws -> String {
-        try inUTSNamespace(of: observation, operation: "read hostname") {
-            var buffer = [CChar](repeating: 0, count: 256)
-            try Errno.check("gethostname", "container UTS namespace") { gethostname(&buffer, buffer.count - 1) }
-            return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        }
-    }
-
     /// The hostnames of many running containers, read on one throw-away thread that
     /// joins each UTS namespace in turn (a plan reads every container's). nil for a
     /// container that is not running or shares the host's UTS namespace.

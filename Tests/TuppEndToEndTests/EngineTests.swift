@@ -87,6 +87,31 @@ extension Installation {
 }
 
 @Suite(.serialized) struct EngineTests {
+    /// A command its supervisor restarts under the container's own policy is not a change
+    /// outside tupp: plan stays quiet, status shows the restart.
+    @Test func aRestartUnderTheRestartPolicyIsNotDrift() throws {
+        guard try ready() else { return }
+        let i = try Installation()
+        defer { i.cleanupLeavingNothing() }
+        let m = try i.manifest("m.yaml", smallManifest(service("cache", extra: "    restart: always"), network: false))
+        try i.apply(m)
+        let before = try #require(try i.pid("cache"))
+        kill(before, SIGKILL)
+        let deadline = Monotonic.nanoseconds() + 15_000_000_000
+        var after: Int32?
+        repeat {
+            usleep(50_000)
+            after = try i.pid("cache")
+        } while (after == nil || after == before) && Monotonic.nanoseconds() < deadline
+        #expect(after != nil && after != before, "the supervisor restarted the command")
+        #expect(isProcessAlive(after ?? 0))
+        let plan = try i.tupp("plan", "--detailed-exitcode", m)
+        #expect(plan.status == 0, "\(plan)")
+        #expect(!plan.stdout.contains("Changed outside tupp"), "\(plan.stdout)")
+        #expect(try i.tupp("status", "--json", "cache").stdout.contains("\"restarts\":1"))
+        try i.expectClean(m)
+    }
+
     @Test func converge() throws {
         guard try ready() else { return }
         let i = try Installation()

@@ -94,10 +94,6 @@ func hostPIDs() throws -> Set<Int32> {
     Set(try Files.list("/proc").compactMap { Int32($0) })
 }
 
-func isAlive(_ pid: Int32) -> Bool {
-    guard let stat = ProcessStat.read(pid) else { return false }
-    return stat.state != "Z" && stat.state != "X"
-}
 
 /// The SystemError `body` throws; nil (and a recorded issue) when it throws nothing.
 /// Not `#expect(throws:)`: that renders the error, and rendering an errno currently traps

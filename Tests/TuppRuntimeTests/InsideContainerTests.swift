@@ -190,7 +190,7 @@ struct InsideContainerTests {
         let observation = fixture.runtime.observe(directory: fixture.directory)
         #expect(observation.state == .exited)
         #expect(observation.shimPID > 0)
-        #expect(waitUntil { !isAlive(observation.shimPID) })
+        #expect(waitUntil { !isProcessAlive(observation.shimPID) })
     }
 
     @Test func startFailuresNameTheStep() throws {
@@ -231,8 +231,8 @@ struct InsideContainerTests {
             }
         }
         let starting = try #require(seen)
-        #expect(!isAlive(starting.shimPID))
-        #expect(!isAlive(starting.initPID))
+        #expect(!isProcessAlive(starting.shimPID))
+        #expect(!isProcessAlive(starting.initPID))
         #expect((try Files.readText(fixture.directory + "/log")) ?? "" == "", "the command never ran")
     }
 }

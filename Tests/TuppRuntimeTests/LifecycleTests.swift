@@ -15,7 +15,7 @@ struct LifecycleTests {
         defer { fixture.cleanup() }
         let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
         #expect(observation.state == .running)
-        #expect(isAlive(observation.initPID))
+        #expect(isProcessAlive(observation.initPID))
 
         // The supervisor is not our child and leads its own session: the caller exiting
         // (or its terminal closing) does not touch it.
@@ -33,7 +33,7 @@ struct LifecycleTests {
         #expect(after.lastExit?.status == .signal(SIGKILL))
         #expect(after.initPID == 0)
         #expect(after.restarts == 0)
-        #expect(waitUntil { !isAlive(observation.shimPID) }, "the supervisor exits with its command")
+        #expect(waitUntil { !isProcessAlive(observation.shimPID) }, "the supervisor exits with its command")
     }
 
     @Test func supervisorAndCommandHoldNothingOfTheCaller() throws {
@@ -93,7 +93,7 @@ struct LifecycleTests {
 
         try fixture.runtime.stop(directory: fixture.directory)
         #expect(fixture.runtime.observe(directory: fixture.directory).state == .stopped)
-        #expect(!isAlive(third.initPID) && !isAlive(third.shimPID))
+        #expect(!isProcessAlive(third.initPID) && !isProcessAlive(third.shimPID))
     }
 
     @Test func onFailureDoesNotRestartASuccessAndPolicyChangesApplyInPlace() throws {
@@ -127,10 +127,14 @@ struct LifecycleTests {
         defer { fixture.cleanup() }
         let hostBefore = hostHostname()
         let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
-        #expect(try fixture.runtime.hostname(of: observation) == fixture.name)
+        // Witness: nsenter into the UTS namespace the supervisor holds.
+        func live() throws -> String {
+            try Spawn.run(["nsenter", "-t", String(observation.shimPID), "-u", "hostname"]).stdout
+        }
+        #expect(try live() == fixture.name + "\n")
 
         try fixture.runtime.setHostname("renamed-\(fixture.name)", for: observation)
-        #expect(try fixture.runtime.hostname(of: observation) == "renamed-\(fixture.name)")
+        #expect(try live() == "renamed-\(fixture.name)\n")
         #expect(try fixture.exec(["hostname"]).output == "renamed-\(fixture.name)\n")
         #expect(fixture.runtime.observe(directory: fixture.directory).initPID == observation.initPID, "same process")
         #expect(hostHostname() == hostBefore)
@@ -235,8 +239,8 @@ struct LifecycleTests {
         #expect(Double(Monotonic.nanoseconds() - started) / 1e9 < 2)
 
         // Nothing of either run remains: processes, mounts (the host's table is unchanged).
-        for pid in [observation.shimPID, observation.initPID, plain.shimPID, plain.initPID] { #expect(!isAlive(pid)) }
-        #expect(try hostPIDs().subtracting(pidsBefore).filter(isAlive).allSatisfy { pid in
+        for pid in [observation.shimPID, observation.initPID, plain.shimPID, plain.initPID] { #expect(!isProcessAlive(pid)) }
+        #expect(try hostPIDs().subtracting(pidsBefore).filter(isProcessAlive).allSatisfy { pid in
             !((try? Files.readText("/proc/\(pid)/cmdline")) ?? nil ?? "").contains(fixture.directory)
         })
         #expect(try fixture.hostMountsOfThisTest().isEmpty)
@@ -253,7 +257,7 @@ struct LifecycleTests {
         #expect(thrownError { try fixture.runtime.remove(directory: fixture.directory) } != nil)
 
         kill(observation.shimPID, SIGKILL)
-        #expect(waitUntil { !isAlive(observation.initPID) }, "PDEATHSIG")
+        #expect(waitUntil { !isProcessAlive(observation.initPID) }, "PDEATHSIG")
         #expect(fixture.runtime.observe(directory: fixture.directory).state == .supervisorDied)
         try fixture.runtime.stop(directory: fixture.directory)
         #expect(fixture.runtime.observe(directory: fixture.directory).state == .stopped)
@@ -316,11 +320,11 @@ struct LifecycleTests {
         let exec = try fixture.exec(["true"])
         #expect(exec.status == 125 && exec.output.contains("was reused"), "\(exec.output)")
         try fixture.runtime.stop(directory: fixture.directory, timeout: 1)
-        #expect(isAlive(observation.shimPID) && isAlive(observation.initPID), "stop must not touch a recycled pid")
+        #expect(isProcessAlive(observation.shimPID) && isProcessAlive(observation.initPID), "stop must not touch a recycled pid")
 
         try Files.writeAtomically(statePath, text: genuine)
         try fixture.runtime.stop(directory: fixture.directory, timeout: 1)
-        #expect(!isAlive(observation.shimPID) && !isAlive(observation.initPID))
+        #expect(!isProcessAlive(observation.shimPID) && !isProcessAlive(observation.initPID))
     }
 }
 

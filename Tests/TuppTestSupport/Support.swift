@@ -89,3 +89,9 @@ public enum Ping {
         try untilAnswered(within: seconds) { try Spawn.run(prefix + ["/bin/busybox", "ping"] + once(address)) }.status == 0
     }
 }
+
+/// True when `pid` exists and is neither a zombie nor dead (/proc/PID/stat).
+public func isProcessAlive(_ pid: Int32) -> Bool {
+    guard pid > 0, let stat = ProcessStat.read(pid) else { return false }
+    return stat.state != "Z" && stat.state != "X"
+}
