@@ -116,5 +116,8 @@ let package = Package(
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppNetworking", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppManifest", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
         .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"], swiftSettings: strict),
+        // contrib/: the Ansible collection, tupp-sync and its units, driven as users run them.
+        .testTarget(name: "TuppFleetTests", dependencies: ["TuppTestSupport", "TuppPlan", "TuppSystem", "tupp", "tupp-shim"],
+                    swiftSettings: strict),
     ]
 )
