@@ -32,7 +32,7 @@ import TuppTestSupport
         #expect(install.status == 0, "\(install)")
     }
 
-    @Test func rolloutCheckConvergeDriftAndManifestError() throws {
+    @Test func rolloutOnThreeHosts() throws {
         guard try ready() else { return }
         let hosts = try Self.hostNames.map { try Installation("fleet-\($0)") }
         let work = try TemporaryDirectory("tupp-fleet")
@@ -118,6 +118,47 @@ import TuppTestSupport
         #expect(repair.result("Converge the host", "host2") == "changed", "\(repair)")
         #expect(try hostname(ofPID: pids[1]) == "web")
         #expect(try containerPID(hosts[1], "web") == pids[1])
+
+        // An apply that fails half way on host3: the task fails listing what was applied and
+        // what failed, and what was applied is really there.
+        let live3 = try #require(try Files.readText("\(hosts[2].root.path)/site.yaml"))
+        try Files.writeAtomically("\(hosts[2].root.path)/partial.yaml", text: live3 + """
+              extra:
+                image: box
+                command: ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+                stopTimeout: 2s
+              broken:
+                image: box
+                command: ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
+                mounts: [{ type: bind, source: \(hosts[2].root.path)/no-such-directory, target: /data }]
+
+            """, mode: 0o644)
+        try Files.writeAtomically("\(work.path)/partial.yml", text: """
+            - hosts: host3
+              gather_facts: false
+              tasks:
+                - name: Converge to a manifest that cannot be applied whole
+                  tupp.host.apply:
+                    src: "{{ tupp_root }}/partial.yaml"
+                    state_dir: "{{ tupp_state_dir }}"
+
+            """, mode: 0o644)
+        let partial = try ansible.command("ansible-playbook -i inventory.yml partial.yml")
+        #expect(partial.status != 0, "\(partial)")
+        #expect(partial.result("Converge to a manifest that cannot be applied whole", "host3") == "fatal", "\(partial)")
+        #expect(partial.output.stdout.contains("tupp apply stopped: 1 applied, 1 failed, 0 not attempted. container.broken: open bind source"), "\(partial)")
+        #expect(partial.output.stdout.contains("\"applied\": [\"container.extra\"]"), "\(partial)")
+        #expect(partial.output.stdout.contains("\"failed_resources\": [{\"address\": \"container.broken\""), "\(partial)")
+        #expect(partial.output.stdout.contains("\"changed\": true"), "\(partial)")
+        let extra = try #require(try containerPID(hosts[2], "extra"))
+        #expect(try hostname(ofPID: extra) == "extra")
+
+        // The rollout again: host3 back to its manifest (extra pruned), the others untouched.
+        let back = try ansible.command(try docs("apply"))
+        #expect(back.status == 0, "\(back)")
+        #expect(back.changedCount("host1") == 0 && back.changedCount("host2") == 0, "\(back)")
+        #expect(back.result("Converge the host", "host3") == "changed", "\(back)")
+        #expect(ProcessStat.read(extra).map { $0.state == "Z" } ?? true, "extra's process survived the prune")
     }
 }
 
