@@ -139,5 +139,8 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppBase", "TuppFacts", "TuppSystem", "TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"],
                     swiftSettings: strict),
+        // contrib/: the Ansible collection, tupp-sync and its units, driven as users run them.
+        .testTarget(name: "TuppFleetTests", dependencies: ["TuppBase", "TuppFacts", "TuppTestSupport", "TuppPlan", "TuppSystem", "tupp", "tupp-shim"],
+                    swiftSettings: strict),
     ]
 )
