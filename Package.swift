@@ -120,7 +120,7 @@ let package = Package(
         ),
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
-        .target(name: "TuppTestSupport", dependencies: ["TuppBase", "TuppFacts", "TuppSystem", "TuppNetworking", "CTuppSys"],
+        .target(name: "TuppTestSupport", dependencies: ["TuppBase", "TuppFacts", "TuppManifest", "TuppSystem", "TuppNetworking", "CTuppSys"],
                 path: "Tests/TuppTestSupport", swiftSettings: strict),
         .testTarget(name: "TuppManifestTests", dependencies: ["TuppBase", "TuppManifest", "TuppManifestLoader", "TuppSystem", "TuppTestSupport"],
                     exclude: ["Invalid"], swiftSettings: strict),

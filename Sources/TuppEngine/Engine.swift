@@ -98,6 +98,10 @@ public struct Engine: Sendable {
         case .failure(let e):
             observation.state.problems.append("network.\(e.network): no free address left for container \(e.container); use a larger subnet")
         }
+        // Which projects declare each resource is the record's to say, whatever the kind.
+        for (address, record) in observation.records {
+            observation.state.resources[address]?.projects = record.projects
+        }
         return observation
     }
 
@@ -204,12 +208,16 @@ public struct Engine: Sendable {
                 let reconciler = reconcilers.first { $0.kind == change.address.kind }!
                 let context = ApplyContext(store: store, runtime: runtime, installation: installation, logger: logger,
                                            options: run.options, observation: run.observation,
-                                           progress: { reporter.progress(change, $0) })
+                                           progress: { reporter.progress(change, $0) }, projects: change.projects)
                 tasks.addTask {
                     reporter.start(change)
                     let t0 = Monotonic.nanoseconds()
                     do {
-                        try await reconciler.apply(change, context)
+                        if change.isMembershipOnly {
+                            try updateMembership(change, context)
+                        } else {
+                            try await reconciler.apply(change, context)
+                        }
                         reporter.complete(change, milliseconds: Monotonic.milliseconds(since: t0))
                         return (i, nil)
                     } catch {
@@ -229,6 +237,14 @@ public struct Engine: Sendable {
             for i in next..<group.count { results[i] = NotAttempted() }
             return results
         }
+    }
+
+    /// Which projects declare a resource changed, nothing else: its record is rewritten,
+    /// the host is left alone.
+    func updateMembership(_ change: Plan.ResourceChange, _ context: ApplyContext) throws {
+        // A live object of this installation without a record (one whose record was lost)
+        // gets one now.
+        try context.save(context.record(change.address) ?? Record(change.address, status: .ready, attributes: change.after ?? [:]))
     }
 
     /// After a complete destroy nothing of tupp's may remain, not even its state

@@ -40,8 +40,17 @@ struct ApplyContext: Sendable {
     let observation: Observation
     /// Progress lines for the resource being changed ("120 MiB (240 MiB/s)", warnings).
     let progress: @Sendable (String) -> Void
+    /// The projects declaring the resource once this change is applied (nil: as recorded).
+    var projects: [String: String]? = nil
 
     func record(_ address: ResourceAddress) -> Record? { observation.records[address] }
+
+    /// Saves `record` atomically with the projects that declare it.
+    func save(_ record: Record) throws {
+        var record = record
+        record.projects = projects ?? observation.records[record.address]?.projects ?? record.projects
+        try store.save(record)
+    }
 
     /// The pool's root: declared, or recorded when the manifest no longer declares storage.
     var poolRoot: String? {

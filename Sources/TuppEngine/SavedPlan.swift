@@ -21,6 +21,8 @@ public struct SavedPlan: Sendable, Equatable {
     public var prune: Bool
     public var destroy: Bool
     public var includeStorage: Bool
+    /// The project planned for (nil in plans of a tupp without projects).
+    public var project: String?
     public var fingerprints: [String: String]
     public var actions: [String: String]
 
@@ -33,11 +35,12 @@ public struct SavedPlan: Sendable, Equatable {
         prune = run.options.prune
         destroy = run.options.destroy
         includeStorage = run.options.includeStorage
+        project = run.options.project
         fingerprints = Dictionary(uniqueKeysWithValues: run.observation.fingerprints.map { ($0.key.description, $0.value) })
         actions = Dictionary(uniqueKeysWithValues: run.plan.actionable.map { ($0.address.description, $0.action.rawValue) })
     }
 
-    public var options: PlanOptions { PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage) }
+    public var options: PlanOptions { PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project) }
 
     /// SHA-256 over every manifest file's path and bytes, in order.
     public static func digest(_ loaded: LoadedManifest) -> String {
@@ -69,6 +72,7 @@ public struct SavedPlan: Sendable, Equatable {
             ("manifest_digest", .string(manifestDigest)),
             ("manifests", .array(manifests.map { .string($0) })),
             ("plan", plan),
+            ("project", project.map(JSON.Node.string) ?? .null),
             ("prune", .bool(prune)),
             ("state_dir", .string(stateDirectory)),
             ("tupp_saved_plan", .int(Self.formatVersion)),
@@ -109,11 +113,12 @@ public struct SavedPlan: Sendable, Equatable {
         return SavedPlan(tuppVersion: version, created: json["created"]?.double ?? 0, stateDirectory: state,
                          manifests: manifests, manifestDigest: digest, prune: json["prune"]?.bool ?? true,
                          destroy: json["destroy"]?.bool ?? false, includeStorage: json["include_storage"]?.bool ?? false,
-                         fingerprints: fingerprints, actions: actions)
+                         project: json["project"]?.string, fingerprints: fingerprints, actions: actions)
     }
 
     init(tuppVersion: String, created: Double, stateDirectory: String, manifests: [String], manifestDigest: String,
-         prune: Bool, destroy: Bool, includeStorage: Bool, fingerprints: [String: String], actions: [String: String]) {
+         prune: Bool, destroy: Bool, includeStorage: Bool, project: String?, fingerprints: [String: String], actions: [String: String]) {
+        self.project = project
         self.tuppVersion = tuppVersion
         self.created = created
         self.stateDirectory = stateDirectory
@@ -133,6 +138,7 @@ public struct SavedPlan: Sendable, Equatable {
         let state = Paths.canonical(stateDirectory) ?? stateDirectory
         if state != self.stateDirectory { reasons.append("it was made for state directory \(self.stateDirectory), not \(state)") }
         if Self.digest(loaded) != manifestDigest { reasons.append("the manifest files changed since") }
+        if run.options.project != project { reasons.append("it was made for project \(project ?? "none"), not \(run.options.project ?? "none")") }
         let now = SavedPlan(run, loaded: loaded, stateDirectory: stateDirectory, version: version)
         for address in Set(fingerprints.keys).union(now.fingerprints.keys).sorted() where fingerprints[address] != now.fingerprints[address] {
             reasons.append("\(address) changed on the host: \(fingerprints[address] ?? "absent") → \(now.fingerprints[address] ?? "absent")")

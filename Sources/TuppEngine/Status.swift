@@ -6,6 +6,8 @@ import TuppSystem
 /// What `tupp status` shows for a container.
 public struct ContainerStatus: Sendable {
     public var name: String
+    /// The project that declares it; nil for a container made before projects existed.
+    public var project: String?
     public var state: String
     public var pid: Int32?
     /// Seconds since the command started, when running.
@@ -19,18 +21,19 @@ public struct ContainerStatus: Sendable {
 }
 
 extension Engine {
-    /// Status of the containers tupp recorded (all, or those named).
-    public func status(_ names: [String] = []) throws -> [ContainerStatus] {
+    /// Status of the containers tupp recorded (all, or those named, or a project's).
+    public func status(_ names: [String] = [], project: String? = nil) throws -> [ContainerStatus] {
         let records = try store.load()
         var out: [ContainerStatus] = []
         for (address, record) in records.sorted(by: { $0.key < $1.key }) where address.kind == .container {
             guard names.isEmpty || names.contains(address.name) else { continue }
+            guard project == nil || record.projects[project!] != nil else { continue }
             let process = runtime.observe(directory: store.containerDirectory(address.name))
             let values = record.attributes
             var uptime: Double?
             if process.isRunning, let started = process.startedAt { uptime = max(0, wallClockSeconds() - started) }
             out.append(ContainerStatus(
-                name: address.name, state: record.status == .ready ? process.state.rawValue : record.status.rawValue,
+                name: address.name, project: record.projects.keys.sorted().first, state: record.status == .ready ? process.state.rawValue : record.status.rawValue,
                 pid: process.initPID > 0 ? process.initPID : nil, uptime: uptime,
                 image: values[ContainerAttribute.image]?.string,
                 address: values[ContainerAttribute.networkAddress]?.string,
@@ -41,6 +44,27 @@ extension Engine {
             throw SystemError.failure("status", "container \(name)", "no such container in \(store.directory)")
         }
         return out
+    }
+
+    /// Every project with resources on this host: how many of each kind it declares and
+    /// how many of its containers are running. Resources made before projects existed are
+    /// listed under the project "-".
+    public func projects() throws -> [ProjectSummary] {
+        let records = try store.load()
+        var byName: [String: ProjectSummary] = [:]
+        for (address, record) in records {
+            let names = record.projects.isEmpty ? ["-"] : Array(record.projects.keys)
+            for name in names {
+                var summary = byName[name] ?? ProjectSummary(name: name)
+                summary.resources[address.kind.rawValue, default: 0] += 1
+                if address.kind == .container {
+                    let state = runtime.observe(directory: store.containerDirectory(address.name)).state
+                    summary.containerStates[record.status == .ready ? state.rawValue : record.status.rawValue, default: 0] += 1
+                }
+                byName[name] = summary
+            }
+        }
+        return byName.values.sorted { $0.name < $1.name }
     }
 
     /// The supervisor directory of a running container, or an error a user can act on.
@@ -74,4 +98,13 @@ extension Engine {
         _ = try status([name])
         try runtime.logs(directory: store.containerDirectory(name), follow: follow, to: output)
     }
+}
+
+/// What `tupp ls` shows for a project.
+public struct ProjectSummary: Sendable {
+    public var name: String
+    /// "container", "image", … → how many the project declares.
+    public var resources: [String: Int] = [:]
+    /// "running", "exited", … → how many of its containers are in that state.
+    public var containerStates: [String: Int] = [:]
 }

@@ -1,6 +1,8 @@
 /// The desired state a set of manifest files declares (MANIFEST.md, format v1).
 /// Several files and documents merge into one `Manifest`; names are global.
 public struct Manifest: Sendable, Equatable {
+    /// The `project:` key, when the files give one (see `LoadedManifest.project`).
+    public var project: String?
     public var storage: Storage?
     public var images: [String: Image] = [:]
     public var networks: [String: Network] = [:]

@@ -43,4 +43,25 @@ public enum Names {
         }
         return nil
     }
+
+    /// A project name, as Compose accepts one: 1–63 of a–z, 0–9, '-' and '_', starting
+    /// with a letter or digit.
+    public static func projectProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if name.utf8.count > 63 { return "is longer than 63 characters" }
+        if !name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") }) {
+            return "may contain only lowercase letters, digits, '-' and '_'"
+        }
+        if !(name.first!.isLowercase || name.first!.isNumber) { return "must start with a lowercase letter or a digit" }
+        return nil
+    }
+
+    /// The project a directory name stands for when no file says (Compose's rule): the
+    /// name lowercased, without the characters a project name may not hold; "default"
+    /// when nothing is left.
+    public static func project(fromDirectory name: String) -> String {
+        let kept = name.lowercased().filter { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") }
+        let trimmed = kept.drop { $0 == "-" || $0 == "_" }
+        return trimmed.isEmpty ? "default" : String(trimmed.prefix(63))
+    }
 }

@@ -41,6 +41,16 @@ struct DocumentDecoder {
         } else {
             error(root, "missing required key \"version\" (add `version: 1`)")
         }
+        if let node = fields.take("project"), let name = string(node, "project") {
+            // Files naming different projects were grouped apart by the loader (or made one
+            // by --project), so only the name itself is checked here.
+            if let problem = Names.projectProblem(name) {
+                error(node, "project name \"\(name)\" \(problem)")
+            } else if manifest.sources["project"] == nil {
+                manifest.project = name
+                manifest.sources["project"] = location(node)
+            }
+        }
         // A name may be declared in several files when every declaration is identical, so
         // each example file can stand alone and a directory of them still forms one state.
         if let node = fields.take("storage") {

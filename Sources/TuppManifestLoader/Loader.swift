@@ -2,11 +2,14 @@ import Glibc
 import TuppBase
 import TuppManifest
 
-/// Manifest files read, merged and validated.
+/// Manifest files read, merged and validated: one project's desired state.
 public struct LoadedManifest: Sendable {
     public var manifest: Manifest
     /// The files read, in order, with their bytes (for diagnostics and digests).
     public var files: [(path: String, bytes: [UInt8])]
+    /// The project these files form: `--project`, else the files' `project:` key, else
+    /// the name of the directory the first manifest (or directory argument) lives in.
+    public var project: String
 }
 
 /// Reads manifests from files and directories.
@@ -22,12 +25,29 @@ public enum ManifestLoader {
         }
     }
 
-    /// `paths`: files, or directories meaning every *.yaml / *.yml in them (sorted,
-    /// not recursive). Empty → ./tupperware.yaml.
-    public static func load(_ paths: [String], limits: YAMLLimits = YAMLLimits()) -> Result<LoadedManifest, Failure> {
+    /// One project's manifests. `paths`: files, or directories meaning every *.yaml /
+    /// *.yml in them (sorted, not recursive). Empty → ./tupperware.yaml. Files that name
+    /// different projects are an error, unless `project` (--project) names the one they form.
+    public static func load(_ paths: [String], project: String? = nil, limits: YAMLLimits = YAMLLimits()) -> Result<LoadedManifest, Failure> {
+        switch loadProjects(paths, project: project, limits: limits) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let projects) where projects.count == 1: return .success(projects[0])
+        case .success(let projects):
+            let list = projects.map { "\($0.project) (\($0.files.map(\.path).joined(separator: ", ")))" }.joined(separator: "; ")
+            let first = projects[1].files[0].path
+            return .failure(Failure(diagnostics: [Diagnostic(file: first, mark: Mark(line: 1, column: 1),
+                "these manifests form \(projects.count) projects: \(list); plan and apply one project at a time, or give --project to make them one")],
+                                    sources: [:]))
+        }
+    }
+
+    /// Every project the manifests form, each merged and validated on its own (for
+    /// `tupp validate` of a directory holding several projects).
+    public static func loadProjects(_ paths: [String], project: String? = nil, limits: YAMLLimits = YAMLLimits()) -> Result<[LoadedManifest], Failure> {
+        let arguments = paths.isEmpty ? ["tupperware.yaml"] : paths
         var files: [(String, [UInt8])] = []
         var diagnostics: [Diagnostic] = []
-        for path in expand(paths.isEmpty ? ["tupperware.yaml"] : paths, diagnostics: &diagnostics) {
+        for path in expand(arguments, diagnostics: &diagnostics) {
             switch readFile(path, limit: limits.maxBytes) {
             case .success(let bytes): files.append((path, bytes))
             case .failure(let d): diagnostics.append(d)
@@ -40,17 +60,23 @@ public enum ManifestLoader {
             return .failure(Failure(diagnostics: [Diagnostic(file: paths.first ?? ".", mark: Mark(line: 1, column: 1),
                                                              "no *.yaml or *.yml files found")], sources: [:]))
         }
-        return load(files: files, limits: limits)
+        return loadProjects(files: files, project: project, defaultProject: defaultProject(for: arguments[0]), limits: limits)
     }
 
-    /// Parses in-memory files (path used for messages and relative paths).
-    public static func load(files: [(path: String, bytes: [UInt8])], limits: YAMLLimits = YAMLLimits()) -> Result<LoadedManifest, Failure> {
-        var manifest = Manifest()
+    /// Parses in-memory files (path used for messages and relative paths) as one project.
+    public static func load(files: [(path: String, bytes: [UInt8])], project: String? = nil,
+                            limits: YAMLLimits = YAMLLimits()) -> Result<LoadedManifest, Failure> {
+        loadProjects(files: files, project: project, defaultProject: project ?? "default", limits: limits).map { $0[0] }
+    }
+
+    /// Parses the files and groups them by project; each group is merged and validated.
+    static func loadProjects(files: [(path: String, bytes: [UInt8])], project override: String?, defaultProject: String,
+                             limits: YAMLLimits) -> Result<[LoadedManifest], Failure> {
         var diagnostics: [Diagnostic] = []
         var sources: [String: [UInt8]] = [:]
+        var parsed: [(path: String, bytes: [UInt8], documents: [(node: Node?, mark: Mark)])] = []
         for (path, bytes) in files {
             sources[path] = bytes
-            let base = directory(of: path)
             do {
                 let documents = try YAMLReader.documents(bytes, limits: limits)
                 if documents.isEmpty || documents.allSatisfy({ $0.node == nil || $0.node!.isNullScalar }) && documents.count <= 1 {
@@ -58,25 +84,64 @@ public enum ManifestLoader {
                                                   "empty manifest: it needs at least `version: 1`"))
                     continue
                 }
-                var decoder = DocumentDecoder(file: path, baseDirectory: base)
-                for document in documents {
-                    decoder.decode(document.node, into: &manifest, documentMark: document.mark)
-                }
-                diagnostics += decoder.diagnostics
+                parsed.append((path, bytes, documents))
             } catch {
                 diagnostics.append(Diagnostic(file: path, mark: error.mark, error.message))
             }
         }
-        // Whole-manifest checks run on whatever decoded cleanly, so one pass reports
-        // everything; references to names that failed to decode are not reported twice.
-        var validator = Validator(manifest)
-        manifest = validator.run()
-        diagnostics += validator.diagnostics
+        if let override, let problem = Names.projectProblem(override) {
+            diagnostics.append(Diagnostic(file: files.first?.path ?? ".", mark: Mark(line: 1, column: 1),
+                                          "--project \"\(override)\" \(problem)"))
+        }
+        // Group by the project each file names (the first document that names one), in
+        // the order the projects first appear.
+        var order: [String] = []
+        var groups: [String: [(path: String, bytes: [UInt8], documents: [(node: Node?, mark: Mark)])]] = [:]
+        for file in parsed {
+            let named = file.documents.lazy.compactMap { $0.node?.scalarValue(forKey: "project") }.first
+            let project = override ?? named ?? defaultProject
+            if groups[project] == nil { order.append(project) }
+            groups[project, default: []].append(file)
+        }
+        var loaded: [LoadedManifest] = []
+        for project in order {
+            var manifest = Manifest()
+            for file in groups[project]! {
+                var decoder = DocumentDecoder(file: file.path, baseDirectory: directory(of: file.path))
+                for document in file.documents {
+                    decoder.decode(document.node, into: &manifest, documentMark: document.mark)
+                }
+                diagnostics += decoder.diagnostics
+            }
+            // Whole-manifest checks run on whatever decoded cleanly, so one pass reports
+            // everything; references to names that failed to decode are not reported twice.
+            var validator = Validator(manifest)
+            manifest = validator.run()
+            diagnostics += validator.diagnostics
+            manifest.project = project
+            loaded.append(LoadedManifest(manifest: manifest, files: groups[project]!.map { ($0.path, $0.bytes) }, project: project))
+        }
         guard diagnostics.isEmpty else {
             diagnostics.sort { ($0.file, $0.mark) < ($1.file, $1.mark) }
             return .failure(Failure(diagnostics: diagnostics, sources: sources))
         }
-        return .success(LoadedManifest(manifest: manifest, files: files))
+        return .success(loaded)
+    }
+
+    /// The project of manifests without a `project:` key: the directory the first
+    /// argument is (a directory) or lives in (a file), as Compose names projects.
+    static func defaultProject(for argument: String) -> String {
+        var st = stat()
+        let isDirectory = stat(argument, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        let absolute = isDirectory ? (canonical(argument) ?? argument) : directory(of: argument)
+        let name = absolute.split(separator: "/").last.map(String.init) ?? ""
+        return Names.project(fromDirectory: name)
+    }
+
+    static func canonical(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     static func expand(_ paths: [String], diagnostics: inout [Diagnostic]) -> [String] {

@@ -94,3 +94,14 @@ public enum ScalarType: Equatable, Sendable {
         return chars.allSatisfy { $0.isASCII && ($0.isNumber || $0 == "." || $0 == "e" || $0 == "E" || $0 == "-" || $0 == "+") }
     }
 }
+
+extension Node {
+    /// The plain text of the scalar at `key` of a mapping node; nil for anything else.
+    func scalarValue(forKey key: String) -> String? {
+        guard case .mapping(let pairs) = value else { return nil }
+        for (k, v) in pairs {
+            if case .scalar(let name, _) = k.value, name == key, case .scalar(let text, _) = v.value { return text }
+        }
+        return nil
+    }
+}

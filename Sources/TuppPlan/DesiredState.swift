@@ -17,6 +17,10 @@ public struct DesiredContext: Sendable {
 /// The manifest as resources, in dependency order; each kind's part is in Kinds/.
 public enum DesiredState {
     public static func resources(_ manifest: Manifest, _ context: DesiredContext) -> [DesiredResource] {
+        located(manifest, unlocated(manifest, context))
+    }
+
+    static func unlocated(_ manifest: Manifest, _ context: DesiredContext) -> [DesiredResource] {
         var out: [DesiredResource] = []
         if let storage = manifest.storage { out.append(PoolKind.desired(storage)) }
         let pool = manifest.storage.map { _ in PoolKind.address }
@@ -32,5 +36,15 @@ public enum DesiredState {
                                              address: context.addresses[name]))
         }
         return out
+    }
+
+    /// Each resource with where the manifest declares it.
+    static func located(_ manifest: Manifest, _ resources: [DesiredResource]) -> [DesiredResource] {
+        resources.map { r in
+            var r = r
+            let path = r.address.kind == .pool ? "storage" : "\(r.address.kind.rawValue)s.\(r.address.name)"
+            r.location = manifest.sources[path].map { "\($0.file):\($0.mark)" }
+            return r
+        }
     }
 }

@@ -26,6 +26,8 @@ public struct Plan: Sendable, Equatable {
         public var condition: (any ResourceCondition)?
         /// The dependency whose change this follows ("image.box is replaced").
         public var dependency: ResourceAddress?
+        /// A change of which projects declare the resource: only its record changes.
+        public var membership: Membership?
         public var message: String?
         public var effect: ChangeEffect
 
@@ -48,12 +50,36 @@ public struct Plan: Sendable, Equatable {
             self.effect = effect
         }
 
+        public init(_ membership: Membership) {
+            self.membership = membership
+            message = membership.description
+            effect = .inPlace
+        }
+
         public var forcesReplacement: Bool { effect == .replace }
 
         public static func == (a: Reason, b: Reason) -> Bool {
-            a.path == b.path && a.before == b.before && a.after == b.after && a.dependency == b.dependency
+            a.path == b.path && a.before == b.before && a.after == b.after && a.dependency == b.dependency && a.membership == b.membership
                 && a.message == b.message && a.effect == b.effect
                 && (a.condition == nil) == (b.condition == nil) && (a.condition.map { c in b.condition.map(c.isEqual) ?? false } ?? true)
+        }
+    }
+
+    /// How the set of projects declaring a resource changes.
+    public enum Membership: Sendable, Equatable, CustomStringConvertible {
+        /// A resource made before projects existed, now declared by this project.
+        case adopted(String)
+        /// Another project's shared resource, now declared by this one too.
+        case joined(String, alsoBy: [String])
+        /// This project no longer declares it; the others keep it.
+        case left(String)
+
+        public var description: String {
+            switch self {
+            case .adopted(let p): "adopted into project \(p) (it was made before projects existed)"
+            case .joined(let p, let others): "now also declared by project \(p) (shared with \(others.map { "project \($0)" }.joined(separator: ", ")))"
+            case .left(let p): "no longer declared by project \(p)"
+            }
         }
     }
 
@@ -70,9 +96,14 @@ public struct Plan: Sendable, Equatable {
         /// The resolved desired value the reconciler applies; nil for removals of
         /// resources the manifest no longer declares.
         public var spec: (any ResourceSpec)?
+        /// The projects that declare the resource once the change is applied, with where;
+        /// nil when projects are not in play (the record keeps what it has).
+        public var projects: [String: String]?
 
         public init(address: ResourceAddress, action: Action, before: Attributes?, after: Attributes?,
-                    reasons: [Reason] = [], effect: ChangeEffect? = nil, notes: [String] = [], spec: (any ResourceSpec)? = nil) {
+                    reasons: [Reason] = [], effect: ChangeEffect? = nil, notes: [String] = [], spec: (any ResourceSpec)? = nil,
+                    projects: [String: String]? = nil) {
+            self.projects = projects
             self.address = address
             self.action = action
             self.before = before
@@ -91,18 +122,24 @@ public struct Plan: Sendable, Equatable {
             reasons.contains { $0.path == path || $0.path?.isWithin(path) == true }
         }
 
+        /// Only which projects declare it changes: the host is left alone, the record updated.
+        public var isMembershipOnly: Bool { !reasons.isEmpty && reasons.allSatisfy { $0.membership != nil } }
+
         /// The conditions behind this change that are of the given kind's enum.
         public func conditions<C: ResourceCondition>(_ type: C.Type) -> [C] { reasons.compactMap { $0.condition as? C } }
 
         public static func == (a: ResourceChange, b: ResourceChange) -> Bool {
             a.address == b.address && a.action == b.action && a.before == b.before && a.after == b.after
                 && a.reasons == b.reasons && a.effect == b.effect && a.notes == b.notes && sameSpec(a.spec, b.spec)
+                && a.projects == b.projects
         }
     }
 
     /// Every resource, changed or not, in execution order: deletes (containers first),
     /// then creates/updates/replaces in dependency order.
     public var changes: [ResourceChange]
+    /// The project planned for, when projects are in play.
+    public var project: String?
     public var drift: [Drift]
     /// Blocking problems: the plan cannot be applied.
     public var errors: [String]
@@ -154,11 +191,15 @@ public struct PlanOptions: Sendable {
     public var destroy = false
     /// With `destroy`: also delete the pool's image file.
     public var includeStorage = false
+    /// The project planned for: pruning and destroy are scoped to it, shared resources
+    /// kept while other projects declare them. nil: every owned resource is this plan's.
+    public var project: String?
 
-    public init(prune: Bool = true, destroy: Bool = false, includeStorage: Bool = false) {
+    public init(prune: Bool = true, destroy: Bool = false, includeStorage: Bool = false, project: String? = nil) {
         self.prune = prune
         self.destroy = destroy
         self.includeStorage = includeStorage
+        self.project = project
     }
 }
 
@@ -171,9 +212,19 @@ public enum Planner {
         let desiredByAddress = Dictionary(desired.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
         var changes: [ResourceAddress: Plan.ResourceChange] = [:]
 
+        plan.project = options.project
         if options.destroy {
             for d in desired {
                 guard let o = observed.resources[d.address] else { continue }
+                if let project = options.project, o.owned, !o.external, let projects = o.projects {
+                    // Another project's resource of the same name is never destroyed; a
+                    // shared one is kept while other projects declare it.
+                    if !projects.isEmpty && projects[project] == nil { continue }
+                    if let kept = ProjectRules.leaving(o, project: project) {
+                        changes[d.address] = kept
+                        continue
+                    }
+                }
                 if d.address.kind == .pool {
                     var teardown = PoolKind.teardown(o, includeStorage: options.includeStorage)
                     teardown.spec = d.spec
@@ -203,6 +254,9 @@ public enum Planner {
         for d in desired.sorted(by: { $0.address < $1.address }) {
             let o = observed.resources[d.address]
             var change = diff(d, o, errors: &plan.errors)
+            if let project = options.project {
+                ProjectRules.declare(d, o, project: project, &change, errors: &plan.errors)
+            }
             if change.action != .create && change.action != .delete && (o?.owned ?? false || d.address.kind == .pool) {
                 // A replaced image forces replacement of the containers built from it; a
                 // replaced or new network re-plugs its containers in place.
@@ -221,6 +275,17 @@ public enum Planner {
 
         // Orphans: owned resources that left the manifest.
         for (address, o) in observed.resources where desiredByAddress[address] == nil && o.owned && !o.external {
+            if let project = options.project, let projects = o.projects {
+                if projects.isEmpty {
+                    plan.warnings.append("\(address) was made before projects existed and project \(project) does not declare it; kept (declare it to adopt it into its project)")
+                    continue
+                }
+                guard projects[project] != nil else { continue }   // another project's
+                if let kept = ProjectRules.leaving(o, project: project) {
+                    changes[address] = kept
+                    continue
+                }
+            }
             if address.kind == .pool {
                 plan.warnings.append("pool.\(address.name) is no longer declared; it is left as is (tupp never deletes a pool implicitly)")
                 continue

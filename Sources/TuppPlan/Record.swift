@@ -23,6 +23,10 @@ public struct Record: Sendable, Equatable {
     /// Facts that identify the live object: subvolume UUID, link name, init pid, …
     public var facts: [String: String]
     public var protect: Bool
+    /// The projects that declare the resource, each with where ("web.yaml:12:3"). One for a
+    /// container; several for a shared pool, image or network; none in records made before
+    /// projects existed.
+    public var projects: [String: String] = [:]
     /// Seconds since the epoch of the last change (set by the store when it saves).
     public var updated: Double
 
@@ -51,6 +55,7 @@ public struct Record: Sendable, Equatable {
             ("facts", .object(facts.keys.sorted().map { ($0, .string(facts[$0]!)) })),
             ("kind", .string(kind.rawValue)),
             ("name", .string(name)),
+            ("projects", .object(projects.keys.sorted().map { ($0, .string(projects[$0]!)) })),
             ("protect", .bool(protect)),
             ("status", .string(status.rawValue)),
             ("updated", .double(updated)),
@@ -72,6 +77,9 @@ public struct Record: Sendable, Equatable {
         }
         self.init(kind: kind, name: name, status: status, attributes: values, facts: facts,
                   protect: json["protect"]?.bool ?? false, updated: json["updated"]?.double ?? 0)
+        if case .object(let pairs)? = json["projects"] {
+            for (project, node) in pairs { projects[project] = node.string ?? "" }
+        }
     }
 }
 

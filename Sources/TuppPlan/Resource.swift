@@ -190,6 +190,8 @@ public struct DesiredResource: Sendable, Equatable {
     public var protect: Bool
     /// The value the reconciler applies.
     public var spec: (any ResourceSpec)?
+    /// Where the manifest declares it ("web.yaml:12:3"), for messages about projects.
+    public var location: String?
 
     public init(_ address: ResourceAddress, attributes: Attributes, dependencies: [ResourceAddress] = [],
                 protect: Bool = false, spec: (any ResourceSpec)? = nil) {
@@ -229,6 +231,10 @@ public struct ObservedResource: Sendable, Equatable {
     /// A foreign object tupp uses but never changes or deletes (an existing bridge such as
     /// docker0 whose address matches the declared network).
     public var external: Bool
+    /// The projects that declare it, with where (from its record): empty for a record
+    /// made before projects existed; nil when no record tells (leftovers of this
+    /// installation without a record, which any project's apply clears).
+    public var projects: [String: String]?
 
     public init(_ address: ResourceAddress, attributes: Attributes = [:], owned: Bool = true,
                 conditions: [any ResourceCondition] = [], drift: [Drift] = [], protect: Bool = false, external: Bool = false) {
@@ -243,7 +249,7 @@ public struct ObservedResource: Sendable, Equatable {
 
     public static func == (a: ObservedResource, b: ObservedResource) -> Bool {
         a.address == b.address && a.attributes == b.attributes && a.owned == b.owned && a.drift == b.drift
-            && a.protect == b.protect && a.external == b.external && a.conditions.count == b.conditions.count
+            && a.protect == b.protect && a.external == b.external && a.projects == b.projects && a.conditions.count == b.conditions.count
             && zip(a.conditions, b.conditions).allSatisfy { $0.isEqual(to: $1) }
     }
 }

@@ -10,6 +10,7 @@ public enum PlanJSON {
         return JSON.object([
             ("format_version", .string(formatVersion)),
             ("tupp_version", .string(tuppVersion)),
+            ("project", plan.project.map(JSON.Node.string) ?? .null),
             ("resource_drift", .array(plan.drift.map(drift))),
             ("resource_changes", .array(plan.changes.map(change))),
             ("summary", JSON.object([("add", .int(Int64(s.add))), ("change", .int(Int64(s.change))),

@@ -11,6 +11,7 @@ struct StatusCommand: ParsableCommand {
             Examples:
               tupp status
               tupp status tupperware --json
+              tupp status --project web
             """
     )
 
@@ -19,15 +20,18 @@ struct StatusCommand: ParsableCommand {
     @Argument(help: "Container names (default: all).")
     var names: [String] = []
 
+    @Option(help: ArgumentHelp("Only the containers of this project.", valueName: "name"))
+    var project: String?
+
     @Flag(help: "Machine-readable JSON.")
     var json = false
 
     func run() throws {
-        let statuses = try Engine(stateDirectory: global.stateDirectory, logger: global.logger).status(names)
+        let statuses = try Engine(stateDirectory: global.stateDirectory, logger: global.logger).status(names, project: project)
         if json {
             let items: [JSON.Node] = statuses.map { s in
                 JSON.object([
-                    ("name", .string(s.name)), ("state", .string(s.state)),
+                    ("name", .string(s.name)), ("project", s.project.map(JSON.Node.string) ?? .null), ("state", .string(s.state)),
                     ("pid", s.pid.map { .int(Int64($0)) } ?? .null),
                     ("uptime_seconds", s.uptime.map { .double(($0 * 10).rounded() / 10) } ?? .null),
                     ("image", s.image.map(JSON.Node.string) ?? .null), ("address", s.address.map(JSON.Node.string) ?? .null),
@@ -42,14 +46,55 @@ struct StatusCommand: ParsableCommand {
             emit("No containers.\n")
             return
         }
-        let rows = [["NAME", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "RESTARTS", "LAST EXIT"]] + statuses.map { s in
-            [s.name, s.state, s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-", s.image ?? "-",
+        emitTable([["NAME", "PROJECT", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "RESTARTS", "LAST EXIT"]] + statuses.map { s in
+            [s.name, s.project ?? "-", s.state, s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-", s.image ?? "-",
              s.address ?? "-", String(s.restarts), s.lastExit ?? "-"]
+        })
+    }
+}
+
+/// Columns padded to their widest cell.
+func emitTable(_ rows: [[String]]) {
+    let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max()! }
+    for row in rows {
+        emit(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset]) }.joined(separator: "  ").trimmingTrailing() + "\n")
+    }
+}
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List the projects on this host: their resources and how many containers run.",
+        discussion: """
+            Examples:
+              tupp ls
+              tupp ls --json
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Machine-readable JSON.")
+    var json = false
+
+    func run() throws {
+        let projects = try Engine(stateDirectory: global.stateDirectory, logger: global.logger).projects()
+        if json {
+            func counts(_ map: [String: Int]) -> JSON.Node { .object(map.keys.sorted().map { ($0, .int(Int64(map[$0]!))) }) }
+            emit(JSON.Node.array(projects.map { p in
+                JSON.object([("name", .string(p.name)), ("resources", counts(p.resources)), ("containers", counts(p.containerStates))])
+            }).serialized() + "\n")
+            return
         }
-        let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max()! }
-        for row in rows {
-            emit(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset]) }.joined(separator: "  ").trimmingTrailing() + "\n")
+        if projects.isEmpty {
+            emit("No projects.\n")
+            return
         }
+        emitTable([["PROJECT", "CONTAINERS", "STATES", "NETWORKS", "IMAGES"]] + projects.map { p in
+            let states = p.containerStates.keys.sorted().map { "\(p.containerStates[$0]!) \($0)" }.joined(separator: ", ")
+            return [p.name, String(p.resources["container"] ?? 0), states.isEmpty ? "-" : states,
+                    String(p.resources["network"] ?? 0), String(p.resources["image"] ?? 0)]
+        })
     }
 }
 

@@ -53,10 +53,13 @@ struct PlanCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Save the plan for `tupp apply FILE`, which refuses it if the host or manifest changed meanwhile.", valueName: "file"))
     var out: String?
 
+    @Option(help: ArgumentHelp("The project: what apply prunes and destroy removes (default: the manifests' project: key, else their directory's name).", valueName: "name"))
+    var project: String?
+
     func run() async throws {
-        let loaded = try loadManifests(paths)
+        let loaded = try loadManifests(paths, project: project)
         let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
-        let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy))
+        let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy, project: loaded.project))
         if let out, run.plan.errors.isEmpty {
             let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
             try saved.write(to: out, plan: PlanJSON.render(run.plan, tuppVersion: Tupp.version))
@@ -107,15 +110,18 @@ struct ApplyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
     var lockTimeout: Double = 60
 
+    @Option(help: ArgumentHelp("The project: what apply prunes and destroy removes (default: the manifests' project: key, else their directory's name).", valueName: "name"))
+    var project: String?
+
     func run() async throws {
         if paths.count == 1, let saved = SavedPlan.read(paths[0]) {
-            let loaded = try loadManifests(saved.manifests)
+            let loaded = try loadManifests(saved.manifests, project: saved.project)
             try await runApply(loaded, options: saved.options, reviewed: saved, json: json, lockTimeout: lockTimeout,
                                global: global, command: "apply")
             return
         }
-        let loaded = try loadManifests(paths)
-        try await runApply(loaded, options: PlanOptions(prune: !noPrune), json: json,
+        let loaded = try loadManifests(paths, project: project)
+        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project), json: json,
                            lockTimeout: lockTimeout, global: global, command: "apply")
     }
 }
@@ -125,9 +131,10 @@ struct DestroyCommand: AsyncParsableCommand {
         commandName: "destroy",
         abstract: "Remove everything the manifest declares.",
         discussion: """
-            Shows the destroy plan, then stops and removes containers, networks and images in \
-            reverse dependency order and unmounts the pool. The pool's image file and its data \
-            are kept unless --include-storage is given.
+            Shows the destroy plan, then stops and removes the project's containers, networks \
+            and images in reverse dependency order and unmounts the pool. What other projects \
+            also declare (a shared network, the pool) is kept for them. The pool's image file \
+            and its data are kept unless --include-storage is given.
 
             Examples:
               tupp destroy manifests/tupperware.yaml
@@ -149,9 +156,12 @@ struct DestroyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
     var lockTimeout: Double = 60
 
+    @Option(help: ArgumentHelp("The project: what apply prunes and destroy removes (default: the manifests' project: key, else their directory's name).", valueName: "name"))
+    var project: String?
+
     func run() async throws {
-        let loaded = try loadManifests(paths)
-        try await runApply(loaded, options: PlanOptions(destroy: true, includeStorage: includeStorage), json: json,
+        let loaded = try loadManifests(paths, project: project)
+        try await runApply(loaded, options: PlanOptions(destroy: true, includeStorage: includeStorage, project: loaded.project), json: json,
                            lockTimeout: lockTimeout, global: global, command: "destroy")
     }
 }

@@ -25,7 +25,7 @@ struct Tupp: AsyncParsableCommand {
             Without a file argument, tupp reads ./tupperware.yaml.
             """,
         version: version,
-        subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, DestroyCommand.self, StatusCommand.self,
+        subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, DestroyCommand.self, StatusCommand.self, ListCommand.self,
                       ExecCommand.self, LogsCommand.self]
     )
 }
@@ -76,9 +76,9 @@ func printError(_ text: String) {
     _ = line.withCString { write(2, $0, strlen($0)) }
 }
 
-/// Loads manifests or prints their diagnostics and exits 1.
-func loadManifests(_ paths: [String]) throws -> LoadedManifest {
-    switch ManifestLoader.load(paths) {
+/// Loads one project's manifests or prints their diagnostics and exits 1.
+func loadManifests(_ paths: [String], project: String? = nil) throws -> LoadedManifest {
+    switch ManifestLoader.load(paths, project: project) {
     case .success(let loaded): return loaded
     case .failure(let failure):
         printError(failure.rendered())

@@ -1,6 +1,7 @@
 import ArgumentParser
 import TuppManifest
 import TuppManifestLoader
+import TuppManifestLoader
 
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,11 +27,22 @@ struct Validate: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        let loaded = try loadManifests(paths)
+        // A directory may hold several projects' manifests; each is validated as its own state.
+        let projects: [LoadedManifest]
+        switch ManifestLoader.loadProjects(paths) {
+        case .success(let loaded): projects = loaded
+        case .failure(let failure):
+            printError(failure.rendered())
+            let count = failure.diagnostics.count
+            printError("\(count) error\(count == 1 ? "" : "s") in the manifest\(paths.count > 1 ? "s" : "").")
+            throw ExitCode(1)
+        }
         guard !quiet else { return }
-        let m = loaded.manifest
         func count(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
-        let files = loaded.files.map(\.path).joined(separator: ", ")
-        print("\(files): valid — \(m.storage == nil ? "no pool" : "1 pool"), \(count(m.images.count, "image")), \(count(m.networks.count, "network")), \(count(m.containers.count, "container"))")
+        for loaded in projects {
+            let m = loaded.manifest
+            let files = loaded.files.map(\.path).joined(separator: ", ")
+            print("\(files): valid — project \(loaded.project): \(m.storage == nil ? "no pool" : "1 pool"), \(count(m.images.count, "image")), \(count(m.networks.count, "network")), \(count(m.containers.count, "container"))")
+        }
     }
 }

@@ -373,7 +373,7 @@ extension Installation {
         let markdown = try i.tupp("plan", "--format", "markdown", m).stdout
         #expect(markdown.hasPrefix("### tupp plan") && markdown.contains("No changes."), "\(markdown)")
         let status = try i.tupp("status", "--json")
-        #expect(status.stdout.contains("\"name\":\"web\",\"state\":\"running\""), "\(status)")
+        #expect(status.stdout.contains("\"name\":\"web\",\"project\":\"\(i.project)\",\"state\":\"running\""), "\(status)")
         try i.expectClean(m)
     }
 }

@@ -2,6 +2,8 @@ import Testing
 import TuppBase
 import TuppManifest
 import TuppManifestLoader
+import TuppSystem
+import TuppTestSupport
 
 @Suite struct LoaderTests {
     static let seed = """
@@ -144,17 +146,44 @@ import TuppManifestLoader
             """)
     }
 
-    @Test("the example manifests are valid together and alone")
+    @Test("the example manifests are valid, each its own project")
     func examples() throws {
         let dir = String(#filePath.dropLast("Tests/TuppManifestTests/LoaderTests.swift".count)) + "manifests"
-        guard case .success(let all) = ManifestLoader.load([dir]) else {
+        guard case .success(let all) = ManifestLoader.loadProjects([dir]) else {
             Issue.record("manifests/ does not validate")
             return
         }
-        #expect(all.manifest.containers.keys.contains("tupperware"))
+        #expect(all.map(\.project) == ["tupperware-tar", "tupperware", "web"])
+        #expect(all.first { $0.project == "tupperware" }?.manifest.containers.keys.contains("tupperware") == true)
         for name in ["tupperware.yaml", "tupperware-tar.yaml", "web.yaml"] {
             if case .failure(let f) = ManifestLoader.load(["\(dir)/\(name)"]) { Issue.record("\(name): \(f.rendered())") }
         }
+        // Together they are three projects: plan and apply take one at a time.
+        guard case .failure(let f) = ManifestLoader.load([dir]) else {
+            Issue.record("three projects loaded as one")
+            return
+        }
+        #expect(f.diagnostics.first?.message.contains("these manifests form 3 projects") == true)
+        guard case .success(let merged) = ManifestLoader.load([dir], project: "everything") else {
+            Issue.record("--project does not make them one")
+            return
+        }
+        #expect(merged.project == "everything" && merged.manifest.containers.count == 5)
+    }
+
+    @Test func theProjectIsTheKeyElseTheDirectory() throws {
+        let dir = try TemporaryDirectory("My.Project")
+        defer { dir.remove() }
+        try Files.writeAtomically("\(dir.path)/a.yaml", Array("version: 1\n".utf8))
+        guard case .success(let byDirectory) = ManifestLoader.load(["\(dir.path)/a.yaml"]) else { Issue.record("load"); return }
+        #expect(byDirectory.project == Names.project(fromDirectory: Paths.basename(dir.path)))
+        #expect(byDirectory.project.hasPrefix("myproject"))
+        try Files.writeAtomically("\(dir.path)/b.yaml", Array("version: 1\nproject: shop\n".utf8))
+        guard case .success(let byKey) = ManifestLoader.load(["\(dir.path)/b.yaml"]) else { Issue.record("load"); return }
+        #expect(byKey.project == "shop")
+        let bad = diagnostics(Array("version: 1\nproject: Shop!\n".utf8))
+        #expect(bad.first?.message == "project name \"Shop!\" may contain only lowercase letters, digits, '-' and '_'")
+        #expect(bad.first?.mark == Mark(line: 2, column: 10))
     }
 
     @Test func hostileInputsAreCheap() {

@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import TuppBase
 import TuppFacts
+import TuppManifest
 import TuppNetworking
 import TuppSystem
 
@@ -33,6 +34,9 @@ public final class Installation: @unchecked Sendable {
 
     /// The identifier tupp derives from the state directory (links carry it in their alias).
     public var installationID: String { StableHash(Paths.canonical(state) ?? state).base32(6) }
+
+    /// The project of manifests written here without a `project:` key: the directory's name.
+    public var project: String { Names.project(fromDirectory: Paths.basename(root.path)) }
 
     /// Writes a manifest into the test directory; `{{ROOT}}`, `{{BRIDGE}}`, `{{SUBNET}}`,
     /// `{{NET}}` (10.214.N) are substituted.

@@ -77,7 +77,7 @@ struct ContainerReconciler: Reconciler {
             let address = ResourceAddress(.container, name)
             if var record = context.record(address) {
                 record.status = .deleting
-                try store.save(record)
+                try context.save(record)
             }
             // nil: the stop timeout the supervisor was started with (its spec file).
             try runtime.stop(directory: directory(name), timeout: nil)
@@ -103,7 +103,7 @@ struct ContainerReconciler: Reconciler {
             let veth = hostVeth(name)
             var record = Record(change.address, status: .creating, attributes: change.after ?? [:], protect: spec.protect)
             record.setContainerFacts(hostVeth: veth, snapshot: nil, process: nil, specDigest: nil)
-            try store.save(record)
+            try context.save(record)
             // Leftovers of an interrupted create: a stale supervisor, link or snapshot.
             try runtime.stop(directory: directory(name))
             _ = try host.deleteLink(name: veth)
@@ -117,7 +117,7 @@ struct ContainerReconciler: Reconciler {
             context.logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
             record.status = .ready
             record.setContainerFacts(hostVeth: veth, snapshot: snapshot.uuid, process: started, specDigest: specDigest(name))
-            try store.save(record)
+            try context.save(record)
         }
 
         /// The digest of the spec the supervisor runs, so a record names exactly what was started.
@@ -179,7 +179,7 @@ struct ContainerReconciler: Reconciler {
             record.protect = spec.protect
             record.setContainerFacts(hostVeth: hostVeth(name), snapshot: record.containerSnapshotUUID, process: process,
                                      specDigest: specDigest(name))
-            try store.save(record)
+            try context.save(record)
         }
     }
 }

@@ -36,7 +36,7 @@ struct ImageReconciler: Reconciler {
         case .delete:
             var record = context.record(change.address) ?? Record(change.address, status: .deleting)
             record.status = .deleting
-            try context.store.save(record)
+            try context.save(record)
             for leftover in leftovers { try images.removeLeftover(leftover) }
             if try images.subvolume("images/\(name)") != nil {
                 try images.deleteSubvolume("images/\(name)")
@@ -46,7 +46,7 @@ struct ImageReconciler: Reconciler {
         case .create, .replace:
             guard let image = change.spec(ImageSpec.self)?.image else { return }
             for leftover in leftovers { try images.removeLeftover(leftover) }
-            try context.store.save(Record(change.address, status: .creating, attributes: change.after ?? [:], protect: image.protect))
+            try context.save(Record(change.address, status: .creating, attributes: change.after ?? [:], protect: image.protect))
             let meter = RateMeter()
             let imported = try await images.importImage(name: name, from: image.source,
                                                         cacheDirectory: context.store.cacheDirectory) { p in
@@ -58,12 +58,12 @@ struct ImageReconciler: Reconciler {
             attributes[ImageAttribute.digest] = .string(imported.digest)
             var record = Record(change.address, status: .ready, attributes: attributes, protect: image.protect)
             record.imageSubvolumeUUID = imported.info.uuid
-            try context.store.save(record)
+            try context.save(record)
         case .update:
             for leftover in leftovers { try images.removeLeftover(leftover) }
             guard var record = context.record(change.address) else { return }
             record.protect = change.spec(ImageSpec.self)?.image.protect ?? record.protect
-            try context.store.save(record)
+            try context.save(record)
         case .noop:
             break
         }

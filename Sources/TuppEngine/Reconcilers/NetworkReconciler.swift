@@ -89,7 +89,7 @@ struct NetworkReconciler: Reconciler {
             let record = context.record(change.address) ?? Record(change.address, status: .deleting)
             var deleting = record
             deleting.status = .deleting
-            try context.store.save(deleting)
+            try context.save(deleting)
             if !record.isExternal, observed?.external != true {
                 if let subnet = record.attributes[NetworkAttribute.subnet]?.string.flatMap(IPv4Network.init),
                    natSubnets?.contains(subnet) == true {
@@ -111,10 +111,10 @@ struct NetworkReconciler: Reconciler {
         if observed?.external == true && change.action != .replace {
             record.status = .ready
             record.isExternal = true
-            try context.store.save(record)
+            try context.save(record)
             return
         }
-        try context.store.save(record)
+        try context.save(record)
         if try host.link(named: network.bridge) == nil {
             try host.createBridge(name: network.bridge, address: gateway, mtu: network.mtu, alias: owner, mac: nil)
             Checkpoint.pass("bridge \(network.bridge) created")
@@ -134,6 +134,6 @@ struct NetworkReconciler: Reconciler {
             Checkpoint.pass("masquerade of \(network.subnet) removed")
         }
         record.status = .ready
-        try context.store.save(record)
+        try context.save(record)
     }
 }

@@ -34,7 +34,7 @@ struct PoolReconciler: Reconciler {
         let address = change.address
         switch change.action {
         case .delete:
-            try context.store.save(Record(address, status: .deleting, attributes: change.before ?? [:]))
+            try context.save(Record(address, status: .deleting, attributes: change.before ?? [:]))
             if storage.device != nil {
                 try Pool.unmountAndDetach(storage)
                 Checkpoint.pass("pool unmounted")
@@ -44,7 +44,7 @@ struct PoolReconciler: Reconciler {
             }
             try context.store.remove(address)
         case .create, .update, .replace:
-            try context.store.save(Record(address, status: .creating, attributes: change.after ?? [:]))
+            try context.save(Record(address, status: .creating, attributes: change.after ?? [:]))
             if change.action == .create {
                 try await Pool.create(storage)
                 Checkpoint.pass("pool created")
@@ -59,7 +59,7 @@ struct PoolReconciler: Reconciler {
                 }
                 try Errno.check("chmod 0700", storage.root) { chmod(storage.root, 0o700) }
             }
-            try context.store.save(Record(address, status: .ready, attributes: change.after ?? [:]))
+            try context.save(Record(address, status: .ready, attributes: change.after ?? [:]))
         case .noop:
             break
         }
