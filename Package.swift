@@ -50,6 +50,8 @@ let package = Package(
         .target(name: "CTuppSys"),
         // libarchive (libarchive-dev's headers), loaded on first use rather than linked.
         .target(name: "CArchive", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
+        // libnftables (libnftables-dev's header), loaded on first use rather than linked.
+        .target(name: "CNFTables", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
         .executableTarget(
             name: "tupp-shim",
             cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
@@ -70,7 +72,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "TuppNetworking", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys", "CNLRoute",
+        .target(name: "TuppNetworking", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys", "CNLRoute", "CNFTables",
                                                       .product(name: "Subprocess", package: "swift-subprocess")],
                 swiftSettings: strict),
         .target(name: "TuppRuntime", dependencies: ["TuppSystem", "TuppManifest", "CTuppSys"], swiftSettings: strict),
