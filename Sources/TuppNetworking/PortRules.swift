@@ -323,6 +323,8 @@ public struct PortRuleFacts: Hashable, Sendable {
 
 /// What to change so that the port table and the host's switches match a `PortRuleSet`.
 public struct PortRuleChanges: Hashable, Sendable {
+    /// The table does not exist yet: make it and its chains.
+    public var createTable = false
     /// Delete the table and build it anew (a chain is missing, altered, or foreign).
     public var recreateTable = false
     public var add: [PortRule] = []
@@ -336,13 +338,14 @@ public struct PortRuleChanges: Hashable, Sendable {
     public init() {}
 
     public var isEmpty: Bool {
-        !recreateTable && add.isEmpty && delete.isEmpty && !deleteTable && enableLocalnet.isEmpty
+        !createTable && !recreateTable && add.isEmpty && delete.isEmpty && !deleteTable && enableLocalnet.isEmpty
             && disableLocalnet.isEmpty && !enableForwarding
     }
 
     /// One line per change, for plans and logs: "+ …", "- …", "~ …".
     public var summary: [String] {
         var lines: [String] = []
+        if createTable { lines.append("+ table") }
         if recreateTable { lines.append("~ table rebuilt: its chains were changed outside tupp") }
         lines += delete.map { "- \($0)" }
         lines += add.map { "+ \($0)" }
@@ -379,6 +382,7 @@ public enum PortRules {
             changes.add = desired.rules
             return changes
         }
+        changes.createTable = !observed.tableExists
         var wanted = desired.rules
         for rule in observed.rules {
             if let known = rule.rule, let index = wanted.firstIndex(of: known) {

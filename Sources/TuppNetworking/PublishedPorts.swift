@@ -36,12 +36,17 @@ public enum PublishedPorts {
         var commands: [NFTJSON] = []
         if changes.deleteTable {
             commands = [NFTCommands.deleteTable(table)]
-        } else if changes.recreateTable || !changes.add.isEmpty || !changes.delete.isEmpty {
+        } else {
+            // Chains are added only with their table: an existing base chain added again
+            // becomes an update in the kernel's transaction, which made adding one port
+            // several times slower (bench/README.md).
             if changes.recreateTable { commands.append(NFTCommands.deleteTable(table)) }
-            commands.append(NFTCommands.addTable(table))
-            for chain in PortRule.chains {
-                commands.append(NFTCommands.addChain(table: table, chain.name, type: chain.type, hook: chain.hook,
-                                                     priority: chain.priority))
+            if changes.createTable || changes.recreateTable {
+                commands.append(NFTCommands.addTable(table))
+                for chain in PortRule.chains {
+                    commands.append(NFTCommands.addChain(table: table, chain.name, type: chain.type, hook: chain.hook,
+                                                         priority: chain.priority))
+                }
             }
             if !changes.recreateTable {
                 commands += changes.delete.map { NFTCommands.deleteRule(table: table, chain: $0.chain, handle: $0.handle) }
