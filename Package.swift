@@ -56,6 +56,8 @@ let package = Package(
         .target(name: "CTuppSys"),
         // libarchive (libarchive-dev's headers), loaded on first use rather than linked.
         .target(name: "CArchive", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
+        // libnftables (libnftables-dev's header), loaded on first use rather than linked.
+        .target(name: "CNFTables", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
         .executableTarget(
             name: "tupp-shim",
             cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
@@ -82,8 +84,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "TuppNetworking", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys", "CNLRoute",
-                                                      .product(name: "Subprocess", package: "swift-subprocess")],
+        .target(name: "TuppNetworking", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys", "CNLRoute", "CNFTables"],
                 swiftSettings: strict),
         .target(name: "TuppRuntime", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys"], swiftSettings: strict),
         .target(

@@ -84,6 +84,16 @@ SECTIONS = [
         ("`ip` CLI recipe, 6 commands (`ip link add … netns`, alias, `ip -n` ×4) (ref)", "net.ip"),
         ("**tupp**: NetlinkSession.host() + plug (libnl-route-3)", "net.tupp"),
     ], ("≤ 3 ms median (issue 5)", lambda m: m["net.tupp"] <= 3.0)),
+    ("Publishing one more port: read the table back, change it (a namespace stands in for the host)", [
+        ("nft CLI: `nft -j list table` + `nft -f` with the same two DNAT rules (ref)", "ports.add.nft"),
+        ("**tupp**: PublishedPorts.reconcile (libnftables in-process: read back, diff, one transaction)", "ports.add.tupp"),
+        ("tupp: the first port (table, four chains and three rules from nothing)", "ports.first.tupp"),
+        ("tupp: loading libnftables and its first context (once per process; one sample)", "ports.load.tupp"),
+    ], None),
+    ("Reading the port table back (what every plan with published ports pays)", [
+        ("`nft -j list table` (ref)", "ports.observe.nft"),
+        ("**tupp**: PublishedPorts.observe (libnftables, plus route_localnet and ip_forward)", "ports.observe.tupp"),
+    ], None),
     ("Snapshot create (writable snapshot of the busybox image)", [
         ("`btrfs subvolume snapshot` (ref)", "snapshot.create.btrfs"),
         ("**tupp**: ImageStore.snapshot (libbtrfsutil, incl. subvolume info)", "snapshot.create.tupp"),
@@ -167,6 +177,29 @@ def memory_table(memory):
     return lines
 
 
+def throughput_table(meta, verdicts):
+    """iperf3 through the published port (DNAT) against the container address directly;
+    higher is better, so the ratio is DNAT / direct."""
+    direct, dnat = meta.get("ports.throughput.direct"), meta.get("ports.throughput.dnat")
+    lines = ["| path | median | min | max | n | ratio to direct |", "|---|---:|---:|---:|---:|---:|"]
+    reference = statistics.median(direct["samples_gbps"]) if direct else None
+    for label, record in [("direct to the container address (ref)", direct),
+                          ("**through the published port** (nftables DNAT + conntrack)", dnat)]:
+        if not record:
+            lines.append(f"| {label} | missing | | | | |")
+            continue
+        values = record["samples_gbps"]
+        median = statistics.median(values)
+        ratio = f"{median / reference:.2f}×" if reference else "—"
+        lines.append(f"| {label} | {median:.2f} Gbit/s | {min(values):.2f} | {max(values):.2f} | {len(values)} | {ratio} |")
+    if direct and dnat:
+        ratio = statistics.median(dnat["samples_gbps"]) / reference
+        verdicts.append(("Published port throughput", "DNAT ≥ 0.9× direct (issue 14)", "met" if ratio >= 0.9 else "**missed**"))
+    else:
+        verdicts.append(("Published port throughput", "DNAT ≥ 0.9× direct (issue 14)", "not measured"))
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", required=True)
@@ -232,6 +265,14 @@ def main():
                "counted); wall time above it is waiting — for the kernel, for other processes, or for CPUs busy "
                "with other work. Rows whose max is more than twice their min: "
                + (", ".join(f"`{k}`" for k in sorted(noisy)) if noisy else "none") + ".")
+    out.append("")
+    out.append("## TCP throughput through a published port")
+    out.append("")
+    out.append("iperf3 (3 s after a 1 s warm-up, alternating order) from a namespace standing for another "
+               "machine, through a namespace standing for the host, to a container namespace on its bridge; "
+               "both paths cross the same forwarding hop, so only DNAT and its conntrack entry differ.")
+    out.append("")
+    out += throughput_table(meta, verdicts)
     out.append("")
     out.append("## Supervisor memory per running container")
     out.append("")

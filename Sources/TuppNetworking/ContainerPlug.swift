@@ -65,9 +65,10 @@ public enum PlugRepair: Hashable, Sendable, CustomStringConvertible {
 
 extension NetlinkSession {
     /// Connects a container: a veth pair whose host end (`hostName`) is enslaved to the
-    /// bridge, up and marked with `alias`, and whose peer is born inside the container's
-    /// namespace as `interface` with `mac` and `mtu`; then, inside: lo up, the interface
-    /// up, `address`, and the default route via `gateway`. Call on the host session.
+    /// bridge, up, in hairpin mode (`setHairpin`) and marked with `alias`, and whose peer
+    /// is born inside the container's namespace as `interface` with `mac` and `mtu`; then,
+    /// inside: lo up, the interface up, `address`, and the default route via `gateway`.
+    /// Call on the host session.
     ///
     /// The peer is created in place (IFLA_NET_NS_FD on the veth peer, which libnl's veth
     /// support encodes through rtnl_link_fill_info): moving a link between namespaces
@@ -84,7 +85,10 @@ extension NetlinkSession {
                                       peerNamespace: netns.rawValue)
         }
         do {
-            try withSocket { try $0.modifyLink(named: plug.hostName, "set alias of") { rtnl_link_set_ifalias($0, plug.alias) } }
+            try withSocket { socket in
+                try socket.modifyLink(named: plug.hostName, "set alias of") { rtnl_link_set_ifalias($0, plug.alias) }
+                try socket.setHairpin(plug.hostName)
+            }
             let inside = NetlinkSession(try NamespaceSockets.open(plug.netnsPath))
             try inside.withSocket { socket in
                 try socket.setUp("lo")
@@ -129,6 +133,7 @@ extension NetlinkSession {
         let bridge = try withSocket { try $0.requireLink(named: plug.bridge) }
         if host.masterIndex != bridge.index {
             try attach(name: plug.hostName, toBridge: plug.bridge)
+            try withSocket { try $0.setHairpin(plug.hostName) }  // a new bridge port starts without it
             repairs.append(.attachedToBridge)
         } else if !host.isUp {
             try setUp(name: plug.hostName)

@@ -24,6 +24,21 @@ extension NetlinkSocket {
         try perform(operation, name) { rtnl_link_add(handle, change, 0) }
     }
 
+    /// Hairpin mode on the bridge port `name` (RTM_SETLINK, family AF_BRIDGE, as
+    /// `bridge link set dev NAME hairpin on`): the bridge may send a frame back out of the
+    /// port it came in on. A container reaching its own published port needs it where
+    /// br_netfilter is loaded: the DNATed frame is then bridged, not routed, back to the
+    /// container's own port. Docker sets it on every port for the same reason.
+    func setHairpin(_ name: String) throws(SystemError) {
+        let port = try requireLink(named: name)
+        let change = rtnl_link_alloc()!
+        defer { rtnl_link_put(change) }
+        rtnl_link_set_ifindex(change, Int32(port.index))
+        rtnl_link_set_family(change, AF_BRIDGE)
+        _ = rtnl_link_bridge_set_flags(change, UInt32(RTNL_BRIDGE_HAIRPIN_MODE.rawValue))
+        try perform("turn on hairpin mode of", name) { rtnl_link_change(handle, change, change, 0) }
+    }
+
     func setUp(_ name: String) throws(SystemError) {
         try modifyLink(named: name, "bring up") { rtnl_link_set_flags($0, UInt32(IFF_UP)) }
     }

@@ -66,11 +66,11 @@ final class RecordingLinks: HostLinks, @unchecked Sendable {
 final class RecordingMasquerading: Masquerading, @unchecked Sendable {
     private let subnetsByTable = Mutex<[String: [IPv4Network]]>([:])
 
-    func subnets(table: String) async throws(SystemError) -> [IPv4Network]? { subnetsByTable.withLock { $0[table] } }
-    func enable(_ subnet: IPv4Network, table: String) async throws(SystemError) {
+    func subnets(table: String) throws(SystemError) -> [IPv4Network]? { subnetsByTable.withLock { $0[table] } }
+    func enable(_ subnet: IPv4Network, table: String) throws(SystemError) {
         subnetsByTable.withLock { $0[table, default: []].append(subnet) }
     }
-    func disable(_ subnet: IPv4Network, table: String) async throws(SystemError) {
+    func disable(_ subnet: IPv4Network, table: String) throws(SystemError) {
         subnetsByTable.withLock { tables in
             tables[table]?.removeAll { $0 == subnet }
             if tables[table]?.isEmpty == true { tables[table] = nil }
@@ -133,7 +133,7 @@ final class RecordingMasquerading: Masquerading, @unchecked Sendable {
         let links = RecordingLinks(store: store, address: address, links: [LinkInfo(index: 10, name: "tuppx0", kind: "bridge")])
         let nat = RecordingMasquerading()
         let table = NetworkReconciler.natTable(installation: "inst01")
-        try await nat.enable(network.subnet, table: table)
+        try nat.enable(network.subnet, table: table)
         let reconciler = NetworkReconciler(links: { links }, masquerading: nat)
         let change = Plan.ResourceChange(address: address, action: .delete, before: record.attributes, after: nil)
         try await reconciler.apply(change, context(store, records: [address: record], observed: ObservedResource(address),

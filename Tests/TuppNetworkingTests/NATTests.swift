@@ -5,32 +5,32 @@ import TuppNetworking
 import TuppSystem
 import TuppTestSupport
 
-@Suite("NAT via nft (root; rules read back, no traffic)")
+@Suite("NAT via libnftables (root; rules read back, no traffic)")
 struct NATTests {
-    @Test func masqueradeIsAddedOnceReadBackAndRemoved() async throws {
+    @Test func masqueradeIsAddedOnceReadBackAndRemoved() throws {
         guard try Host.require(.root, .command(NAT.nftPath)) else { return }
         let net = try TestNetwork()
         let table = "tupp_" + net.prefix
         defer { _ = try? Witness.run([NAT.nftPath, "delete", "table", "ip", table]) }
         let other = IPv4Network(address: IPv4Address(net.subnet.network.value ^ 0x8000), prefixLength: 25)
 
-        #expect(try await NAT.masqueradedSubnets(table: table) == nil)
-        #expect(try await NAT.ensureMasquerade(subnet: net.subnet, table: table))
-        #expect(try await NAT.ensureMasquerade(subnet: net.subnet, table: table) == false)
-        #expect(try await NAT.ensureMasquerade(subnet: other, table: table))
-        #expect(try await NAT.masqueradedSubnets(table: table) == [net.subnet, other])
+        #expect(try NAT.masqueradedSubnets(table: table) == nil)
+        #expect(try NAT.ensureMasquerade(subnet: net.subnet, table: table))
+        #expect(try NAT.ensureMasquerade(subnet: net.subnet, table: table) == false)
+        #expect(try NAT.ensureMasquerade(subnet: other, table: table))
+        #expect(try NAT.masqueradedSubnets(table: table) == [net.subnet, other])
 
         // nft's own text shows the rule the way an operator would read it.
         let listing = try Witness.run([NAT.nftPath, "list", "table", "ip", table]).stdout
         #expect(listing.contains("type nat hook postrouting priority srcnat"))
         #expect(listing.contains("ip saddr \(net.subnet) ip daddr != \(net.subnet) masquerade"))
 
-        #expect(try await NAT.removeMasquerade(subnet: net.subnet, table: table))
-        #expect(try await NAT.removeMasquerade(subnet: net.subnet, table: table) == false)
-        #expect(try await NAT.masqueradedSubnets(table: table) == [other])
+        #expect(try NAT.removeMasquerade(subnet: net.subnet, table: table))
+        #expect(try NAT.removeMasquerade(subnet: net.subnet, table: table) == false)
+        #expect(try NAT.masqueradedSubnets(table: table) == [other])
 
-        #expect(try await NAT.removeTable(table))
-        #expect(try await NAT.removeTable(table) == false)
+        #expect(try NAT.removeTable(table))
+        #expect(try NAT.removeTable(table) == false)
         #expect(try Witness.run([NAT.nftPath, "list", "table", "ip", table]).status != 0)
     }
 

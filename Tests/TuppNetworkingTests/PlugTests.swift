@@ -59,6 +59,9 @@ struct PlugTests {
         #expect(Witness.flags(hostEnd).contains("UP"))
         #expect(hostEnd["ifalias"] as? String == plug.alias)
         #expect(hostEnd["mtu"] as? Int == 1400)
+        // Hairpin mode: a container can reach its own published port where br_netfilter is loaded.
+        let port = (hostEnd["linkinfo"] as? [String: Any])?["info_slave_data"] as? [String: Any]
+        #expect(port?["hairpin"] as? Bool == true)
         #expect(try Witness.link("eth0")?["ifalias"] as? String != plug.alias)  // the peer is not on the host
 
         // Inside, seen through nsenter: name, MAC, MTU, address, default route, lo up.

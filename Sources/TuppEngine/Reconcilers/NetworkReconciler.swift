@@ -20,28 +20,28 @@ extension NetlinkSession: HostLinks {}
 
 /// The masquerade rules of tupp's nftables table.
 protocol Masquerading: Sendable {
-    func subnets(table: String) async throws(SystemError) -> [IPv4Network]?
-    func enable(_ subnet: IPv4Network, table: String) async throws(SystemError)
+    func subnets(table: String) throws(SystemError) -> [IPv4Network]?
+    func enable(_ subnet: IPv4Network, table: String) throws(SystemError)
     /// Removes the rule for `subnet`, and the table with its last rule: nothing of tupp's
     /// stays in the host's rule set.
-    func disable(_ subnet: IPv4Network, table: String) async throws(SystemError)
+    func disable(_ subnet: IPv4Network, table: String) throws(SystemError)
 }
 
-/// Masquerading through nftables, with IPv4 forwarding switched on.
+/// Masquerading through libnftables, with IPv4 forwarding switched on.
 struct NFTablesMasquerading: Masquerading {
-    func subnets(table: String) async throws(SystemError) -> [IPv4Network]? {
-        try await NAT.masqueradedSubnets(table: table)
+    func subnets(table: String) throws(SystemError) -> [IPv4Network]? {
+        try NAT.masqueradedSubnets(table: table)
     }
 
-    func enable(_ subnet: IPv4Network, table: String) async throws(SystemError) {
+    func enable(_ subnet: IPv4Network, table: String) throws(SystemError) {
         try NAT.enableIPv4Forwarding()
-        _ = try await NAT.ensureMasquerade(subnet: subnet, table: table)
+        _ = try NAT.ensureMasquerade(subnet: subnet, table: table)
     }
 
-    func disable(_ subnet: IPv4Network, table: String) async throws(SystemError) {
-        _ = try await NAT.removeMasquerade(subnet: subnet, table: table)
-        if try await NAT.masqueradedSubnets(table: table)?.isEmpty == true {
-            _ = try await NAT.removeTable(table)
+    func disable(_ subnet: IPv4Network, table: String) throws(SystemError) {
+        _ = try NAT.removeMasquerade(subnet: subnet, table: table)
+        if try NAT.masqueradedSubnets(table: table)?.isEmpty == true {
+            _ = try NAT.removeTable(table)
         }
     }
 }
@@ -69,7 +69,7 @@ struct NetworkReconciler: Reconciler {
         }
         if facts.host != nil, NetworkKind.usesNAT(declared: context.manifest.networks, records: records) {
             do {
-                facts.natSubnets = try await masquerading.subnets(table: Self.natTable(installation: context.installation)) ?? []
+                facts.natSubnets = try masquerading.subnets(table: Self.natTable(installation: context.installation)) ?? []
             } catch {
                 facts.natError = "\(error)"
             }
@@ -93,7 +93,7 @@ struct NetworkReconciler: Reconciler {
             if !record.isExternal, observed?.external != true {
                 if let subnet = record.attributes[NetworkAttribute.subnet]?.string.flatMap(IPv4Network.init),
                    natSubnets?.contains(subnet) == true {
-                    try await masquerading.disable(subnet, table: table)
+                    try masquerading.disable(subnet, table: table)
                     Checkpoint.pass("masquerade of \(subnet) removed")
                 }
                 if let bridge = record.bridgeName ?? observed?.attributes[NetworkAttribute.bridge]?.string {
@@ -127,10 +127,10 @@ struct NetworkReconciler: Reconciler {
         }
         let natOn = natSubnets?.contains(network.subnet) ?? false
         if network.nat && !natOn {
-            try await masquerading.enable(network.subnet, table: table)
+            try masquerading.enable(network.subnet, table: table)
             Checkpoint.pass("masquerade of \(network.subnet) added")
         } else if !network.nat && natOn {
-            try await masquerading.disable(network.subnet, table: table)
+            try masquerading.disable(network.subnet, table: table)
             Checkpoint.pass("masquerade of \(network.subnet) removed")
         }
         record.status = .ready
