@@ -18,9 +18,15 @@ public struct SubvolumeInfo: Sendable, Equatable, Hashable {
     public var generation: UInt64
     /// Creation time, seconds since the epoch.
     public var createdAt: Double
+    /// Transaction id at creation (otransid). Equal to `generation` while nothing was
+    /// written to the subvolume after the transaction that made it.
+    public var createdGeneration: UInt64
+    /// For a subvolume made by `btrfs receive`: the UUID of the subvolume that was sent,
+    /// which is how an incremental stream finds its parent. Nil otherwise.
+    public var receivedUUID: String?
 
     public init(path: String, id: UInt64, uuid: String, parentUUID: String?, readOnly: Bool,
-                generation: UInt64, createdAt: Double) {
+                generation: UInt64, createdAt: Double, createdGeneration: UInt64 = 0, receivedUUID: String? = nil) {
         self.path = path
         self.id = id
         self.uuid = uuid
@@ -28,6 +34,8 @@ public struct SubvolumeInfo: Sendable, Equatable, Hashable {
         self.readOnly = readOnly
         self.generation = generation
         self.createdAt = createdAt
+        self.createdGeneration = createdGeneration
+        self.receivedUUID = receivedUUID
     }
 }
 
@@ -52,11 +60,13 @@ enum Btrfs {
         }
     }
 
-    /// A writable snapshot of the subvolume open at `source`, created as `parent/name`.
+    /// A snapshot of the subvolume open at `source`, created as `parent/name`: writable, or
+    /// read-only from the start (one ioctl, so it is never visible writable).
     static func createSnapshot(of source: FileDescriptor, in parent: FileDescriptor, named name: String,
-                               describedAs object: String) throws(SystemError) {
-        try check("create snapshot", object) {
-            btrfs_util_create_snapshot_fd2(source.rawValue, parent.rawValue, name, 0, nil, nil)
+                               readOnly: Bool = false, describedAs object: String) throws(SystemError) {
+        let flags = readOnly ? Int32(BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY) : 0
+        try check(readOnly ? "create read-only snapshot" : "create snapshot", object) {
+            btrfs_util_create_snapshot_fd2(source.rawValue, parent.rawValue, name, flags, nil, nil)
         }
     }
 
@@ -133,6 +143,8 @@ extension SubvolumeInfo {
                   parentUUID: Btrfs.formatUUID(raw.parent_uuid),
                   readOnly: raw.flags & Btrfs.readOnlyFlag != 0,
                   generation: raw.generation,
-                  createdAt: Double(raw.otime.tv_sec) + Double(raw.otime.tv_nsec) / 1e9)
+                  createdAt: Double(raw.otime.tv_sec) + Double(raw.otime.tv_nsec) / 1e9,
+                  createdGeneration: raw.otransid,
+                  receivedUUID: Btrfs.formatUUID(raw.received_uuid))
     }
 }
