@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "TuppPlanTests", dependencies: ["TuppPlan", "TuppManifest",
                                                          .product(name: "PropertyBased", package: "swift-property-based")],
                     swiftSettings: strict),
-        .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TuppStorageTests", dependencies: ["TuppStorage", "TuppManifest", "TuppTestSupport", "TuppRuntime", "tupp-shim"], swiftSettings: strict),
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppNetworking", "TuppManifest", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppRuntime", "TuppManifest", "TuppTestSupport", "tupp-shim"], swiftSettings: strict),
         .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"], swiftSettings: strict),
