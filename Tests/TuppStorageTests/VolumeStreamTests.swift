@@ -1,7 +1,7 @@
 import CTuppSys
 import Glibc
 import Testing
-import TuppStorage
+@testable import TuppStorage
 import TuppSystem
 import TuppTestSupport
 
@@ -143,45 +143,91 @@ struct VolumeStreamTests {
         }
     }
 
+    /// Runs the real `btrfs receive` (chrooted, as tupp does, but without tupp's check)
+    /// on a stream file into a fresh directory of the pool: the witness that a hand-made
+    /// stream is one receive accepts and acts on. Returns the directory.
+    static func receiveUnchecked(_ pool: TestPool, _ stream: String, into name: String) throws -> String {
+        let directory = "\(pool.root)/\(name)"
+        try Files.createDirectory(directory, mode: 0o700)
+        let result = try command(["sh", "-c", "exec btrfs receive --chroot -e \"$1\" < \"$2\"", "sh", directory, stream], allowFailure: true)
+        #expect(result.status == 0, "\(result.output)")
+        return directory
+    }
+
+    static func le64(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8((value >> (8 * $0)) & 0xff) } }
+
     @Test func hostileAndBrokenStreamsChangeNothing() async throws {
         try await withPool { pool in
             let store = VolumeStore(poolRoot: pool.root)
             let work = pool.directory.path
             typealias S = VolumeUnitTests
-            let outside = "\(work)/outside-marker"
+            // The hand-made streams carry the CRC a real one does: compare on the kernel's first command.
+            _ = try store.create("data")
+            _ = try command(["dd", "if=/dev/urandom", "of=\(pool.root)/volumes/data/blob", "bs=64k", "count=32"])
+            try Files.writeAtomically("\(pool.root)/volumes/data/secret", text: "top secret")
+            let t1 = try store.snapshot("data", tag: "t1")
+            let (full, size) = try Self.export(store, "data@t1", to: "\(work)/t1.stream")
+            let real = try #require(try Files.read(full))
+            let length = Int(real[17]) | Int(real[18]) << 8 | Int(real[19]) << 16 | Int(real[20]) << 24
+            let stored = UInt32(real[23]) | UInt32(real[24]) << 8 | UInt32(real[25]) << 16 | UInt32(real[26]) << 24
+            #expect(S.Stream.crc32c(Array(real[17..<23]) + [0, 0, 0, 0] + Array(real[27..<27 + length])) == stored)
 
-            // A stream that climbs out of its subvolume is refused before receive sees the step.
-            var hostile = S.full([(3, [S.path("../outside-marker")])])
-            try Files.writeAtomically("\(work)/hostile.stream", hostile.bytes)
-            let error = await Self.failure { _ = try await Self.importFile(store, "evil", "\(work)/hostile.stream") }
+            // A stream that clones another volume's file: receive alone finds the source by
+            // its received UUID (here a copy of data@t1) and does it; tupp refuses before
+            // receive reads that command.
+            _ = try await Self.importFile(store, "copy", full)
+            let victim = try #require(SendStreamCheck.uuidBytes(t1.subvolume.uuid))
+            let theft = S.Stream(commands: [
+                (1, [S.path("t1"), (1, S.own), (2, Self.le64(1))]),
+                (3, [S.path("stolen"), (3, Self.le64(257))]),
+                (16, [S.path("stolen"), (18, Self.le64(0)), (24, Self.le64(10)), (20, victim), (21, Self.le64(1)),
+                      (22, Array("secret".utf8)), (23, Self.le64(0))]),
+                (21, []),
+            ])
+            try Files.writeAtomically("\(work)/theft.stream", theft.bytes)
+            let witness = try Self.receiveUnchecked(pool, "\(work)/theft.stream", into: "witness-theft")
+            #expect(fileText("\(witness)/t1/stolen") == "top secret")
+            let refused = await Self.failure { _ = try await Self.importFile(store, "evil", "\(work)/theft.stream") }
+            #expect(refused?.detail?.contains("not a snapshot of this volume") == true, "\(refused.map(render) ?? "")")
+            #expect(try store.contents().volumes["evil"] == nil && store.contents().snapshots["evil"] == nil)
+            #expect(!Files.exists("\(pool.root)/volumes/.snapshots/evil"))
+
+            // A stream that writes beside its subvolume: receive does; tupp refuses.
+            let climb = S.full([(3, [S.path("../outside-marker"), (3, Self.le64(257))])])
+            try Files.writeAtomically("\(work)/climb.stream", climb.bytes)
+            let climbed = try Self.receiveUnchecked(pool, "\(work)/climb.stream", into: "witness-climb")
+            #expect(Files.exists("\(climbed)/outside-marker"))
+            let error = await Self.failure { _ = try await Self.importFile(store, "evil", "\(work)/climb.stream") }
             #expect(error?.detail?.contains("'..'") == true, "\(error.map(render) ?? "")")
-            #expect(!Files.exists(outside))
-            #expect(try store.contents().volumes.isEmpty && store.contents().snapshots.isEmpty)
-            try Self.expectNoStaging(pool)
+            #expect(try command(["find", pool.root, "-name", "outside-marker"]).output.split(separator: "\n") == ["\(climbed)/outside-marker"])
+            for directory in [witness, climbed] {
+                _ = try command(["btrfs", "subvolume", "delete", "\(directory)/t1"])
+                try Files.removeTree(directory)
+            }
 
             // A device node.
-            hostile = S.full([(5, [S.path("sda"), (8, [0, 8, 0, 0, 0, 0, 0, 0])])])
-            try Files.writeAtomically("\(work)/device.stream", hostile.bytes)
-            let device = await Self.failure { _ = try await Self.importFile(store, "evil", "\(work)/device.stream") }
-            #expect(device?.detail?.contains("device node") == true)
+            let device = S.full([(5, [S.path("sda"), (3, Self.le64(257)), (5, Self.le64(0o60660)), (8, Self.le64(8 << 8))])])
+            try Files.writeAtomically("\(work)/device.stream", device.bytes)
+            let deviceError = await Self.failure { _ = try await Self.importFile(store, "evil", "\(work)/device.stream") }
+            #expect(deviceError?.detail?.contains("device node") == true)
 
             // Not a stream; a real stream cut in half.
             try Files.writeAtomically("\(work)/garbage.stream", Array("definitely not btrfs".utf8) + [UInt8](repeating: 0, count: 100))
             _ = await Self.failure { _ = try await Self.importFile(store, "evil", "\(work)/garbage.stream") }
-            _ = try store.create("data")
-            _ = try command(["dd", "if=/dev/urandom", "of=\(pool.root)/volumes/data/blob", "bs=64k", "count=32"])
-            _ = try store.snapshot("data", tag: "t1")
-            let (full, size) = try Self.export(store, "data@t1", to: "\(work)/t1.stream")
-            let bytes = try #require(try Files.read(full))
-            try Files.writeAtomically("\(work)/half.stream", Array(bytes.prefix(Int(size) / 2)))
+            try Files.writeAtomically("\(work)/half.stream", Array(real.prefix(Int(size) / 2)))
             let cut = await Self.failure { _ = try await Self.importFile(store, "restored", "\(work)/half.stream") }
             #expect(cut?.detail?.contains("truncated") == true, "\(cut.map(render) ?? "")")
-            #expect(try store.contents().volumes["restored"] == nil && store.contents().snapshots["restored"] == nil)
+            let after = try store.contents()
+            #expect(after.volumes.keys.sorted() == ["copy", "data"] && after.snapshots.keys.sorted() == ["copy", "data"])
+            #expect(after.leftovers.isEmpty)
             try Self.expectNoStaging(pool)
-            #expect(try store.contents().leftovers.isEmpty)
 
-            // The whole stream into the same pool under another name works.
-            _ = try await Self.importFile(store, "restored", full)
+            // The whole stream into the same pool under another name works; twice is a retry.
+            let restored = try await Self.importFile(store, "restored", full)
+            #expect(try Self.differences("\(pool.root)/volumes/data", "\(pool.root)/volumes/restored").isEmpty)
+            try store.delete("restored")
+            let retried = try await Self.importFile(store, "restored", full)
+            #expect(retried.snapshot.subvolume.uuid == restored.snapshot.subvolume.uuid)
             #expect(try Self.differences("\(pool.root)/volumes/data", "\(pool.root)/volumes/restored").isEmpty)
         }
     }

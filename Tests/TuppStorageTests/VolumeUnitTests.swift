@@ -114,7 +114,8 @@ struct VolumeUnitTests {
 
     // MARK: Send stream check
 
-    /// A hand-made send stream: header, then commands of TLVs (crc left 0; receive checks it).
+    /// A hand-made send stream: header, then commands of TLVs, each with the CRC-32C
+    /// btrfs receive checks — so a stream the check lets through is one receive would run.
     struct Stream {
         var version: UInt32 = 1
         var commands: [(UInt16, [(UInt16, [UInt8])])] = []
@@ -131,9 +132,20 @@ struct VolumeUnitTests {
                     if version >= 2 && type == 19 { payload += value; continue }
                     payload += Self.le16(UInt16(value.count)) + value
                 }
-                out += Self.le32(UInt32(payload.count)) + Self.le16(command) + Self.le32(0) + payload
+                let header = Self.le32(UInt32(payload.count)) + Self.le16(command)
+                out += header + Self.le32(Self.crc32c(header + Self.le32(0) + payload)) + payload
             }
             return out
+        }
+
+        /// CRC-32C as the kernel's crc32c(0, …): seed 0, no final inversion.
+        static func crc32c(_ bytes: [UInt8]) -> UInt32 {
+            var crc: UInt32 = 0
+            for byte in bytes {
+                crc ^= UInt32(byte)
+                for _ in 0..<8 { crc = (crc >> 1) ^ (0x82F6_3B78 & (0 &- (crc & 1))) }
+            }
+            return crc
         }
     }
 
