@@ -37,10 +37,10 @@ public struct VolumeStore: Sendable {
     /// one stat per volume and one read of the quota tree.
     public func contents(from pool: PoolContents) throws -> VolumeContents {
         var result = VolumeContents()
-        guard !pool.volumeArea.isEmpty || Files.isDirectory("\(poolRoot)/\(Self.directory)") else { return result }
         let root = try openRoot()
         let (quotas, usage) = try Quotas.read(root, describedAs: poolRoot)
         result.quotas = quotas
+        guard !pool.volumeArea.isEmpty else { return result }
         let volumes = try? root.openAt(Self.directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
         for subvolume in pool.volumeArea {
             let parts = subvolume.path.split(separator: "/").map(String.init)

@@ -112,6 +112,8 @@ extension VolumeStore {
         if exists && !replacing {
             throw SystemError("import volume", volumePath, errno: EEXIST, detail: "the volume exists; replace it explicitly")
         }
+        // Before the stream is read, not only before the swap: a receive can take long.
+        if exists { try images.refuseWhileMounted(volumePath, operation: "replace volume") }
         var before = try contents()
         for leftover in before.leftovers where leftover.volume == name && leftover.kind == .receive {
             try removeLeftover(leftover, checkpoint: checkpoint)
