@@ -10,7 +10,8 @@ import TuppSystem
 // descriptor): no process, no copy through user space, and nothing of the format in tupp.
 // Import needs the other half, which only exists in btrfs-progs (libbtrfsutil has no
 // receive and no library parses the format): `btrfs receive` runs as a subprocess, chrooted
-// into a staging directory, and every command reaches it through SendStreamCheck first.
+// into the volume's snapshot directory, and every command reaches it through
+// SendStreamCheck first (receive alone trusts the stream: see SendStreamCheck).
 
 extension VolumeStore {
     public struct ExportedStream: Sendable, Equatable {
@@ -79,6 +80,8 @@ extension VolumeStore {
         public var volume: SubvolumeInfo
         /// The received snapshot, kept as NAME@TAG: the parent the next incremental stream needs.
         public var snapshot: VolumeSnapshotFacts
+        /// False when the stream's snapshot was there already (a retry): nothing was received.
+        public var received: Bool
         /// An existing volume was replaced.
         public var replaced: Bool
         /// The tag of the snapshot that keeps the replaced volume's content, when that
@@ -175,7 +178,7 @@ extension VolumeStore {
         let placed = try volumes.openAt(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: volumePath)
         return ImportedVolume(volume: try Btrfs.info(placed, path: "\(Self.directory)/\(name)"),
                               snapshot: VolumeSnapshotFacts(volume: name, tag: tag, subvolume: snapshotInfo, usage: nil),
-                              replaced: exists, previousKeptAs: keptAs)
+                              received: received.fresh, replaced: exists, previousKeptAs: keptAs)
     }
 
     /// Whether deleting `volume` would lose data: unless nothing was written to it after
