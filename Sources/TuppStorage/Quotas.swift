@@ -2,40 +2,6 @@ import CTuppSys
 import Glibc
 import TuppSystem
 
-/// A subvolume's qgroup as the quota tree holds it at the last transaction commit.
-public struct QgroupUsage: Sendable, Equatable {
-    /// Bytes of every extent the subvolume references, shared with snapshots or not.
-    public var referenced: UInt64
-    /// Bytes only this subvolume references: what deleting it would free.
-    public var exclusive: UInt64
-    /// The limit on `referenced`; nil when none is set.
-    public var limit: UInt64?
-
-    public init(referenced: UInt64, exclusive: UInt64, limit: UInt64?) {
-        self.referenced = referenced
-        self.exclusive = exclusive
-        self.limit = limit
-    }
-}
-
-/// Whether the pool keeps qgroups, and whether their numbers can be trusted.
-public struct QuotaStatus: Sendable, Equatable {
-    public var enabled: Bool
-    /// A rescan is running: usage is still being counted.
-    public var rescanning: Bool
-    /// The kernel says the numbers are off (an interrupted rescan, an old kernel's
-    /// accounting gap); a rescan repairs them. Limits are still enforced.
-    public var inconsistent: Bool
-
-    public init(enabled: Bool, rescanning: Bool = false, inconsistent: Bool = false) {
-        self.enabled = enabled
-        self.rescanning = rescanning
-        self.inconsistent = inconsistent
-    }
-
-    public static let disabled = QuotaStatus(enabled: false)
-}
-
 /// btrfs quotas through the ioctls btrfs-progs uses (libbtrfsutil has none of them):
 /// BTRFS_IOC_QUOTA_CTL, BTRFS_IOC_QGROUP_LIMIT and a tree search of the quota tree.
 /// `fd` is any descriptor on the pool's filesystem.
