@@ -132,7 +132,7 @@ let package = Package(
                                                            "TuppNetworking", "TuppRuntime", "TuppSystem", "TuppTestSupport",
                                                            .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
-        .testTarget(name: "TuppStorageTests", dependencies: ["TuppBase", "TuppFacts", "TuppStorage", "TuppManifest", "TuppSystem", "TuppTestSupport"],
+        .testTarget(name: "TuppStorageTests", dependencies: ["TuppBase", "TuppFacts", "TuppStorage", "TuppManifest", "TuppSystem", "TuppTestSupport", "TuppRuntime", "tupp-shim"],
                     swiftSettings: strict),
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppBase", "TuppFacts", "TuppNetworking", "TuppManifest", "TuppSystem", "TuppTestSupport"],
                     swiftSettings: strict),

@@ -112,6 +112,20 @@ SECTIONS = [
         ("`umoci raw unpack` (rootfs only)", "import.oci.umoci-raw"),
         ("**tupp**: ImageStore.importImage(.oci) (digests verified)", "import.oci.tupp"),
     ], None),
+    ("Volume snapshot: a read-only snapshot of a volume of 10,000 files / 1 GiB", [
+        ("`cp -a --reflink=always` of the tree into a fresh subvolume (ref)", "volume.snapshot.cp-reflink"),
+        ("`btrfs subvolume snapshot -r`", "volume.snapshot.btrfs"),
+        ("**tupp**: VolumeStore.snapshot (libbtrfsutil, read-only from birth)", "volume.snapshot.tupp"),
+        ("tupp: VolumeStore.snapshot with quotas on and a limit on the volume", "volume.snapshot.tupp-quotas"),
+    ], ("tupp ≤ 0.01× cp --reflink (issue 13)",
+        lambda m: m["volume.snapshot.tupp"] <= 0.01 * m["volume.snapshot.cp-reflink"])),
+    ("Full export of the same volume into a pipe drained by another thread", [
+        ("GNU `tar -cf -` of the tree, warm page cache (ref)", "volume.export.tar"),
+        ("GNU `tar -cf -` of a fresh snapshot (cold cache, as send always reads)", "volume.export.tar-cold"),
+        ("`btrfs send` of the snapshot", "volume.export.btrfs-send"),
+        ("**tupp**: VolumeStore.export(NAME@TAG) (BTRFS_IOC_SEND)", "volume.export.tupp"),
+        ("tupp: VolumeStore.export(NAME) (live: temporary snapshot, send, delete)", "volume.export.tupp-live"),
+    ], None),
     ("No-op `tupp plan` (everything applied and running; ratio to 1 container)", [
         ("1 container (ref)", "plan.1"),
         ("10 containers", "plan.10"),
@@ -248,6 +262,16 @@ def main():
     if "meta.oci" in meta:
         o = meta["meta.oci"]
         out.append(f"- OCI layout: {o['bytes'] / 1e6:.0f} MB on disk (gzip layers), {o['layers']} layers, layers made by GNU tar, added with `umoci raw add-layer`")
+    if "meta.volume" in meta:
+        v = meta["meta.volume"]
+        throughput = []
+        for label, key, size in (("tupp export", "volume.export.tupp", v["stream_bytes"]),
+                                  ("tar -c warm", "volume.export.tar", v["tar_bytes"]),
+                                  ("tar -c cold", "volume.export.tar-cold", v["tar_bytes"])):
+            if series.get(key):
+                throughput.append(f"{label} {size / 1e6 / (statistics.median(series[key]) / 1000):.0f} MB/s")
+        out.append(f"- volume: {v['files']} files, {v['bytes'] / 2**30:.2f} GiB; send stream {v['stream_bytes'] / 1e6:.0f} MB, "
+                   f"tar stream {v['tar_bytes'] / 1e6:.0f} MB; throughput (stream bytes / median time): " + ", ".join(throughput))
     if "meta.load.start" in meta and "meta.load.end" in meta:
         out.append(f"- load average (1/5/15 min) at start: {meta['meta.load.start']['value']}; at end: "
                    f"{meta['meta.load.end']['value']} (other sessions' builds share these CPUs)")

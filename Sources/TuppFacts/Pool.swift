@@ -55,9 +55,15 @@ public struct SubvolumeInfo: Sendable, Equatable, Hashable {
     public var generation: UInt64
     /// Creation time, seconds since the epoch.
     public var createdAt: Double
+    /// Transaction id at creation (otransid). Equal to `generation` while nothing was
+    /// written to the subvolume after the transaction that made it.
+    public var createdGeneration: UInt64
+    /// For a subvolume made by `btrfs receive`: the UUID of the subvolume that was sent,
+    /// which is how an incremental stream finds its parent. Nil otherwise.
+    public var receivedUUID: String?
 
     public init(path: String, id: UInt64, uuid: String, parentUUID: String?, readOnly: Bool,
-                generation: UInt64, createdAt: Double) {
+                generation: UInt64, createdAt: Double, createdGeneration: UInt64 = 0, receivedUUID: String? = nil) {
         self.path = path
         self.id = id
         self.uuid = uuid
@@ -65,6 +71,8 @@ public struct SubvolumeInfo: Sendable, Equatable, Hashable {
         self.readOnly = readOnly
         self.generation = generation
         self.createdAt = createdAt
+        self.createdGeneration = createdGeneration
+        self.receivedUUID = receivedUUID
     }
 }
 
@@ -76,6 +84,9 @@ public struct PoolContents: Sendable, Equatable {
     public var containers: [String: SubvolumeInfo] = [:]
     /// images/.import-* — temporary subvolumes of imports that were interrupted.
     public var leftovers: [SubvolumeInfo] = []
+    /// Every subvolume below volumes/ (volumes, their snapshots, staging), for
+    /// `VolumeStore.contents(from:)` to interpret.
+    public var volumeArea: [SubvolumeInfo] = []
     /// Any other subvolume below the pool root, e.g. one a container made inside itself.
     public var others: [SubvolumeInfo] = []
 

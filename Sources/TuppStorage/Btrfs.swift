@@ -25,11 +25,13 @@ enum Btrfs {
         }
     }
 
-    /// A writable snapshot of the subvolume open at `source`, created as `parent/name`.
+    /// A snapshot of the subvolume open at `source`, created as `parent/name`: writable, or
+    /// read-only from the start (one ioctl, so it is never visible writable).
     static func createSnapshot(of source: FileDescriptor, in parent: FileDescriptor, named name: String,
-                               describedAs object: String) throws(SystemError) {
-        try check("create snapshot", object) {
-            btrfs_util_create_snapshot_fd2(source.rawValue, parent.rawValue, name, 0, nil, nil)
+                               readOnly: Bool = false, describedAs object: String) throws(SystemError) {
+        let flags = readOnly ? Int32(BTRFS_UTIL_CREATE_SNAPSHOT_READ_ONLY) : 0
+        try check(readOnly ? "create read-only snapshot" : "create snapshot", object) {
+            btrfs_util_create_snapshot_fd2(source.rawValue, parent.rawValue, name, flags, nil, nil)
         }
     }
 
@@ -106,6 +108,8 @@ extension SubvolumeInfo {
                   parentUUID: Btrfs.formatUUID(raw.parent_uuid),
                   readOnly: raw.flags & Btrfs.readOnlyFlag != 0,
                   generation: raw.generation,
-                  createdAt: Double(raw.otime.tv_sec) + Double(raw.otime.tv_nsec) / 1e9)
+                  createdAt: Double(raw.otime.tv_sec) + Double(raw.otime.tv_nsec) / 1e9,
+                  createdGeneration: raw.otransid,
+                  receivedUUID: Btrfs.formatUUID(raw.received_uuid))
     }
 }

@@ -6,7 +6,10 @@ import TuppSystem
 /// owners, modes, times, xattrs, symlinks, hard links and holes. Reads go through
 /// descriptors with O_NOFOLLOW, so a symlink in the source is copied, never followed.
 struct DirectoryCopier {
+    /// The source directory's path, or how errors name it when `opened` is given.
     let source: String
+    /// The source directory, already resolved (a volume's seed, found inside its image).
+    private let opened: FileDescriptor?
     let writer: RootfsWriter
     let progress: ProgressMeter
     private var firstPathOfInode: [InodeKey: String] = [:]
@@ -16,12 +19,24 @@ struct DirectoryCopier {
 
     init(source: String, writer: RootfsWriter, progress: ProgressMeter) {
         self.source = source
+        self.opened = nil
         self.writer = writer
         self.progress = progress
     }
 
+    /// Copies from a directory already open for reading; `name` is for errors.
+    init(directory: FileDescriptor, describedAs name: String, writer: RootfsWriter, progress: ProgressMeter) {
+        self.source = name
+        self.opened = directory
+        self.writer = writer
+        self.progress = progress
+    }
+
+    /// Bytes of regular-file content copied so far.
+    var bytes: UInt64 { bytesCopied }
+
     mutating func copy() throws {
-        let root = try FileDescriptor.open(source, O_RDONLY | O_DIRECTORY)
+        let root = try opened ?? FileDescriptor.open(source, O_RDONLY | O_DIRECTORY)
         var st = stat()
         try Errno.check("stat", source) { fstat(root.rawValue, &st) }
         try writer.apply(header(for: st, path: "", kind: .directory, xattrs: try Self.xattrs(fd: root.rawValue, path: source))) { _ in }

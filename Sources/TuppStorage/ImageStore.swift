@@ -47,6 +47,8 @@ public struct ImageStore: Sendable {
                 }
             } else if parts.count == 2 && parts[0] == "containers" {
                 contents.containers[String(parts[1])] = subvolume
+            } else if parts.count >= 2 && parts[0] == "volumes" {
+                contents.volumeArea.append(subvolume)
             } else {
                 contents.others.append(subvolume)
             }
@@ -234,11 +236,7 @@ public struct ImageStore: Sendable {
     /// container's, which the host's own mount table does not show.
     public func deleteSubvolume(_ relativePath: String) throws {
         let path = try absolute(relativePath)
-        if let (mount, pid) = try mountUsing(path) {
-            let place = pid.map { "in the mount namespace of pid \($0)" } ?? "at \(mount.mountPoint)"
-            throw SystemError("delete subvolume", path, errno: EBUSY,
-                              detail: "it is mounted \(place) (\(mount.mountPoint), \(mount.fsType) \(mount.root)); unmount it first")
-        }
+        try refuseWhileMounted(path, operation: "delete subvolume")
         let parent = try FileDescriptor.open(Paths.dirname(path), O_RDONLY | O_DIRECTORY)
         try Btrfs.deleteSubvolume(in: parent, named: Paths.basename(path), describedAs: path)
     }
@@ -250,6 +248,16 @@ public struct ImageStore: Sendable {
             throw SystemError.failure("remove leftover", info.path, "not a temporary import subvolume")
         }
         try deleteSubvolume(info.path)
+    }
+
+    /// Throws EBUSY, naming the mount and the namespace, while `path` is mounted anywhere
+    /// (see `mountUsing`).
+    func refuseWhileMounted(_ path: String, operation: String) throws {
+        if let (mount, pid) = try mountUsing(path) {
+            let place = pid.map { "in the mount namespace of pid \($0)" } ?? "at \(mount.mountPoint)"
+            throw SystemError(operation, path, errno: EBUSY,
+                              detail: "it is mounted \(place) (\(mount.mountPoint), \(mount.fsType) \(mount.root)); unmount it first")
+        }
     }
 
     /// The first mount that pins `path`: in our namespace one at or below it, or one
@@ -305,14 +313,14 @@ public struct ImageStore: Sendable {
         }
     }
 
-    private func absolute(_ relativePath: String) throws -> String {
+    func absolute(_ relativePath: String) throws -> String {
         guard case .success(let normalized) = RootfsPath.normalize(relativePath), !normalized.isEmpty else {
             throw SystemError.failure("resolve pool path", relativePath, "must be a relative path inside the pool without '..'")
         }
         return "\(Paths.canonical(poolRoot) ?? poolRoot)/\(normalized)"
     }
 
-    private func openPoolDirectory(_ name: String) throws(SystemError) -> FileDescriptor {
+    func openPoolDirectory(_ name: String) throws(SystemError) -> FileDescriptor {
         let path = "\(poolRoot)/\(name)"
         if mkdir(path, 0o700) != 0 && errno != EEXIST { throw SystemError("create directory", path) }
         return try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)

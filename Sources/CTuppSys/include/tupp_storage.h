@@ -58,4 +58,53 @@ int tupp_renameat2(int old_dirfd, const char *old_path, int new_dirfd, const cha
 /// extents (reflink) instead of copying bytes.
 ssize_t tupp_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len);
 
+// MARK: volumes — quotas and send (linux/btrfs.h has the structs; libbtrfsutil has neither)
+
+/// One qgroup as the quota tree holds it: usage (updated at each transaction commit) and
+/// limit. `id` is (level << 48) | number; a subvolume's own qgroup is level 0, its id.
+struct tupp_qgroup {
+    uint64_t id;
+    uint64_t referenced;
+    uint64_t exclusive;
+    /// BTRFS_QGROUP_LIMIT_* bits saying which of the limits below are set.
+    uint64_t limit_flags;
+    uint64_t max_referenced;
+    uint64_t max_exclusive;
+};
+
+/// BTRFS_QGROUP_LIMIT_MAX_RFER (linux/btrfs.h).
+#define TUPP_QGROUP_LIMIT_MAX_REFERENCED 1
+/// BTRFS_QGROUP_STATUS_FLAG_* (linux/btrfs_tree.h).
+#define TUPP_QGROUP_STATUS_ON 1
+#define TUPP_QGROUP_STATUS_RESCAN 2
+#define TUPP_QGROUP_STATUS_INCONSISTENT 4
+
+/// ioctl(BTRFS_IOC_QUOTA_CTL): enables (1) or disables (0) quotas on the filesystem
+/// holding `fd`. Enabling starts a rescan of existing data. C for the ioctl and struct.
+int tupp_btrfs_quota_ctl(int fd, int enable);
+
+/// ioctl(BTRFS_IOC_QUOTA_RESCAN_WAIT): blocks until a running rescan finished (returns
+/// at once when none runs), so usage read afterwards is exact.
+int tupp_btrfs_quota_rescan_wait(int fd);
+
+/// ioctl(BTRFS_IOC_QUOTA_RESCAN): recounts every qgroup in the background (EINPROGRESS
+/// when one already runs); what clears the inconsistent flag.
+int tupp_btrfs_quota_rescan(int fd);
+
+/// ioctl(BTRFS_IOC_QGROUP_LIMIT): sets the referenced-bytes limit of `qgroup`;
+/// UINT64_MAX removes it (the kernel's "clear" value, as `btrfs qgroup limit none`).
+int tupp_btrfs_qgroup_limit(int fd, uint64_t qgroup, uint64_t max_referenced);
+
+/// Every qgroup's usage and limit, and the quota status flags, from one walk of the quota
+/// tree (BTRFS_IOC_TREE_SEARCH, as `btrfs qgroup show` reads it). On success `*out` is a
+/// malloc'd array of `*count` entries sorted by id (free() it). Fails with ENOENT when
+/// quotas are not enabled. C for the ioctl and the on-disk little-endian item layouts.
+int tupp_btrfs_qgroups(int fd, struct tupp_qgroup **out, size_t *count, uint64_t *status_flags);
+
+/// ioctl(BTRFS_IOC_SEND): the kernel writes a send stream of the read-only subvolume open
+/// at `subvolume_fd` to `out_fd` (a file, pipe or socket), blocking until done. With a
+/// `parent_id` (0: none) the stream holds only the differences from that read-only
+/// subvolume, which is also offered as a clone source. C for the ioctl and struct.
+int tupp_btrfs_send(int subvolume_fd, int out_fd, uint64_t parent_id);
+
 #endif
