@@ -1,4 +1,5 @@
 import Glibc
+import TuppFacts
 import TuppManifest
 import TuppSystem
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import TuppFacts
 import TuppManifest
 import TuppNetworking
 import TuppSystem

@@ -1,4 +1,5 @@
 import Testing
+import TuppFacts
 import TuppManifest
 @testable import TuppNetworking
 

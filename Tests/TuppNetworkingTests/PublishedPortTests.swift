@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TuppFacts
 import TuppManifest
 import TuppNetworking
 import TuppSystem
