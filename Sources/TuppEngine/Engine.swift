@@ -1,8 +1,10 @@
 import Glibc
 import Logging
 import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppManifestLoader
+import TuppNetworking
 import TuppPlan
 import TuppRuntime
 import TuppSystem
@@ -12,6 +14,8 @@ public struct PlannedRun: Sendable {
     public var plan: Plan
     public var observation: Observation
     public var options: PlanOptions
+    /// Other projects' containers whose /etc/hosts this apply rewrites: name → peer lines.
+    var neighbourPeers: [String: [String]] = [:]
 }
 
 /// Why apply did not start changing the host.
@@ -51,7 +55,7 @@ public struct Engine: Sendable {
         store = StateStore(directory: stateDirectory)
         runtime = Runtime(shimPath: shimPath)
         self.logger = logger
-        reconcilers = [PoolReconciler(), ImageReconciler(), NetworkReconciler(), ContainerReconciler()]
+        reconcilers = [PoolReconciler(), ImageReconciler(), NetworkReconciler(), ContainerReconciler(), PortsReconciler()]
     }
 
     public var installation: String { store.installationID }
@@ -65,13 +69,27 @@ public struct Engine: Sendable {
     }
 
     func plan(_ manifest: Manifest, options: PlanOptions, applying: Bool) async throws -> PlannedRun {
-        let observation = await observe(manifest, destroying: options.destroy, applying: applying)
+        let observation = await observe(manifest, options: options, applying: applying)
         let desired = DesiredState.resources(manifest, observation.desiredContext)
-        let plan = Planner.plan(desired: desired, observed: observation.state, options: options)
-        return PlannedRun(plan: plan, observation: observation, options: options)
+        var plan = Planner.plan(desired: desired, observed: observation.state, options: options)
+        if !options.destroy {
+            for resource in desired {
+                for warning in resource.spec(ContainerSpec.self)?.names.resolverWarnings ?? [] {
+                    plan.warnings.append("\(resource.address): \(warning)")
+                }
+            }
+        }
+        let records = observation.records(of: .container)
+        for (name, lines) in DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records).sorted(by: { $0.key < $1.key }) {
+            let project = records[name]?.projects.keys.sorted().first.map { " (project \($0))" } ?? ""
+            plan.warnings.append("container.\(name)\(project) keeps running; its /etc/hosts is rewritten to list \(lines.isEmpty ? "no other container" : HostsFile.display(lines).joined(separator: ", "))")
+        }
+        var run = PlannedRun(plan: plan, observation: observation, options: options)
+        run.neighbourPeers = DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records)
+        return run
     }
 
-    func observe(_ manifest: Manifest, destroying: Bool, applying: Bool) async -> Observation {
+    func observe(_ manifest: Manifest, options: PlanOptions, applying: Bool) async -> Observation {
         var observation = Observation()
         var t = Monotonic.nanoseconds()
         func lap(_ what: String) {
@@ -84,19 +102,21 @@ public struct Engine: Sendable {
             observation.state.problems.append("\(error)")
         }
         lap("\(observation.records.count) records")
-        let context = ObserveContext(manifest: manifest, store: store, runtime: runtime, installation: installation,
-                                     logger: logger, destroying: destroying, updatesCaches: applying)
-        for reconciler in reconcilers {
-            await reconciler.observe(&observation, context)
-            lap("\(reconciler.kind)s")
-        }
         // Containers keep the addresses they were given; new ones get a stable slot.
-        var recorded: [String: IPv4Interface] = [:]
-        for (name, record) in observation.records(of: .container) { recorded[name] = record.containerAddress }
-        switch AddressAllocator.allocate(manifest, recorded: recorded) {
+        let containerRecords = observation.records(of: .container)
+        switch AddressAllocator.allocate(manifest, recorded: containerRecords.compactMapValues(\.containerAddress)) {
         case .success(let addresses): observation.desiredContext.addresses = addresses
         case .failure(let e):
             observation.state.problems.append("network.\(e.network): no free address left for container \(e.container); use a larger subnet")
+        }
+        observation.desiredContext.kept = ProjectRules.keptContainers(containerRecords, declared: Set(manifest.containers.keys),
+                                                                      project: options.project)
+        observation.desiredContext.destroying = options.destroy
+        let context = ObserveContext(manifest: manifest, store: store, runtime: runtime, installation: installation,
+                                     logger: logger, destroying: options.destroy, updatesCaches: applying, project: options.project)
+        for reconciler in reconcilers {
+            await reconciler.observe(&observation, context)
+            lap("\(reconciler.kind)s")
         }
         // Which projects declare each resource is the record's to say, whatever the kind.
         for (address, record) in observation.records {
@@ -125,7 +145,9 @@ public struct Engine: Sendable {
         reporter.planned(run.plan)
         guard run.plan.errors.isEmpty else { throw ApplyRefusal.planErrors(run.plan.errors.count) }
         guard run.plan.hasChanges else {
-            // A destroy interrupted after its last change still owes removing the state directory.
+            // An apply interrupted after its last change still owes the neighbours' names,
+            // and a destroy removing the state directory.
+            refreshNeighbours(run)
             if options.destroy { removeEmptyState() }
             var outcome = ApplyOutcome()
             outcome.warnings = run.plan.warnings
@@ -173,6 +195,7 @@ public struct Engine: Sendable {
                 break
             }
         }
+        if outcome.succeeded { refreshNeighbours(run) }
         if run.options.destroy && outcome.succeeded { removeEmptyState() }
         outcome.milliseconds = Monotonic.milliseconds(since: started)
         reporter.summary(outcome)
@@ -245,6 +268,30 @@ public struct Engine: Sendable {
         // A live object of this installation without a record (one whose record was lost)
         // gets one now.
         try context.save(context.record(change.address) ?? Record(change.address, status: .ready, attributes: change.after ?? [:]))
+    }
+
+    /// Other projects' running containers on the networks this apply changed: their
+    /// /etc/hosts is rewritten in place to list the containers now there (the plan said
+    /// so), and their records follow. Best effort: a container that stopped meanwhile
+    /// gets its file when it starts again.
+    func refreshNeighbours(_ run: PlannedRun) {
+        for (name, lines) in run.neighbourPeers {
+            guard var record = run.observation.records[ResourceAddress(.container, name)],
+                  runtime.observe(directory: store.containerDirectory(name)).isRunning else { continue }
+            let extras = HostsFile.lines(fromDisplay: record.attributes[ContainerAttribute.hosts].flatMap { value -> [String]? in
+                if case .list(let items) = value { items.compactMap(\.string) } else { nil }
+            } ?? [])
+            do {
+                let text = try HostsFile.render(container: name, hostname: record.attributes[ContainerAttribute.hostname]?.string,
+                                                address: record.containerAddress?.address, extras: HostsFile.entries(extras),
+                                                peers: HostsFile.entries(lines))
+                _ = try ContainerNameFiles.write(ContainerNameFiles.hostsPath(runtimeDirectory: store.containerDirectory(name)), text)
+                record.attributes[ContainerAttribute.peers] = .strings(HostsFile.display(lines))
+                try store.save(record)
+            } catch {
+                logger.warning("container.\(name): its /etc/hosts was not rewritten: \(error)")
+            }
+        }
     }
 
     /// After a complete destroy nothing of tupp's may remain, not even its state

@@ -28,6 +28,8 @@ struct ObserveContext: Sendable {
     /// Observing for an apply, under the host lock: caches (source digests) may be
     /// written. A plan alone writes nothing.
     let updatesCaches: Bool
+    /// The project planned for (nil: projects not in play).
+    let project: String?
 }
 
 /// What every reconciler's apply needs: the services, and what observation found.

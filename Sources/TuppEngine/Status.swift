@@ -14,6 +14,8 @@ public struct ContainerStatus: Sendable {
     public var uptime: Double?
     public var image: String?
     public var address: String?
+    /// Published ports, "0.0.0.0:8080:80/tcp".
+    public var ports: [String]
     public var restarts: Int
     public var lastExit: String?
     public var lastExitAt: Double?
@@ -37,6 +39,9 @@ extension Engine {
                 pid: process.initPID > 0 ? process.initPID : nil, uptime: uptime,
                 image: values[ContainerAttribute.image]?.string,
                 address: values[ContainerAttribute.networkAddress]?.string,
+                ports: values[ContainerAttribute.networkPorts].map { value -> [String] in
+                    if case .list(let items) = value { items.compactMap(\.string) } else { [] }
+                } ?? [],
                 restarts: process.restarts, lastExit: process.lastExit.map { "\($0.status)" }, lastExitAt: process.lastExit?.at,
                 error: process.error))
         }

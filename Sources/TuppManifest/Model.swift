@@ -148,11 +148,31 @@ public struct Container: Sendable, Equatable {
         public var interface: String
         /// nil: allocated from the subnet, stable across applies.
         public var address: IPv4Interface?
+        /// Host ports forwarded to the container (nftables DNAT), in the order declared.
+        public var ports: [PortPublication]
 
-        public init(attach: String, interface: String = "eth0", address: IPv4Interface? = nil) {
+        public init(attach: String, interface: String = "eth0", address: IPv4Interface? = nil, ports: [PortPublication] = []) {
             self.attach = attach
             self.interface = interface
             self.address = address
+            self.ports = ports
+        }
+    }
+
+    /// The container's /etc/resolv.conf and /etc/hosts settings. nil: the host's resolvers
+    /// (servers, search domains, options), each replaced separately when given.
+    public struct NameService: Sendable, Equatable {
+        public var dns: [IPv4Address]?
+        public var search: [String]?
+        public var options: [String]?
+        /// Extra /etc/hosts lines, name → address.
+        public var hosts: [String: IPv4Address]
+
+        public init(dns: [IPv4Address]? = nil, search: [String]? = nil, options: [String]? = nil, hosts: [String: IPv4Address] = [:]) {
+            self.dns = dns
+            self.search = search
+            self.options = options
+            self.hosts = hosts
         }
     }
 
@@ -172,12 +192,14 @@ public struct Container: Sendable, Equatable {
     /// Seconds between SIGTERM and SIGKILL when stopping.
     public var stopTimeout: Double
     public var protect: Bool
+    public var nameService: NameService
 
     public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
                 mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String],
                 env: [(key: String, value: String)] = [], workdir: String = "/", restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
-                stopTimeout: Double = 10, protect: Bool = false) {
+                stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService()) {
+        self.nameService = nameService
         self.name = name
         self.image = image
         self.hostname = hostname
@@ -214,6 +236,7 @@ public struct Container: Sendable, Equatable {
             && a.env.map(\.key) == b.env.map(\.key) && a.env.map(\.value) == b.env.map(\.value)
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
+            && a.nameService == b.nameService
     }
 }
 

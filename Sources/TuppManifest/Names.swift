@@ -64,4 +64,20 @@ public enum Names {
         let trimmed = kept.drop { $0 == "-" || $0 == "_" }
         return trimmed.isEmpty ? "default" : String(trimmed.prefix(63))
     }
+
+    /// Why `name` cannot stand in /etc/hosts, or nil: dot-separated labels of letters,
+    /// digits, '-' and '_' (common in service names), at most 253 bytes.
+    public static func hostsEntryProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if name.utf8.count > 253 { return "is longer than 253 bytes" }
+        for label in name.split(separator: ".", omittingEmptySubsequences: false) {
+            if label.isEmpty { return "has an empty label (\"..\" or a leading/trailing dot)" }
+            if label.utf8.count > 63 { return "has a label longer than 63 characters" }
+            if !label.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+                return "may contain only letters, digits, '-', '_' and '.'"
+            }
+            if label.hasPrefix("-") || label.hasSuffix("-") { return "has a label starting or ending with '-'" }
+        }
+        return nil
+    }
 }

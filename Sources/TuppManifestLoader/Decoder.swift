@@ -347,6 +347,7 @@ struct DocumentDecoder {
             if let d = duration(n) { stopTimeout = d }
         }
         let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
+        let nameService = decodeNameService(&fields, what: what, path: prefix, manifest: &manifest)
         finish(&fields, in: what)
         // Stored even when a field was bad, so whole-manifest checks still run on the rest;
         // the load fails on the diagnostics already recorded.
@@ -354,7 +355,8 @@ struct DocumentDecoder {
         manifest.containers[name] = Container(
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
             network: attachment, command: command, env: env, workdir: workdir, restart: restart,
-            capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect)
+            capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect,
+            nameService: nameService)
     }
 
     mutating func decodeMount(_ node: Node, what: String, path: String, manifest: inout Manifest) -> Mount? {
@@ -424,9 +426,88 @@ struct DocumentDecoder {
                 }
             } else { addressOK = false }
         }
+        let ports = fields.take("ports").map { decodePorts($0, what: "\(what) ports", path: "\(path).ports", manifest: &manifest) } ?? []
         finish(&fields, in: what)
         guard let attach, addressOK else { return nil }
-        return Container.NetworkAttachment(attach: attach, interface: interface, address: address)
+        return Container.NetworkAttachment(attach: attach, interface: interface, address: address, ports: ports)
+    }
+
+    /// `ports:` — "8080:80", "127.0.0.1:5432:5432", "53:53/udp", "9000-9002:9000-9002", or
+    /// `{ host: "0.0.0.0:8080", container: 80, protocol: tcp }`.
+    mutating func decodePorts(_ node: Node, what: String, path: String, manifest: inout Manifest) -> [PortPublication] {
+        manifest.sources[path] = location(node)
+        guard let items = list(node, what) else { return [] }
+        var out: [PortPublication] = []
+        for (index, item) in items.enumerated() {
+            manifest.sources["\(path)[\(index)]"] = location(item)
+            do {
+                if case .mapping = item.value {
+                    guard var fields = mapping(item, "\(what) entry") else { continue }
+                    let host = fields.take("host").flatMap { string($0, "port host", allowNumbers: true) }
+                    let containerNode = fields.take("container")
+                    let proto = fields.take("protocol").flatMap { string($0, "port protocol") }
+                    if !fields.had("host") { error(item, "a port needs \"host\" (\"8080\" or \"127.0.0.1:8080\")") }
+                    if !fields.had("container") { error(item, "a port needs \"container\" (the container's port, e.g. 80)") }
+                    finish(&fields, in: "\(what) entry")
+                    guard let host, let containerNode else { continue }
+                    if case .int(let port)? = scalar(containerNode) {
+                        out.append(try PortPublication.parse(host: host, container: Int(port), protocol: proto))
+                    } else if let text = string(containerNode, "port container", allowNumbers: true) {
+                        out.append(try PortPublication.parse(host: host, container: text, protocol: proto))
+                    }
+                } else if let text = string(item, "port", allowNumbers: true) {
+                    out.append(try PortPublication.parse(text))
+                }
+            } catch {
+                self.error(item, "\(error)")
+            }
+        }
+        return out
+    }
+
+    /// `dns`, `dnsSearch`, `dnsOptions` and `hosts` of a container.
+    mutating func decodeNameService(_ fields: inout Fields, what: String, path: String, manifest: inout Manifest) -> Container.NameService {
+        var service = Container.NameService()
+        if let n = fields.take("dns") {
+            manifest.sources["\(path).dns"] = location(n)
+            service.dns = (list(n, "\(what) dns") ?? []).compactMap { item in
+                guard let text = string(item, "DNS server") else { return nil }
+                guard let address = IPv4Address(text) else {
+                    error(item, "DNS server \"\(text)\" is not an IPv4 address")
+                    return nil
+                }
+                return address
+            }
+        }
+        for (key, label) in [("dnsSearch", "search domain"), ("dnsOptions", "resolver option")] {
+            guard let n = fields.take(key) else { continue }
+            manifest.sources["\(path).\(key)"] = location(n)
+            let values: [String] = (list(n, "\(what) \(key)") ?? []).compactMap { item in
+                guard let text = string(item, label, allowNumbers: true) else { return nil }
+                if text.isEmpty || !text.allSatisfy({ $0.isASCII && $0.asciiValue! > 32 && $0.asciiValue! < 127 }) {
+                    error(item, "\(label) \"\(text)\" must be one word of printable ASCII")
+                    return nil
+                }
+                return text
+            }
+            if key == "dnsSearch" { service.search = values } else { service.options = values }
+        }
+        if let n = fields.take("hosts") {
+            manifest.sources["\(path).hosts"] = location(n)
+            if var entries = mapping(n, "\(what) hosts", allowNull: true) {
+                for (k, v) in entries.all() {
+                    let name = keyText(k)
+                    if let problem = Names.hostsEntryProblem(name) { error(k, "host name \"\(name)\" \(problem)") }
+                    guard let text = string(v, "address of \(name)") else { continue }
+                    guard let address = IPv4Address(text) else {
+                        error(v, "address \"\(text)\" of \(name) is not an IPv4 address")
+                        continue
+                    }
+                    service.hosts[name] = address
+                }
+            }
+        }
+        return service
     }
 
     // MARK: Typed access

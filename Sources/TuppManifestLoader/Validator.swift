@@ -19,6 +19,7 @@ struct Validator {
         checkNetworks()
         for name in manifest.containers.keys.sorted() { checkContainer(name) }
         checkAddresses()
+        checkPorts()
         return manifest
     }
 
@@ -180,4 +181,21 @@ struct Validator {
             }
         }
     }
+
+    /// Two publications of one host port (the same protocol, overlapping addresses and
+    /// ports) cannot both be forwarded.
+    mutating func checkPorts() {
+        var claimed: [(container: String, index: Int, port: PortPublication)] = []
+        for name in manifest.containers.keys.sorted() {
+            for (index, port) in (manifest.containers[name]!.network?.ports ?? []).enumerated() {
+                if let earlier = claimed.first(where: { $0.port.overlaps(port) }) {
+                    let other = manifest.sources["containers.\(earlier.container).network.ports[\(earlier.index)]"]
+                    error("containers.\(name).network.ports[\(index)]",
+                          "port \(port) overlaps \(earlier.port) of container \(earlier.container)\(other.map { " at \($0.file):\($0.mark)" } ?? ""); a host port is published once")
+                }
+                claimed.append((name, index, port))
+            }
+        }
+    }
 }
+

@@ -1,4 +1,5 @@
 import Glibc
+import TuppFacts
 import TuppManifest
 import TuppSystem
 
@@ -51,5 +52,16 @@ public enum ContainerNameFiles {
         }
         try Errno.check("truncate", path) { ftruncate(fd.rawValue, off_t(bytes.count)) }
         return true
+    }
+}
+
+extension ResolvConf {
+    /// The host's /etc/resolv.conf (empty when absent) and systemd-resolved's upstream
+    /// list (nil when absent).
+    public static func readHost(hostPath: String = hostPath,
+                                upstreamPath: String = resolvedUpstreamPath) throws(SystemError) -> (host: ResolverSettings, resolvedUpstream: ResolverSettings?) {
+        let host = try Files.readText(hostPath, limit: 1 << 20).map(parse) ?? ResolverSettings()
+        let upstream = try Files.readText(upstreamPath, limit: 1 << 20).map(parse)
+        return (host, upstream)
     }
 }

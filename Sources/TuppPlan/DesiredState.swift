@@ -1,3 +1,4 @@
+import TuppFacts
 import TuppManifest
 
 /// What the desired state needs besides the manifest: values read from the host (source
@@ -7,10 +8,34 @@ public struct DesiredContext: Sendable {
     public var imageDigests: [String: String]
     /// Every attached container's address, explicit or allocated (`AddressAllocator`).
     public var addresses: [String: IPv4Interface]
+    /// Containers the plan keeps without declaring them (other projects'): their names on
+    /// shared networks and their published ports still count.
+    public var kept: [KeptContainer]
+    /// The host's resolv.conf and systemd-resolved's upstream servers, the default of every
+    /// container's /etc/resolv.conf; nil when unreadable.
+    public var hostResolvers: HostResolvers?
+    /// Planning a destroy: installation-wide resources keep only what the kept containers need.
+    public var destroying: Bool
 
-    public init(imageDigests: [String: String] = [:], addresses: [String: IPv4Interface] = [:]) {
+    public init(imageDigests: [String: String] = [:], addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [],
+                hostResolvers: HostResolvers? = nil, destroying: Bool = false) {
         self.imageDigests = imageDigests
         self.addresses = addresses
+        self.kept = kept
+        self.hostResolvers = hostResolvers
+        self.destroying = destroying
+    }
+}
+
+/// The host's resolver settings, as read.
+public struct HostResolvers: Sendable, Equatable {
+    public var host: ResolverSettings
+    /// /run/systemd/resolve/resolv.conf, when present.
+    public var resolvedUpstream: ResolverSettings?
+
+    public init(host: ResolverSettings, resolvedUpstream: ResolverSettings?) {
+        self.host = host
+        self.resolvedUpstream = resolvedUpstream
     }
 }
 
@@ -30,10 +55,17 @@ public enum DesiredState {
         for name in manifest.networks.keys.sorted() {
             out.append(NetworkKind.desired(manifest.networks[name]!))
         }
+        let peers = peersByNetwork(manifest, context)
+        let resolvers = context.hostResolvers ?? HostResolvers(host: ResolverSettings(), resolvedUpstream: nil)
         for name in manifest.containers.keys.sorted() {
             let c = manifest.containers[name]!
+            let names = NameSettings(c, peers: c.network.flatMap { peers[$0.attach] } ?? [:], resolvers: resolvers)
             out.append(ContainerKind.desired(c, network: c.network.flatMap { manifest.networks[$0.attach] },
-                                             address: context.addresses[name]))
+                                             address: context.addresses[name], names: names))
+        }
+        let publishing = context.destroying ? Manifest() : manifest
+        if let ports = PortsKind.desired(PortsKind.published(publishing, addresses: context.addresses, kept: context.kept)) {
+            out.append(ports)
         }
         return out
     }
@@ -46,5 +78,34 @@ public enum DesiredState {
             r.location = manifest.sources[path].map { "\($0.file):\($0.mark)" }
             return r
         }
+    }
+
+    /// Everyone on a network knows the others by name: the declared containers and the
+    /// kept ones, network → name → address.
+    static func peersByNetwork(_ manifest: Manifest, _ context: DesiredContext) -> [String: [String: IPv4Address]] {
+        var peers: [String: [String: IPv4Address]] = [:]
+        if !context.destroying {
+            for (name, c) in manifest.containers {
+                if let attachment = c.network, let address = context.addresses[name] ?? attachment.address {
+                    peers[attachment.attach, default: [:]][name] = address.address
+                }
+            }
+        }
+        for k in context.kept where context.destroying || manifest.containers[k.name] == nil {
+            peers[k.network, default: [:]][k.name] = k.address.address
+        }
+        return peers
+    }
+
+    /// Kept containers (other projects') whose /etc/hosts must change because this plan
+    /// adds, removes or moves a container on their network: name → its new peer lines.
+    public static func neighbourPeers(_ manifest: Manifest, _ context: DesiredContext, records: [String: Record]) -> [String: [String]] {
+        let peers = peersByNetwork(manifest, context)
+        var out: [String: [String]] = [:]
+        for k in context.kept where manifest.containers[k.name] == nil {
+            let lines = HostsFile.peerLines(peers[k.network] ?? [:], except: k.name)
+            if records[k.name]?.attributes[ContainerAttribute.peers] != .strings(HostsFile.display(lines)) { out[k.name] = lines }
+        }
+        return out
     }
 }

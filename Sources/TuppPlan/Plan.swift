@@ -214,9 +214,19 @@ public enum Planner {
 
         plan.project = options.project
         if options.destroy {
-            for d in desired {
+            // Installation-wide resources (the port table) are changed to what stays, not
+            // deleted with the project.
+            for d in desired where d.address.kind.isInstallationWide {
+                var change = diff(d, observed.resources[d.address], errors: &plan.errors)
+                settle(&change, protect: false, errors: &plan.errors)
+                changes[d.address] = change
+            }
+            for (address, o) in observed.resources where address.kind.isInstallationWide && desiredByAddress[address] == nil && o.owned {
+                changes[address] = Plan.ResourceChange(address: address, action: .delete, before: o.attributes, after: nil)
+            }
+            for d in desired where !d.address.kind.isInstallationWide {
                 guard let o = observed.resources[d.address] else { continue }
-                if let project = options.project, o.owned, !o.external, let projects = o.projects {
+                if let project = options.project, o.owned, !o.external, !d.address.kind.isInstallationWide, let projects = o.projects {
                     // Another project's resource of the same name is never destroyed; a
                     // shared one is kept while other projects declare it.
                     if !projects.isEmpty && projects[project] == nil { continue }
@@ -254,7 +264,7 @@ public enum Planner {
         for d in desired.sorted(by: { $0.address < $1.address }) {
             let o = observed.resources[d.address]
             var change = diff(d, o, errors: &plan.errors)
-            if let project = options.project {
+            if let project = options.project, !d.address.kind.isInstallationWide {
                 ProjectRules.declare(d, o, project: project, &change, errors: &plan.errors)
             }
             if change.action != .create && change.action != .delete && (o?.owned ?? false || d.address.kind == .pool) {
@@ -275,7 +285,7 @@ public enum Planner {
 
         // Orphans: owned resources that left the manifest.
         for (address, o) in observed.resources where desiredByAddress[address] == nil && o.owned && !o.external {
-            if let project = options.project, let projects = o.projects {
+            if let project = options.project, !address.kind.isInstallationWide, let projects = o.projects {
                 if projects.isEmpty {
                     plan.warnings.append("\(address) was made before projects existed and project \(project) does not declare it; kept (declare it to adopt it into its project)")
                     continue

@@ -2,7 +2,7 @@
 /// record names the projects that declare it. A project prunes and destroys only its
 /// own; the pool, images and networks may be declared by several projects, identically,
 /// and stay while any declares them; a container belongs to exactly one.
-enum ProjectRules {
+public enum ProjectRules {
     /// `d` declared by `project`, against what is recorded: adoption of a resource made
     /// before projects, joining another project's shared resource, or a refusal.
     static func declare(_ d: DesiredResource, _ o: ObservedResource?, project: String, _ change: inout Plan.ResourceChange,
@@ -50,5 +50,14 @@ enum ProjectRules {
     /// "monitoring (monitoring.yaml:4:3)", for several: each.
     static func describe(_ projects: [String: String]) -> String {
         projects.keys.sorted().map { "\($0) (\(projects[$0]!.isEmpty ? "no location recorded" : projects[$0]!))" }.joined(separator: ", project ")
+    }
+
+    /// The recorded containers a plan for `project` keeps without declaring them: other
+    /// projects' (and, without projects in play, none — undeclared ones are pruned).
+    /// Records made before projects are kept by every project until one adopts them.
+    public static func keptContainers(_ records: [String: Record], declared: Set<String>, project: String?) -> [KeptContainer] {
+        guard let project else { return [] }
+        return records.values.filter { !declared.contains($0.name) && $0.projects[project] == nil }
+            .sorted { $0.name < $1.name }.compactMap(KeptContainer.init)
     }
 }

@@ -2,7 +2,7 @@
 /// image and network, an image needs the pool. Each kind has its attribute schema,
 /// desired state and interpretation in Kinds/, and its reconciler in TuppEngine.
 public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
-    case pool, image, network, container
+    case pool, image, network, container, ports
 
     public static func < (a: ResourceKind, b: ResourceKind) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
@@ -15,8 +15,13 @@ public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
         case .image: ImageAttribute.schema
         case .network: NetworkAttribute.schema
         case .container: ContainerAttribute.schema
+        case .ports: PortsAttribute.schema
         }
     }
+
+    /// One resource for the whole installation, whatever project applies: not scoped to
+    /// projects (every project's plan computes it from every project's containers).
+    public var isInstallationWide: Bool { self == .ports }
 }
 
 /// `container.web`, `image.box`, `network.br0`, `pool.main`.
@@ -201,6 +206,9 @@ public struct DesiredResource: Sendable, Equatable {
         self.protect = protect
         self.spec = spec
     }
+
+    /// The spec, as the reconciler of this kind knows it.
+    public func spec<S: ResourceSpec>(_ type: S.Type) -> S? { spec as? S }
 
     public static func == (a: DesiredResource, b: DesiredResource) -> Bool {
         a.address == b.address && a.attributes == b.attributes && a.dependencies == b.dependencies && a.protect == b.protect

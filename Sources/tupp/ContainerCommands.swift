@@ -35,6 +35,7 @@ struct StatusCommand: ParsableCommand {
                     ("pid", s.pid.map { .int(Int64($0)) } ?? .null),
                     ("uptime_seconds", s.uptime.map { .double(($0 * 10).rounded() / 10) } ?? .null),
                     ("image", s.image.map(JSON.Node.string) ?? .null), ("address", s.address.map(JSON.Node.string) ?? .null),
+                    ("ports", .array(s.ports.map { .string($0) })),
                     ("restarts", .int(Int64(s.restarts))), ("last_exit", s.lastExit.map(JSON.Node.string) ?? .null),
                     ("last_exit_at", s.lastExitAt.map(JSON.Node.double) ?? .null), ("error", s.error.map(JSON.Node.string) ?? .null),
                 ])
@@ -46,9 +47,9 @@ struct StatusCommand: ParsableCommand {
             emit("No containers.\n")
             return
         }
-        emitTable([["NAME", "PROJECT", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "RESTARTS", "LAST EXIT"]] + statuses.map { s in
+        emitTable([["NAME", "PROJECT", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "RESTARTS", "LAST EXIT"]] + statuses.map { s in
             [s.name, s.project ?? "-", s.state, s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-", s.image ?? "-",
-             s.address ?? "-", String(s.restarts), s.lastExit ?? "-"]
+             s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","), String(s.restarts), s.lastExit ?? "-"]
         })
     }
 }

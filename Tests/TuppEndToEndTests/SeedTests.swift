@@ -85,7 +85,11 @@ import TuppTestSupport
         for target in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"] {
             #expect(mounts.contains { $0[4] == Substring(target) }, "\(target) mounted: \(mountinfo)")
         }
-        #expect(!mountinfo.contains("oldroot") && !mountinfo.contains(i.root.path) && !mountinfo.contains("shared:"))
+        // No old root, nothing shared; the only host paths are the name files tupp binds.
+        let hostPaths = mounts.filter { $0[3].hasPrefix(Substring(i.root.path)) }.map { String($0[4]) }.sorted()
+        #expect(hostPaths == ["/etc/hosts", "/etc/resolv.conf"], "\(mountinfo)")
+        #expect(mounts.filter { ["/etc/hosts", "/etc/resolv.conf"].contains(String($0[4])) }.allSatisfy { $0[5].hasPrefix("ro") }, "\(mountinfo)")
+        #expect(!mountinfo.contains("oldroot") && !mountinfo.contains("shared:"))
         let netdev = try i.tupp("exec", "tupperware", "--", "cat", "/proc/net/dev").stdout
         let interfaces = netdev.split(separator: "\n").dropFirst(2).map { String($0).trimmingCharacters().prefix { $0 != ":" } }
         #expect(Set(interfaces) == ["lo", "eth0"], "\(netdev)")

@@ -60,7 +60,9 @@ final class PortLab: @unchecked Sendable {
     }
 
     private func build() throws {
-        try sh(host, "ip link set lo up")
+        // A new namespace inherits the real host's ip_forward (devconf_inherit_init_net):
+        // start from off, whatever other tests on the machine have switched on.
+        try sh(host, "ip link set lo up && echo 0 > /proc/sys/net/ipv4/ip_forward")
         let session = try NetlinkSession.inNamespace(host.path)
         try session.createBridge(name: bridge, address: gateway, alias: "test")
         for (index, container) in containers.enumerated() {

@@ -279,8 +279,11 @@ private func conditions<C: ResourceCondition>(_ kind: KindObservation, _ address
             links: [LinkInfo(index: 2, name: "eth0", kind: "veth", isUp: eth0Up)],
             addresses: inside.map { [AddressInfo(linkIndex: 2, interface: IPv4Interface($0)!)] } ?? [],
             routes: [RouteInfo(destination: IPv4Network("0.0.0.0/0")!, gateway: net.gateway, linkIndex: 2)])
+        let hosts = try! HostsFile.render(container: "web", hostname: "web", address: spec.network?.address.address)
+        let resolv = try! ResolvConf.render(spec.names.resolver, container: "web")
         return ContainerFacts(contents: contents, host: NetworkSnapshot(links: links), processes: ["web": process ?? running()],
-                              namespaces: ["web": insideSnapshot], hostnames: hostname.map { ["web": $0] } ?? [:])
+                              namespaces: ["web": insideSnapshot], hostnames: hostname.map { ["web": $0] } ?? [:],
+                              hostsFiles: ["web": hosts], resolvFiles: ["web": resolv])
     }
 
     func interpret(_ facts: ContainerFacts, record: Record? = nil, images: ObservedState = ObservedState()) -> KindObservation {

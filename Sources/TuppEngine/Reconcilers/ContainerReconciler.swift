@@ -38,6 +38,15 @@ struct ContainerReconciler: Reconciler {
         for (name, hostname) in zip(named, context.runtime.hostnames(of: named.map { facts.processes[$0]! })) {
             if let hostname { facts.hostnames[name] = hostname }
         }
+        // The name files tupp wrote, read back.
+        for name in names where facts.processes[name]!.isRunning {
+            let directory = context.store.containerDirectory(name)
+            facts.hostsFiles[name] = (try? Files.readText(ContainerNameFiles.hostsPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
+            facts.resolvFiles[name] = (try? Files.readText(ContainerNameFiles.resolvConfPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
+        }
+        if let resolvers = try? ResolvConf.readHost() {
+            observation.desiredContext.hostResolvers = HostResolvers(host: resolvers.host, resolvedUpstream: resolvers.resolvedUpstream)
+        }
         observation.facts[ContainerFacts.self] = facts
         observation.merge(ContainerKind.interpret(declared: Set(context.manifest.containers.keys), records: records, facts: facts,
                                                   images: observation.state, installation: context.installation))
@@ -112,6 +121,7 @@ struct ContainerReconciler: Reconciler {
 
             let snapshot = try images.snapshot(image: spec.image, container: name)
             Checkpoint.pass("snapshot containers/\(name) created")
+            try writeNameFiles(spec)
             context.logger.debug("\(name): snapshot \(snapshot.uuid) of images/\(spec.image)")
             let started = try start(spec, rootfs: "\(root)/containers/\(name)")
             context.logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
@@ -125,10 +135,34 @@ struct ContainerReconciler: Reconciler {
             (try? Files.read("\(directory(name))/spec")).flatMap { $0 }.map(SavedPlan.sha256)
         }
 
+        /// /etc/hosts and /etc/resolv.conf in the container's runtime directory, bind-mounted
+        /// read-only at start and rewritten in place (same inode) when they change. True when
+        /// a file changed.
+        @discardableResult
+        func writeNameFiles(_ spec: ContainerSpec) throws -> Bool {
+            let dir = directory(spec.name)
+            try Files.createDirectory(dir, mode: 0o700)
+            let hosts = try HostsFile.render(container: spec.name, hostname: spec.hostname, address: spec.network?.address.address,
+                                             extras: spec.names.extraHosts, peers: spec.names.peers)
+            let resolv = try ResolvConf.render(spec.names.resolver, container: spec.name)
+            let wroteHosts = try ContainerNameFiles.write(ContainerNameFiles.hostsPath(runtimeDirectory: dir), hosts)
+            let wroteResolv = try ContainerNameFiles.write(ContainerNameFiles.resolvConfPath(runtimeDirectory: dir), resolv)
+            return wroteHosts || wroteResolv
+        }
+
+        /// The runtime's view of a planned container: its spec, rooted at its snapshot, with
+        /// its name files mounted.
+        func config(_ spec: ContainerSpec, rootfs: String) -> ContainerConfig {
+            var config = ContainerConfig(spec, rootfs: rootfs)
+            config.mounts = ContainerNameFiles.mounts(runtimeDirectory: directory(spec.name))
+                .filter { file in !spec.mounts.contains { $0.target == file.target } } + config.mounts
+            return config
+        }
+
         /// Starts the supervisor and command; the network is plugged in the sync window,
         /// before the command runs.
         func start(_ spec: ContainerSpec, rootfs: String) throws -> ProcessObservation {
-            try runtime.start(ContainerConfig(spec, rootfs: rootfs), directory: directory(spec.name)) { starting in
+            try runtime.start(config(spec, rootfs: rootfs), directory: directory(spec.name)) { starting in
                 Checkpoint.pass("supervisor of \(spec.name) started")
                 guard let plug = plug(for: spec, netnsPath: starting.netnsPath) else { return }
                 try host.plug(plug)
@@ -154,9 +188,14 @@ struct ContainerReconciler: Reconciler {
                 try runtime.stop(directory: directory(name), timeout: spec.stopTimeout)
                 Checkpoint.pass("\(name) stopped for a restart")
                 _ = try host.deleteLink(name: hostVeth(name))
+                try writeNameFiles(spec)
                 process = try start(spec, rootfs: rootfs)
             } else {
-                try runtime.updateSettings(ContainerConfig(spec, rootfs: rootfs), directory: directory(name))
+                try runtime.updateSettings(config(spec, rootfs: rootfs), directory: directory(name))
+                if change.changes(ContainerAttribute.dns) || change.changes(ContainerAttribute.hosts) || change.changes(ContainerAttribute.peers) {
+                    try writeNameFiles(spec)
+                    Checkpoint.pass("name files of \(name) rewritten")
+                }
                 if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname) {
                     try runtime.setHostname(hostname, for: process)
                     Checkpoint.pass("hostname of \(name) set")

@@ -22,6 +22,16 @@ public enum ContainerAttribute {
     public static let networkInterface = network.child("interface")
     public static let networkGateway = network.child("gateway")
     public static let networkAddress = network.child("address")
+    /// Published ports, as "0.0.0.0:8080:80/tcp": changed in place (the ports kind
+    /// changes the rules; the container keeps its process).
+    public static let networkPorts = network.child("ports")
+    /// The container's /etc/resolv.conf, line by line.
+    public static let dns = AttributePath("dns")
+    /// Its /etc/hosts lines of the manifest's `hosts:`.
+    public static let hosts = AttributePath("hosts")
+    /// Its /etc/hosts lines of the other containers on its network (of every project):
+    /// rewritten in place when one comes, goes or moves.
+    public static let peers = AttributePath("peers")
 
     public static let schema = AttributeSchema([
         AttributeRule(image, .replace),
@@ -35,6 +45,9 @@ public enum ContainerAttribute {
         AttributeRule(stopTimeout, .inPlace),
         AttributeRule(hostname, .inPlace, optional: true),
         AttributeRule(network, .inPlace, family: true, optional: true),
+        AttributeRule(dns, .inPlace, optional: true),
+        AttributeRule(hosts, .inPlace, optional: true),
+        AttributeRule(peers, .inPlace, optional: true),
     ])
 }
 
@@ -49,6 +62,7 @@ public struct ContainerSpec: ResourceSpec, Equatable {
         public var address: IPv4Interface
         public var gateway: IPv4Address
         public var mtu: Int?
+        public var ports: [PortPublication]
     }
 
     public var name: String
@@ -66,8 +80,11 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var stopTimeout: Double
     public var protect: Bool
     public var network: Attachment?
+    /// /etc/resolv.conf and /etc/hosts.
+    public var names: NameSettings
 
-    public init(_ c: Container, network: Network?, address: IPv4Interface?) {
+    public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings()) {
+        self.names = names
         name = c.name
         image = c.image
         hostname = c.effectiveHostname
@@ -82,9 +99,47 @@ public struct ContainerSpec: ResourceSpec, Equatable {
         protect = c.protect
         if let attachment = c.network, let network, let address = address ?? attachment.address {
             self.network = Attachment(network: network.name, bridge: network.bridge, interface: attachment.interface,
-                                      address: address, gateway: network.gateway, mtu: network.mtu)
+                                      address: address, gateway: network.gateway, mtu: network.mtu, ports: attachment.ports)
         }
     }
+}
+
+/// What a container's /etc/resolv.conf and /etc/hosts hold.
+public struct NameSettings: Sendable, Equatable {
+    public var resolver: ResolverSettings
+    /// Why the resolver is not what one would expect (a loopback stub left out), for the plan.
+    public var resolverWarnings: [String]
+    public var extraHosts: [String: IPv4Address]
+    /// The other containers on its network, by name.
+    public var peers: [String: IPv4Address]
+
+    public init(resolver: ResolverSettings = ResolverSettings(), resolverWarnings: [String] = [],
+                extraHosts: [String: IPv4Address] = [:], peers: [String: IPv4Address] = [:]) {
+        self.resolver = resolver
+        self.resolverWarnings = resolverWarnings
+        self.extraHosts = extraHosts
+        self.peers = peers
+    }
+
+    /// The settings of `c`: its dns settings over the host's, its extras, its peers.
+    public init(_ c: Container, peers: [String: IPv4Address], resolvers: HostResolvers) {
+        let (resolver, warnings) = ResolvConf.forContainer(dns: c.nameService.dns, search: c.nameService.search,
+                                                            options: c.nameService.options, host: resolvers.host,
+                                                            resolvedUpstream: resolvers.resolvedUpstream)
+        self.init(resolver: resolver, resolverWarnings: warnings, extraHosts: c.nameService.hosts,
+                  peers: peers.filter { $0.key != c.name })
+    }
+
+    /// The resolv.conf lines (the file without its comment).
+    public var resolverLines: [String] {
+        ((try? ResolvConf.render(resolver, container: "")) ?? "").split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }
+    }
+
+    /// The /etc/hosts lines of the manifest's `hosts:`.
+    public var extraLines: [String] { HostsFile.extraLines(extraHosts) }
+
+    /// The /etc/hosts lines of the other containers.
+    public func peerLines(container: String) -> [String] { HostsFile.peerLines(peers, except: container) }
 }
 
 /// Why a container needs work although its attributes match.
@@ -99,11 +154,14 @@ public enum ContainerCondition: ResourceCondition, Equatable {
     case hostVethDown(String)
     case hostVethMissing(String)
     case interfaceDown(String)
+    /// Started without tupp's /etc/hosts and /etc/resolv.conf (by an older tupp): they are
+    /// bind-mounted at start.
+    case nameFilesMissing
 
     public var effect: ChangeEffect {
         switch self {
         case .leftovers, .createUnfinished, .snapshotMissing, .snapshotOfOlderImage: .replace
-        case .stopping, .notRunning: .restart
+        case .stopping, .notRunning, .nameFilesMissing: .restart
         case .hostVethDown, .hostVethMissing, .interfaceDown: .inPlace
         }
     }
@@ -127,6 +185,7 @@ public enum ContainerCondition: ResourceCondition, Equatable {
         case .hostVethDown(let veth): "host veth \(veth) is down"
         case .hostVethMissing(let veth): "host veth \(veth) is missing"
         case .interfaceDown(let interface): "\(interface) is down inside the container"
+        case .nameFilesMissing: "it has no /etc/hosts and /etc/resolv.conf of tupp's; they are mounted at restart"
         }
     }
 }
@@ -166,22 +225,29 @@ public struct ContainerFacts: Sendable {
     public var namespaces: [String: NetworkSnapshot]
     /// Live hostnames, read inside each running container's UTS namespace.
     public var hostnames: [String: String]
+    /// The /etc/hosts and /etc/resolv.conf tupp wrote for each container (nil: absent).
+    public var hostsFiles: [String: String]
+    public var resolvFiles: [String: String]
 
     public init(contents: PoolContents?, host: NetworkSnapshot?, processes: [String: ProcessObservation],
-                namespaces: [String: NetworkSnapshot] = [:], hostnames: [String: String] = [:]) {
+                namespaces: [String: NetworkSnapshot] = [:], hostnames: [String: String] = [:],
+                hostsFiles: [String: String] = [:], resolvFiles: [String: String] = [:]) {
         self.contents = contents
         self.host = host
         self.processes = processes
         self.namespaces = namespaces
         self.hostnames = hostnames
+        self.hostsFiles = hostsFiles
+        self.resolvFiles = resolvFiles
     }
 }
 
 /// Containers: a snapshot of their image, a supervised process, a veth on their
 /// network's bridge. Pure.
 public enum ContainerKind {
-    public static func desired(_ c: Container, network: Network?, address: IPv4Interface?) -> DesiredResource {
-        let spec = ContainerSpec(c, network: network, address: address)
+    public static func desired(_ c: Container, network: Network?, address: IPv4Interface?,
+                               names: NameSettings = NameSettings()) -> DesiredResource {
+        let spec = ContainerSpec(c, network: network, address: address, names: names)
         var dependencies = [ResourceAddress(.image, c.image)]
         if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
         return DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
@@ -207,7 +273,11 @@ public enum ContainerKind {
             a[ContainerAttribute.networkInterface] = .string(n.interface)
             a[ContainerAttribute.networkGateway] = .string(n.gateway.description)
             a[ContainerAttribute.networkAddress] = .string(n.address.description)
+            if !n.ports.isEmpty { a[ContainerAttribute.networkPorts] = .strings(n.ports.map(\.description)) }
         }
+        a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
+        a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
+        a[ContainerAttribute.peers] = .strings(HostsFile.display(c.names.peerLines(container: c.name)))
         return a
     }
 
@@ -298,6 +368,33 @@ public enum ContainerKind {
                                                 path: ContainerAttribute.hostname, recorded: recorded, observed: .string(live)))
                 }
                 resource.attributes[ContainerAttribute.hostname] = .string(live)
+            }
+
+            // The name files tupp wrote: read back, so a change by hand is repaired.
+            if process.isRunning {
+                if let text = facts.resolvFiles[name] {
+                    let live = Value.strings(text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") })
+                    let recorded = record.attributes[ContainerAttribute.dns]
+                    resource.attributes[ContainerAttribute.dns] = live
+                    if let recorded, live != recorded, record.status == .ready {
+                        resource.drift.append(Drift(address, "its /etc/resolv.conf was changed outside tupp", path: ContainerAttribute.dns,
+                                                    recorded: recorded, observed: live))
+                    }
+                } else {
+                    resource.conditions.append(ContainerCondition.nameFilesMissing)
+                }
+            }
+            if process.isRunning, let text = facts.hostsFiles[name] {
+                let live = HostsFile.parse(text)
+                for (path, lines) in [(ContainerAttribute.hosts, live?.extras), (ContainerAttribute.peers, live?.peers)] {
+                    let value = lines.map { Value.strings(HostsFile.display($0)) }
+                    let recorded = record.attributes[path]
+                    resource.attributes[path] = value
+                    if let recorded, value != recorded, record.status == .ready, path == ContainerAttribute.hosts || live == nil {
+                        resource.drift.append(Drift(address, "its /etc/hosts was changed outside tupp", path: path,
+                                                    recorded: recorded, observed: value))
+                    }
+                }
             }
 
             // Live network: the host end on the bridge, the address and route inside.

@@ -1,5 +1,4 @@
 import TuppManifest
-import TuppSystem
 
 /// The settings of a resolv.conf that tupp reads or writes.
 public struct ResolverSettings: Hashable, Sendable {
@@ -96,15 +95,6 @@ public enum ResolvConf {
         if !settings.search.isEmpty { lines.append("search " + settings.search.joined(separator: " ")) }
         if !settings.options.isEmpty { lines.append("options " + settings.options.joined(separator: " ")) }
         return lines.joined(separator: "\n") + "\n"
-    }
-
-    /// The host's /etc/resolv.conf (empty when absent) and systemd-resolved's upstream
-    /// list (nil when absent).
-    public static func readHost(hostPath: String = hostPath,
-                                upstreamPath: String = resolvedUpstreamPath) throws(SystemError) -> (host: ResolverSettings, resolvedUpstream: ResolverSettings?) {
-        let host = try Files.readText(hostPath, limit: 1 << 20).map(parse) ?? ResolverSettings()
-        let upstream = try Files.readText(upstreamPath, limit: 1 << 20).map(parse)
-        return (host, upstream)
     }
 }
 
