@@ -26,6 +26,9 @@ public struct ExitRecord: Sendable, Equatable {
     public var status: ExitStatus
     /// Wall clock, seconds since the epoch.
     public var at: Double
+    /// The kernel's OOM killer killed a process of the container during this run (the
+    /// command itself or a child — as Docker's OOMKilled): `status` can say `oom-killed`.
+    public var oomKilled: Bool = false
 }
 
 /// What the container is doing, from the live kernel (pid + start time) and DIR/state.
@@ -68,6 +71,9 @@ public struct ProcessObservation: Sendable, Equatable {
     public var error: String?
     /// Namespace inodes as the kernel shows them now; empty when nothing runs.
     public var namespaces: [Namespace: UInt64]
+    /// OOM kills in the container's cgroup since it started, as the supervisor last
+    /// recorded them; nil without a cgroup with a memory controller.
+    public var oomKills: Int? = nil
 
     public var isRunning: Bool { state == .running }
 

@@ -9,17 +9,22 @@ import TuppTestSupport
 /// job) plus a runtime directory, removed — after stopping the container — by `cleanup`.
 final class ContainerFixture {
     static let applets = ["sh", "ls", "cat", "ps", "hostname", "sleep", "mount", "mknod", "echo", "true",
-                          "false", "grep", "stty", "tty", "env", "kill", "readlink", "pwd", "wc", "head", "tail", "seq"]
+                          "false", "grep", "stty", "tty", "env", "kill", "readlink", "pwd", "wc", "head", "tail", "seq",
+                          "id", "dd", "setsid", "touch", "mkdir", "stat"]
 
     let temp: TemporaryDirectory
     let root: String
     let directory: String
     let name: String
     let runtime = Runtime()
+    /// The cgroup parent of this fixture's container: one per test, so a leftover names
+    /// the test that left it.
+    let cgroupParent: String
 
     init(_ label: String = #function) throws {
         temp = try TemporaryDirectory("tupp-runtime")
         name = uniquePrefix(label)
+        cgroupParent = "tupp-test-\(name)"
         root = temp.path + "/root"
         directory = temp.path + "/run"
         for dir in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
@@ -36,16 +41,36 @@ final class ContainerFixture {
 
     static var busyboxPath: String { access("/bin/busybox", X_OK) == 0 ? "/bin/busybox" : "/usr/bin/busybox" }
 
+    /// A container of this fixture, in its own cgroup (this host's hierarchies, or
+    /// `layout`) with tupp's default seccomp profile.
     func config(_ command: [String] = ["sleep", "100000"], namespaces: Set<Namespace> = Set(Namespace.allCases),
-                restart: RestartPolicy = .no, stopTimeout: Double = 2, logLimitBytes: Int = 1 << 20) -> ContainerConfig {
-        ContainerConfig(name: name, rootfs: root, namespaces: namespaces, mounts: [.tmpfs(at: "/tmp", options: ["size=1m"])],
-                        command: command, restart: restart, stopTimeout: stopTimeout, logLimitBytes: logLimitBytes)
+                restart: RestartPolicy = .no, stopTimeout: Double = 2, logLimitBytes: Int = 1 << 20,
+                layout: CgroupLayout? = nil) throws -> ContainerConfig {
+        let placement = CgroupPlacement(layout: try layout ?? CgroupLayout.host(), parent: cgroupParent)
+        return ContainerConfig(name: name, rootfs: root, namespaces: namespaces, mounts: [.tmpfs(at: "/tmp", options: ["size=1m"])],
+                               command: command, restart: restart, stopTimeout: stopTimeout, logLimitBytes: logLimitBytes,
+                               cgroup: placement)
     }
 
-    /// Stops whatever runs (also after a failed expectation) and removes every file.
+    /// Stops whatever runs (also after a failed expectation), removes the container's
+    /// cgroup and every file.
     func cleanup() {
         try? runtime.stop(directory: directory, timeout: 1)
+        try? runtime.remove(directory: directory)
         temp.remove()
+    }
+
+    /// This fixture's cgroup directories that exist, in every hierarchy (v1 and v2),
+    /// parent included: empty after cleanup.
+    func cgroupLeftovers() -> [String] {
+        let roots = ((try? MountInfo.read()) ?? []).filter { $0.fsType == "cgroup" || $0.fsType == "cgroup2" }.map(\.mountPoint)
+        return roots.map { "\($0)/\(cgroupParent)" }.filter { Files.exists($0) }
+    }
+
+    /// Writes /etc/passwd and /etc/group into the root.
+    func writeUsers(passwd: String, group: String) throws {
+        try Files.writeAtomically("\(root)/etc/passwd", text: passwd, mode: 0o644)
+        try Files.writeAtomically("\(root)/etc/group", text: group, mode: 0o644)
     }
 
     /// Runs `command` inside the container through `tupp-shim exec`; its stderr joins
