@@ -139,3 +139,58 @@ func thrownError(sourceLocation: SourceLocation = #_sourceLocation, _ body: () t
     Issue.record("expected an error, but the call succeeded", sourceLocation: sourceLocation)
     return nil
 }
+
+/// The kernel's word on a process's cgroups: /proc/PID/cgroup, turned into directories
+/// of this host's hierarchies. `controller` nil: the unified (v2) hierarchy.
+func kernelCgroupDirectory(of pid: Int32, controller: String?) throws -> String? {
+    guard let text = try Files.readText("/proc/\(pid)/cgroup") else { return nil }
+    let mounts = try MountInfo.read()
+    for line in text.split(separator: "\n") {
+        let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        guard fields.count == 3 else { continue }
+        let controllers = fields[1].split(separator: ",").map(String.init)
+        if let controller {
+            guard controllers.contains(controller),
+                  let mount = mounts.first(where: { $0.fsType == "cgroup" && $0.superOptions.contains(controller) }) else { continue }
+            return mount.mountPoint + fields[2]
+        } else if fields[1].isEmpty, let mount = mounts.first(where: { $0.fsType == "cgroup2" }) {
+            return mount.mountPoint + (fields[2] == "/" ? "" : fields[2])
+        }
+    }
+    return nil
+}
+
+/// A file of a cgroup directory, read on the host.
+func cgroupFile(_ directory: String?, _ file: String) throws -> String {
+    guard let directory else { throw SystemError.failure("read", file, "no cgroup directory") }
+    guard let text = try Files.readText("\(directory)/\(file)") else { throw SystemError("read", "\(directory)/\(file)", errno: ENOENT) }
+    return text.trimmingCharacters()
+}
+
+/// The value of KEY in a "KEY VALUE" file (memory.oom_control, pids.events, memory.events).
+func cgroupField(_ key: String, _ text: String) -> Int? {
+    text.split(separator: "\n").compactMap { line -> Int? in
+        let words = line.split(separator: " ")
+        return words.count == 2 && words[0] == key ? Int(words[1]) : nil
+    }.first
+}
+
+/// The "Name:" line of /proc/PID/status, without the name.
+func procStatus(_ pid: Int32, _ name: String) throws -> String? {
+    try Files.readText("/proc/\(pid)/status")?.split(separator: "\n")
+        .first { $0.hasPrefix(name + ":") }.map { String($0.dropFirst(name.count + 1)).trimmingCharacters() }
+}
+
+/// Pids whose command line is exactly `argv`, among `pids`.
+func processes(among pids: [Int32], commandLine argv: [String]) -> [Int32] {
+    pids.filter { pid in
+        guard let bytes = (try? Files.read("/proc/\(pid)/cmdline")) ?? nil else { return false }
+        return bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } == argv
+    }
+}
+
+/// One write(2) to a cgroup file (they take no temp file and rename).
+func writeCgroupFile(_ path: String, _ text: String) throws {
+    let fd = try FileDescriptor.open(path, O_WRONLY)
+    try fd.writeAll(Array(text.utf8), describedAs: path)
+}
