@@ -20,13 +20,22 @@ public struct CgroupPlacement: Sendable, Equatable {
         CgroupPlacement(layout: try CgroupLayout.host(), parent: "tupp-\(installation)")
     }
 
+    /// The hierarchies a container joins: all of v2; on v1 those whose controllers tupp
+    /// uses here — blkio only where an I/O weight takes effect (each hierarchy joined
+    /// costs a mkdir, a migration and an rmdir per container).
+    public var hierarchies: [CgroupLayout.Hierarchy] {
+        guard layout.version == .v1, layout.ioWeightFile == nil else { return layout.hierarchies }
+        return layout.hierarchies.filter { $0.controllers != ["blkio"] }
+    }
+
     /// The cgroup of the container `name`.
     public func cgroup(for name: String) -> ContainerCgroup {
-        let directories = layout.hierarchies.map { "\($0.mountPoint)/\(parent)/\(name)" }
+        let hierarchies = hierarchies
+        let directories = hierarchies.map { "\($0.mountPoint)/\(parent)/\(name)" }
         var kill = directories.first, oom: String?
         switch layout.version {
         case .v1:
-            for (hierarchy, directory) in zip(layout.hierarchies, directories) {
+            for (hierarchy, directory) in zip(hierarchies, directories) {
                 if hierarchy.controllers.contains("freezer") { kill = directory }
                 if hierarchy.controllers.contains("memory") { oom = "\(directory)/memory.oom_control" }
             }
@@ -64,7 +73,8 @@ public struct ContainerCgroup: Sendable, Equatable {
             try remove(directory: directory, removingParent: false)
         }
         for directory in directories {
-            try Files.createDirectory(Paths.dirname(directory), mode: 0o755)
+            let parent = Paths.dirname(directory)
+            if mkdir(parent, 0o755) != 0 && errno != EEXIST { throw SystemError("create cgroup", parent) }
             try Errno.check("create cgroup", directory) { mkdir(directory, 0o755) }
         }
         if layout.version == .v2, let directory = directories.first {

@@ -21,10 +21,15 @@ public struct Runtime: Sendable {
     public let shimPath: String
     /// How long start waits for each step of the shim (seconds).
     public var startTimeout: Double = 30
+    /// Where tupp-shim keeps compiled seccomp filters, shared by every container (the
+    /// engine's state directory cache, mode 0700). nil: each container's own directory,
+    /// so a filter is compiled once per container instead of once per installation.
+    public var cacheDirectory: String?
 
     /// `shimPath` nil: "tupp-shim" next to the running executable (tupp and tupp-shim are
     /// installed side by side; in tests, the build directory).
-    public init(shimPath: String? = nil) {
+    public init(shimPath: String? = nil, cacheDirectory: String? = nil) {
+        self.cacheDirectory = cacheDirectory
         if let shimPath {
             self.shimPath = shimPath
         } else {
@@ -48,7 +53,7 @@ public struct Runtime: Sendable {
             throw SystemError.failure("start", "container \(config.name)",
                                       "already running (supervisor pid \(current.shimPID), state \(current.state.rawValue)); stop it first")
         }
-        let resolved = try config.resolve()
+        let resolved = try config.resolve(cacheDirectory: cacheDirectory ?? directory)
         try Files.createDirectory(directory, mode: 0o700)
         try Files.remove("\(directory)/state")
         if let cgroup = resolved.cgroup, let placement = config.cgroup {
@@ -199,7 +204,7 @@ public struct Runtime: Sendable {
     /// takes effect at the next start.
     public func updateSettings(_ config: ContainerConfig, directory: String) throws {
         try config.validate()
-        try SpecFile.write(config, try config.resolve(), directory: directory)
+        try SpecFile.write(config, try config.resolve(cacheDirectory: cacheDirectory ?? directory), directory: directory)
     }
 
     // MARK: Resources
@@ -228,7 +233,7 @@ public struct Runtime: Sendable {
             throw SystemError.failure("update resources", "container \(config.name)", "it has no cgroup")
         }
         let update = try cgroup.apply(limits: config.resources, layout: placement.layout)
-        try SpecFile.write(config, try config.resolve(), directory: directory)
+        try SpecFile.write(config, try config.resolve(cacheDirectory: cacheDirectory ?? directory), directory: directory)
         return update
     }
 

@@ -253,6 +253,15 @@ public struct SeccompFilter: Sendable, Equatable {
     public var architectures: [String]
     public var rules: [SeccompRule]
 
+    /// A name for the compiled program of exactly this filter: tupp-shim keeps it in a
+    /// cache file of this name, so that the same filter is compiled once.
+    public var cacheName: String {
+        var hash = StableHash("tupp-seccomp-1", defaultAction.description)
+        for architecture in architectures { hash.combine(architecture) }
+        for rule in rules { hash.combine(rule.description) }
+        return "seccomp-\(hash.base32(13)).bpf"
+    }
+
     /// "SCMP_ARCH_X86_64" → "x86_64" (seccomp_arch_resolve_name's spelling).
     static func libseccompName(_ architecture: String) -> String {
         var name = architecture.lowercased()

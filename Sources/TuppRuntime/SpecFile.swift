@@ -8,7 +8,7 @@ import TuppSystem
 ///     cap* (numbers), stop-timeout-ms, log-limit,
 ///     (mount bind|tmpfs, mount-source?, mount-target, mount-options, mount-readonly)*,
 ///     user-uid, user-gid, user-group*, user-home, cap-ambient*, readonly, shm-size,
-///     device*, (rlimit | rlimit-default)*, (seccomp, seccomp-arch*, seccomp-rule*)?,
+///     device*, (rlimit | rlimit-default)*, (seccomp, seccomp-cache?, seccomp-arch*, seccomp-rule*)?,
 ///     (cgroup+, cgroup-kill, cgroup-oom?)?
 enum SpecFile {
     static func encode(_ config: ContainerConfig, _ resolved: ResolvedSettings) -> [UInt8] {
@@ -44,6 +44,7 @@ enum SpecFile {
         }
         if let filter = resolved.seccomp {
             pairs.append(("seccomp", filter.defaultAction.description))
+            if let cache = resolved.seccompCache { pairs.append(("seccomp-cache", cache)) }
             pairs += filter.architectures.map { ("seccomp-arch", $0) }
             pairs += filter.rules.map { ("seccomp-rule", $0.description) }
         }

@@ -2,7 +2,8 @@
 // writes the limits and the device policy before the shim starts; the shim only moves
 // processes in, kills through the cgroup and reads the OOM kill counter.
 //
-//   enter   the supervisor writes the init's pid into cgroup.procs right after clone,
+//   enter   on v2 the init is born in the cgroup (clone3 CLONE_INTO_CGROUP, 5.7+). On v1
+//           the supervisor writes the init's pid into cgroup.procs right after clone,
 //           before the init runs anything — also for every restart, which happens
 //           without the engine. exec opens cgroup.procs before it joins the container's
 //           mount namespace (the host's cgroup tree is not mounted in there) and its
@@ -16,10 +17,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +74,26 @@ int cgroup_enter(const struct shim_spec *spec, pid_t pid, struct shim_failure *f
         }
     }
     return 0;
+}
+
+pid_t cgroup_clone_into(const struct shim_spec *spec, unsigned long flags, bool *inside) {
+    *inside = false;
+    if (spec->cgroupc != 1) return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/cgroup.controllers", spec->cgroups[0]);
+    if (access(path, F_OK) != 0) return -1;  // a v1 directory
+    int fd = open(spec->cgroups[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct clone_args args = {.flags = flags | CLONE_INTO_CGROUP, .exit_signal = SIGCHLD, .cgroup = (uint64_t)fd};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) return 0;  // the child: its copy of fd closes at exec (O_CLOEXEC)
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    // ENOSYS / E2BIG: a kernel without clone3 or CLONE_INTO_CGROUP; fall back.
+    if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) return -1;
+    *inside = true;
+    return pid;
 }
 
 int cgroup_open_procs(const struct shim_spec *spec, int *fds, struct shim_failure *failure) {

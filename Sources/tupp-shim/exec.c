@@ -247,7 +247,7 @@ int exec_main(int argc, char **argv) {
     }
     struct shim_failure failure;
     struct shim_filter filter;
-    if (seccomp_compile(&spec.seccomp, &filter, &failure) < 0)
+    if (seccomp_prepare(&spec.seccomp, &filter, &failure) < 0)
         die("%s %s: %s%s%s", failure.op, failure.object, strerror(failure.err), failure.detail[0] ? " — " : "", failure.detail);
 
     pid_t pid;

@@ -3,9 +3,16 @@
 // turns it into classic BPF, and the process loads that as its very last step before
 // exec — after no_new_privs, which lets an unprivileged process install a filter.
 //
-// The filter is compiled in the container's init (or exec's child) itself: libseccomp's
+// Compiling Moby's profile for x86_64 with its x86 and x32 sub-architectures takes
+// libseccomp tens of milliseconds, so the program is compiled once per distinct rule
+// list and kept in a cache file TuppRuntime names after a hash of the rules (in tupp's
+// state directory, or the container's runtime directory): later starts, restarts and
+// execs read it back. A cache file that is not root's own, is writable by others, or
+// fails its checksum is ignored and rewritten.
+//
+// The filter is prepared in the container's init (or exec's child) itself: libseccomp's
 // working memory dies with exec, instead of staying dirty in the resident supervisor.
-// The init compiles while it waits for "go", so the work overlaps the engine's network
+// The init does it while it waits for "go", so the work overlaps the engine's network
 // setup. Loading the exported program is one seccomp(2) call, with no library code
 // between it and exec.
 //
@@ -20,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -161,6 +170,71 @@ int seccomp_compile(const struct shim_seccomp *seccomp, struct shim_filter *filt
 fail:
     seccomp_release(ctx);
     return -1;
+}
+
+// ---- the cache file: "tuppbpf1", u32 instruction count, u64 FNV-1a of the program, program
+
+static const char cache_magic[8] = {'t', 'u', 'p', 'p', 'b', 'p', 'f', '1'};
+
+struct cache_header {
+    char magic[8];
+    uint32_t count;
+    uint32_t reserved;
+    uint64_t checksum;
+};
+
+static uint64_t fnv1a(const void *data, size_t size) {
+    uint64_t hash = 0xcbf29ce484222325ULL;
+    for (const unsigned char *p = data; size--; p++) hash = (hash ^ *p) * 0x100000001b3ULL;
+    return hash;
+}
+
+/// 0 with `filter` filled from a valid cache file; -1 when there is none to trust.
+static int cache_read(const char *path, struct shim_filter *filter) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct stat st;
+    struct cache_header header;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022) ||
+        pread(fd, &header, sizeof header, 0) != (ssize_t)sizeof header || memcmp(header.magic, cache_magic, 8) ||
+        header.count == 0 || header.count > BPF_MAXINSNS ||
+        st.st_size != (off_t)(sizeof header + header.count * sizeof(struct sock_filter))) {
+        close(fd);
+        return -1;
+    }
+    size_t size = header.count * sizeof(struct sock_filter);
+    void *program = malloc(size);
+    if (!program || pread(fd, program, size, sizeof header) != (ssize_t)size || fnv1a(program, size) != header.checksum) {
+        free(program);
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    filter->program = program;
+    filter->length = (unsigned short)header.count;
+    return 0;
+}
+
+/// Stores `filter` at `path` (temp file + rename: readers see a whole file or none).
+/// Best effort: a start never fails because the cache could not be written.
+static void cache_write(const char *path, const struct shim_filter *filter) {
+    char temp[4096];
+    if (snprintf(temp, sizeof temp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof temp) return;
+    int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    size_t size = filter->length * sizeof(struct sock_filter);
+    struct cache_header header = {.count = filter->length, .checksum = fnv1a(filter->program, size)};
+    memcpy(header.magic, cache_magic, 8);
+    int rc = write_all(fd, &header, sizeof header) | write_all(fd, filter->program, size);
+    close(fd);
+    if (rc < 0 || rename(temp, path) < 0) unlink(temp);
+}
+
+int seccomp_prepare(const struct shim_seccomp *seccomp, struct shim_filter *filter, struct shim_failure *failure) {
+    if (seccomp->enabled && seccomp->cache && cache_read(seccomp->cache, filter) == 0) return 0;
+    if (seccomp_compile(seccomp, filter, failure) < 0) return -1;
+    if (seccomp->cache && filter->length) cache_write(seccomp->cache, filter);
+    return 0;
 }
 
 int seccomp_load_filter(const struct shim_filter *filter, struct shim_failure *failure) {

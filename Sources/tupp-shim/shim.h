@@ -89,6 +89,7 @@ struct shim_seccomp {
     int archc;
     const char **rules;     // the "seccomp-rule" values (malloc'd array into the spec buffer)
     int rulec;
+    const char *cache;      // where the compiled program is kept, NULL: compile every time
 };
 
 struct shim_spec {
@@ -201,6 +202,9 @@ int seccomp_parse_rule(const char *text, struct shim_seccomp_rule *rule);
 /// an empty filter (length 0). On failure fills `failure`, returns -1.
 int seccomp_compile(const struct shim_seccomp *seccomp, struct shim_filter *filter, struct shim_failure *failure);
 
+/// The spec's filter from its cache file, or compiled and then stored there.
+int seccomp_prepare(const struct shim_seccomp *seccomp, struct shim_filter *filter, struct shim_failure *failure);
+
 /// Loads `filter` into the calling thread (no_new_privs must be set); nothing when empty.
 int seccomp_load_filter(const struct shim_filter *filter, struct shim_failure *failure);
 
@@ -209,6 +213,13 @@ int seccomp_load_filter(const struct shim_filter *filter, struct shim_failure *f
 /// Writes `pid` into cgroup.procs of every cgroup of the spec. On failure fills
 /// `failure`, returns -1.
 int cgroup_enter(const struct shim_spec *spec, pid_t pid, struct shim_failure *failure);
+
+/// On cgroup v2 (the spec names one directory, with cgroup.controllers): clone3 with
+/// `flags` (CLONE_NEW*) and CLONE_INTO_CGROUP, so the child starts inside. Returns the
+/// pid in the parent, 0 in the child, and -1 when it did not clone: `*inside` false when
+/// the caller should fall back to clone and cgroup_enter (v1, an older kernel), true with
+/// errno set when clone3 itself failed for another reason.
+pid_t cgroup_clone_into(const struct shim_spec *spec, unsigned long flags, bool *inside);
 
 /// Opens cgroup.procs of every cgroup of the spec for writing (exec opens them before it
 /// joins the container's mount namespace, where the host's cgroup tree is not visible).

@@ -37,6 +37,7 @@
 //   seccomp          the filter's default action (below); absent: no filter
 //   seccomp-arch     a libseccomp architecture name added besides the native one (repeated)
 //   seccomp-rule     "ACTION SYSCALL [INDEX OP VALUE VALUE2]…"  (repeated)
+//   seccomp-cache    absolute path of the compiled program for exactly these rules
 //                    ACTION: allow | errno:N | trace:N | trap | log | kill-thread |
 //                    kill-process; OP: ne lt le eq ge gt me (masked equal: VALUE is the
 //                    mask, VALUE2 the datum, as in OCI). Conditions of one rule are ANDed.
@@ -255,6 +256,9 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
         } else if (!strcmp(key, "seccomp")) {
             if (seccomp_parse_action(value, &spec->seccomp.default_action) < 0) goto bad_value;
             spec->seccomp.enabled = true;
+        } else if (!strcmp(key, "seccomp-cache")) {
+            if (value[0] != '/') goto bad_value;
+            spec->seccomp.cache = value;
         } else if (!strcmp(key, "seccomp-arch")) {
             if (spec->seccomp.archc >= (int)(sizeof spec->seccomp.arches / sizeof spec->seccomp.arches[0])) goto too_many;
             spec->seccomp.arches[spec->seccomp.archc++] = value;

@@ -21,8 +21,10 @@
 //     process of the container during the run that ended), oom-kills (the cgroup's
 //     count since the container started), error, ns-mnt ns-pid ns-net ns-uts ns-ipc.
 //
-// Each run of the command: clone → the shim puts the child into the container's cgroup
-// (cgroup.c) → the child compiles its seccomp filter while it waits for "go" → rootfs
+// Each run of the command: clone (on cgroup v2 straight into the container's cgroup,
+// CLONE_INTO_CGROUP) → "pids" → the shim puts the child into the container's cgroup
+// (cgroup.c; a v1 migration waits for an RCU grace period, so it overlaps the engine's
+// outside work) → the child prepares its seccomp filter while it waits for "go" → rootfs
 // (rootfs.c) → rlimits (limits.c) → user, groups, capabilities, no_new_privs (caps.c) →
 // seccomp (seccomp.c) → exec. When the command ends, whatever is left in the cgroup is
 // killed before a restart, and stop kills through the cgroup.
@@ -188,6 +190,7 @@ static void describe_failure(char *out, size_t size, const struct shim_failure *
 
 struct pending_init {
     pid_t pid;
+    bool in_cgroup;  // born there (CLONE_INTO_CGROUP)
     int go_fd;     // the child reads "j" (it is in its cgroup), then "g" (go on)
     int error_fd;  // a struct shim_failure, or EOF once exec succeeded
 };
@@ -212,7 +215,7 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
     wait_for(go_fd);  // in the container's cgroup now
     struct shim_filter filter;
     struct shim_failure compile_failure;
-    bool compiled = seccomp_compile(&s->spec.seccomp, &filter, &compile_failure) == 0;
+    bool compiled = seccomp_prepare(&s->spec.seccomp, &filter, &compile_failure) == 0;
     wait_for(go_fd);
     if (!compiled) failure_exit(error_fd, &compile_failure);
 
@@ -261,11 +264,15 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
         close(go[1]);
         return -1;
     }
-    unsigned long flags = SIGCHLD | CLONE_NEWNS;
+    unsigned long flags = CLONE_NEWNS;
     if (s->spec.namespaces & SHIM_NS_PID) flags |= CLONE_NEWPID;
-    // Raw clone with a NULL stack behaves like fork(2) but takes namespace flags; the
-    // shim is single-threaded, so the child may use malloc and stdio freely.
-    pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
+    // On cgroup v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP): nothing
+    // to migrate. Otherwise a raw clone with a NULL stack, which behaves like fork(2) but
+    // takes namespace flags; the shim is single-threaded, so the child may use malloc and
+    // stdio freely.
+    bool born_inside = false;
+    pid_t pid = cgroup_clone_into(&s->spec, flags, &born_inside);
+    if (pid < 0 && !born_inside) pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
     if (pid < 0) {
         failure_set(failure, errno, "clone", NULL, "the init of %s", s->spec.rootfs);
         close(go[0]);
@@ -281,22 +288,27 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
     }
     close(go[0]);
     close(error[1]);
-    *out = (struct pending_init){.pid = pid, .go_fd = go[1], .error_fd = error[0]};
-    // Into the cgroup before the child does anything; it waits for this "j".
-    int rc = cgroup_enter(&s->spec, pid, failure);
-    if (rc == 0 && write_all(out->go_fd, "j", 1) < 0) {
-        failure_set(failure, errno, "release", NULL, "container init %d", (int)pid);
+    *out = (struct pending_init){.pid = pid, .go_fd = go[1], .error_fd = error[0], .in_cgroup = born_inside};
+    return 0;
+}
+
+/// Moves the waiting child into the container's cgroup (unless it was born there) and
+/// lets it prepare; it runs nothing of its own before this "j". On failure the child is
+/// killed and reaped, and -1 returned with `failure` set.
+static int enter_cgroup(struct supervisor *s, struct pending_init *p, struct shim_failure *failure) {
+    int rc = p->in_cgroup ? 0 : cgroup_enter(&s->spec, p->pid, failure);
+    if (rc == 0 && write_all(p->go_fd, "j", 1) < 0) {
+        failure_set(failure, errno, "release", NULL, "container init %d", (int)p->pid);
         rc = -1;
     }
     if (rc < 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        kill(p->pid, SIGKILL);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
         }
-        close(out->go_fd);
-        close(out->error_fd);
-        return -1;
+        close(p->go_fd);
+        close(p->error_fd);
     }
-    return 0;
+    return rc;
 }
 
 /// Lets the child go on and waits until it exec'd (0) or failed (-1, `failure` set).
@@ -404,7 +416,7 @@ static void start_again(struct supervisor *s) {
     struct shim_failure failure;
     s->restart_at_ms = 0;
     s->restarts++;
-    if (spawn_init(s, &pending, &failure) == 0) {
+    if (spawn_init(s, &pending, &failure) == 0 && enter_cgroup(s, &pending, &failure) == 0) {
         if (release_init(&pending, &failure) == 0) {
             mark_started(s, pending.pid);
             write_state(s);
@@ -418,7 +430,7 @@ static void start_again(struct supervisor *s) {
         handle_exit(s, status);
         return;
     }
-    // clone itself failed: count it as a failed run and back off.
+    // clone or joining the cgroup failed: count it as a failed run and back off.
     describe_failure(s->error, sizeof s->error, &failure);
     s->started_mono_ms = monotonic_ms();
     handle_exit(s, 127 << 8);
@@ -616,6 +628,8 @@ int supervise_main(const char *dir) {
     char message[128];
     snprintf(message, sizeof message, "pids %d %d", (int)s.shim_pid, (int)pending.pid);
     sync_send(&s, message);
+    // While the engine does its outside work (the veth into our netns).
+    if (enter_cgroup(&s, &pending, &failure) < 0) fail_start(&s, &failure);
     ssize_t n;
     do n = recv(s.sync_fd, message, sizeof message - 1, 0);
     while (n < 0 && errno == EINTR);

@@ -26,7 +26,7 @@ struct CgroupTests {
         let observation = try fixture.runtime.start(try fixture.config(restart: .always), directory: fixture.directory)
         let layout = try CgroupLayout.host()
         let suffix = "/\(fixture.cgroupParent)/\(fixture.name)"
-        let controllers: [String?] = layout.version == .v1 ? ["memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer"] : [nil]
+        let controllers: [String?] = layout.version == .v1 ? ["memory", "pids", "cpu", "cpuacct", "devices", "freezer"] : [nil]
         for controller in controllers {
             let directory = try kernelCgroupDirectory(of: observation.initPID, controller: controller)
             #expect(directory?.hasSuffix(suffix) == true, "\(controller ?? "unified"): \(directory ?? "none")")
