@@ -196,6 +196,8 @@ struct CgroupTests {
         })
         let pid = try #require(daemon)
         let stat = try #require(ProcessStat.read(pid))
+        // Should stop ever miss it, the test does not leave it behind.
+        defer { if ProcessStat.isAlive(pid: pid, startTime: stat.startTime) { kill(pid, SIGKILL) } }
         #expect(try procStatus(pid, "NSsid") != procStatus(observation.initPID, "NSsid"), "a session of its own")
         #expect(stat.parentPID != observation.initPID)
 

@@ -59,6 +59,8 @@ struct CgroupV2Tests {
         })
         let pid = try #require(daemon)
         let stat = try #require(ProcessStat.read(pid))
+        // Should stop ever miss it, the test does not leave it behind.
+        defer { if ProcessStat.isAlive(pid: pid, startTime: stat.startTime) { kill(pid, SIGKILL) } }
 
         try fixture.runtime.stop(directory: fixture.directory, timeout: 1)
         #expect(!ProcessStat.isAlive(pid: pid, startTime: stat.startTime))
