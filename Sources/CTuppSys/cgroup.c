@@ -45,8 +45,7 @@ static size_t append_rule(struct bpf_insn *out, const struct tupp_device_rule *r
     return n;
 }
 
-int tupp_cgroup_device_policy_attach(int cgroup_fd, const struct tupp_device_rule *rules, size_t count,
-                                     char *log, size_t log_size) {
+int tupp_device_policy_load(const struct tupp_device_rule *rules, size_t count, char *log, size_t log_size) {
     if (log_size) log[0] = '\0';
     if (count > 1024) {
         errno = E2BIG;
@@ -82,18 +81,18 @@ int tupp_cgroup_device_policy_attach(int cgroup_fd, const struct tupp_device_rul
         (void)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
         errno = saved;
     }
+    int saved = errno;
     free(program);
-    if (fd < 0) return -1;
+    errno = saved;
+    return fd;
+}
 
+int tupp_device_policy_attach(int cgroup_fd, int program_fd) {
     union bpf_attr attach;
     memset(&attach, 0, sizeof attach);
     attach.target_fd = (uint32_t)cgroup_fd;
-    attach.attach_bpf_fd = (uint32_t)fd;
+    attach.attach_bpf_fd = (uint32_t)program_fd;
     attach.attach_type = BPF_CGROUP_DEVICE;
     attach.attach_flags = BPF_F_ALLOW_MULTI;
-    int rc = (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
+    return (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach);
 }

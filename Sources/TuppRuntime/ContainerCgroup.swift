@@ -80,7 +80,8 @@ public struct ContainerCgroup: Sendable, Equatable {
         if layout.version == .v2, let directory = directories.first {
             try enableControllers(for: directory, layout: layout)
         }
-        _ = try apply(limits: limits, layout: layout)
+        // A new cgroup starts unlimited, at the default weights: only declared limits to write.
+        _ = try apply(limits: limits, layout: layout, declaredOnly: true)
         switch layout.version {
         case .v1:
             guard let devicesDirectory = directory(containing: "devices.allow") else {
@@ -117,8 +118,13 @@ public struct ContainerCgroup: Sendable, Equatable {
     /// written (the kernel would reclaim or OOM-kill to reach it): it is returned as a
     /// refusal, and the other limits are applied.
     @discardableResult
-    public func apply(limits: ResourceLimits, layout: CgroupLayout) throws(SystemError) -> ResourceUpdate {
+    public func apply(limits: ResourceLimits, layout: CgroupLayout, declaredOnly: Bool = false) throws(SystemError) -> ResourceUpdate {
         var settings = CgroupFiles.settings(for: limits, on: layout)
+        if declaredOnly {
+            var kinds = Set(limits.declared)
+            if kinds.contains(.memory) { kinds.insert(.memorySwap) }  // Docker's implied swap limit
+            settings.removeAll { !kinds.contains($0.kind) }
+        }
         var refused: [ResourceRefusal] = []
         if let memory = limits.memory, let used = usage().memory, memory < used {
             refused.append(ResourceRefusal(kind: .memory, reason: "the container uses \(used) bytes now, more than the new limit of \(memory); not lowered (stop it or free memory first)"))

@@ -1,5 +1,6 @@
 import CTuppSys
 import Glibc
+import Synchronization
 import TuppSystem
 
 /// `devices:` of a container: a host device made available inside, at the same path.
@@ -97,10 +98,23 @@ public enum DevicePolicy {
         [("devices.deny", "a")] + rules.map { ("devices.allow", $0.description) }
     }
 
+    /// Loaded programs by rule list: loading (the kernel's verifier and JIT) is most of
+    /// the cost, and one tupp process starts many containers with the same policy.
+    private static let programs = Mutex<[String: FileDescriptor]>([:])
+
     /// v2: attaches a BPF_CGROUP_DEVICE program allowing exactly `rules` to the cgroup
     /// directory `path`.
     static func attachProgram(_ rules: [DeviceRule], to path: String) throws(SystemError) {
         let directory = try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY)
+        let program = try loadProgram(rules)
+        try Errno.check("attach device policy (BPF_CGROUP_DEVICE)", path) {
+            tupp_device_policy_attach(directory.rawValue, program.rawValue)
+        }
+    }
+
+    private static func loadProgram(_ rules: [DeviceRule]) throws(SystemError) -> FileDescriptor {
+        let key = rules.map(\.description).joined(separator: ";")
+        if let loaded = programs.withLock({ $0[key] }) { return loaded }
         let converted = rules.map { rule in
             var access: UInt32 = 0
             if rule.access.contains("r") { access |= UInt32(TUPP_DEVICE_READ) }
@@ -115,14 +129,17 @@ public enum DevicePolicy {
                                     access: rule.kind == .all ? 7 : access)
         }
         var log = [CChar](repeating: 0, count: 4096)
-        let rc = converted.withUnsafeBufferPointer { buffer in
-            tupp_cgroup_device_policy_attach(directory.rawValue, buffer.baseAddress, buffer.count, &log, log.count)
+        let fd = converted.withUnsafeBufferPointer { buffer in
+            tupp_device_policy_load(buffer.baseAddress, buffer.count, &log, log.count)
         }
-        if rc < 0 {
+        if fd < 0 {
             let code = errno
             let text = String(decoding: log.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            throw SystemError("attach device policy (BPF_CGROUP_DEVICE)", path, errno: code,
+            throw SystemError("load device policy (BPF_PROG_TYPE_CGROUP_DEVICE)", "\(rules.count) rules", errno: code,
                               detail: text.isEmpty ? nil : "verifier: \(text.suffix(300))")
         }
+        let program = FileDescriptor(adopting: fd)
+        programs.withLock { $0[key] = program }
+        return program
     }
 }

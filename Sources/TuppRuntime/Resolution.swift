@@ -36,7 +36,8 @@ extension ContainerConfig {
         }
         var nodes: [DeviceNode] = []
         for grant in devices { nodes.append(try DeviceNode.host(grant)) }
-        let filter = try seccomp.profile?.resolve(capabilities: capabilities, host: host)
+        let filter = try seccomp == .default ? SeccompProfile.builtinFilter(capabilities: capabilities, host: host)
+            : seccomp.profile?.resolve(capabilities: capabilities, host: host)
         return ResolvedSettings(
             user: resolvedUser, devices: nodes,
             ulimits: Ulimit.effective(ulimits, threadsMax: try Ulimit.threadsMax()),

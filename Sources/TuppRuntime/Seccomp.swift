@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import Synchronization
 import TuppManifest
 import TuppSystem
 
@@ -72,6 +73,19 @@ public struct SeccompProfile: Sendable, Equatable, Decodable {
             fatalError("\(error)")  // the embedded file is checked by the unit tests
         }
     }()
+
+    /// Filters of the builtin profile by capability set: the same few sets recur for
+    /// every container an apply starts, and the conditions only look at them.
+    private static let builtinFilters = Mutex<[String: SeccompFilter]>([:])
+
+    /// The builtin profile resolved for `capabilities` on `host`, cached.
+    static func builtinFilter(capabilities: [Capability], host: SeccompHost) throws(SystemError) -> SeccompFilter {
+        let key = "\(host.architecture) \(host.kernel.0).\(host.kernel.1) " + Set(capabilities.map(\.number)).sorted().map(String.init).joined(separator: ",")
+        if let filter = builtinFilters.withLock({ $0[key] }) { return filter }
+        let filter = try builtin.resolve(capabilities: capabilities, host: host)
+        builtinFilters.withLock { $0[key] = filter }
+        return filter
+    }
 
     /// Parses a profile; syntax and type errors name the file.
     public static func parse(_ bytes: [UInt8], describedAs source: String) throws(SystemError) -> SeccompProfile {

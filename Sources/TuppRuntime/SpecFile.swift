@@ -93,17 +93,33 @@ enum SpecFile {
         }
     }
 
+    /// The pairs of the spec in DIR whose key is one of `keys`, in order. Only those
+    /// become strings: a spec holds hundreds of seccomp rules.
+    static func read(_ keys: Set<String>, directory: String) -> [(key: String, value: String)]? {
+        guard let bytes = try? Files.read("\(directory)/spec", limit: 1 << 20) else { return nil }
+        let wanted = keys.map { Array($0.utf8) }
+        var out: [(key: String, value: String)] = []
+        var index = 0
+        while index < bytes.count {
+            guard let keyEnd = bytes[index...].firstIndex(of: 0), keyEnd + 1 <= bytes.count,
+                  let valueEnd = bytes[(keyEnd + 1)...].firstIndex(of: 0) else { break }
+            let key = bytes[index..<keyEnd]
+            if wanted.contains(where: { $0.elementsEqual(key) }) {
+                out.append((String(decoding: key, as: UTF8.self), String(decoding: bytes[(keyEnd + 1)..<valueEnd], as: UTF8.self)))
+            }
+            index = valueEnd + 1
+        }
+        return out
+    }
+
     static func stopTimeout(directory: String) -> Double? {
-        guard let bytes = try? Files.read("\(directory)/spec", limit: 1 << 20),
-              let value = decode(bytes).last(where: { $0.key == "stop-timeout-ms" })?.value,
-              let ms = Double(value) else { return nil }
+        guard let ms = value("stop-timeout-ms", directory: directory).flatMap(Double.init) else { return nil }
         return ms / 1000
     }
 
     /// The container's cgroup as the spec in DIR names it; nil without a spec or cgroup.
     static func cgroup(directory: String) -> ContainerCgroup? {
-        guard let bytes = try? Files.read("\(directory)/spec", limit: 1 << 20) else { return nil }
-        let pairs = decode(bytes)
+        guard let pairs = read(["cgroup", "cgroup-kill", "cgroup-oom"], directory: directory) else { return nil }
         let directories = pairs.filter { $0.key == "cgroup" }.map(\.value)
         guard !directories.isEmpty else { return nil }
         return ContainerCgroup(directories: directories, killDirectory: pairs.last { $0.key == "cgroup-kill" }?.value,
@@ -112,7 +128,6 @@ enum SpecFile {
 
     /// A single value of the spec in DIR ("rootfs", "user-uid").
     static func value(_ key: String, directory: String) -> String? {
-        guard let bytes = try? Files.read("\(directory)/spec", limit: 1 << 20) else { return nil }
-        return decode(bytes).last { $0.key == key }?.value
+        read([key], directory: directory)?.last?.value
     }
 }
