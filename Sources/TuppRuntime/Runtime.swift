@@ -56,6 +56,9 @@ public struct Runtime: Sendable {
         let resolved = try config.resolve(cacheDirectory: cacheDirectory ?? directory)
         try Files.createDirectory(directory, mode: 0o700)
         try Files.remove("\(directory)/state")
+        // The spec first: it names the cgroup, so `remove` finds it even if this process
+        // dies right after creating it.
+        try SpecFile.write(config, resolved, directory: directory)
         if let cgroup = resolved.cgroup, let placement = config.cgroup {
             // Before the shim exists: the init joins it right after clone, and the limits
             // and device policy hold before the command runs anything.
@@ -67,7 +70,6 @@ public struct Runtime: Sendable {
                 throw error
             }
         }
-        try SpecFile.write(config, resolved, directory: directory)
 
         let session: ShimSession
         do {

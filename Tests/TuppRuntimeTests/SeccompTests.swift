@@ -125,4 +125,50 @@ struct SeccompTests {
         // Everything else is allowed by this profile: even what the default refuses.
         #expect(try fixture.exec(["touch", "/tmp/file"]).status == 0)
     }
+
+    @Test func compiledFiltersAreCachedAndAForgedCacheIsNotTrusted() throws {
+        guard try Host.require(.root, .command(ContainerFixture.busyboxPath), .command("/usr/bin/gcc")) else { return }
+        let fixture = try ContainerFixture()
+        defer { fixture.cleanup() }
+        try Probe.install("syscalls", into: fixture.root)
+        let cache = fixture.temp.path + "/cache"
+        try Files.createDirectory(cache, mode: 0o700)
+        let runtime = Runtime(cacheDirectory: cache)
+        let config = try fixture.config(restart: .always)
+        let first = try runtime.start(config, directory: fixture.directory)
+        let files = try Files.list(cache)
+        #expect(files.count == 1 && files[0].hasPrefix("seccomp-") && files[0].hasSuffix(".bpf"), "\(files)")
+        let path = cache + "/" + files[0]
+        let stored = try #require(try Files.status(path))
+        #expect(stored.st_uid == 0 && stored.st_mode & 0o777 == 0o600)
+        let original = try #require(try Files.read(path))
+
+        // Every byte of the program changed, header intact: the checksum no longer
+        // matches. The next run (a restart, by the supervisor) must compile again.
+        var forged = original
+        for index in 24..<forged.count { forged[index] = 0 }
+        try Files.writeAtomically(path, forged, mode: 0o600)
+        kill(first.initPID, SIGKILL)
+        var second = first
+        #expect(waitUntil(5) {
+            second = runtime.observe(directory: fixture.directory)
+            return second.isRunning && second.initPID != first.initPID
+        })
+        #expect(try Files.read(path) == original, "the forged file was replaced by a fresh compile")
+        try #require(second.initPID > 0)  // kill(0) would hit the test's own process group
+        #expect(try Self.seccompMode(second.initPID) == "2")
+
+        // A file others may write is not trusted either, whatever it holds.
+        chmod(path, 0o666)
+        kill(second.initPID, SIGKILL)
+        var third = second
+        #expect(waitUntil(5) {
+            third = runtime.observe(directory: fixture.directory)
+            return third.isRunning && third.initPID != second.initPID
+        })
+        #expect(try Files.status(path).map { $0.st_mode & 0o777 } == 0o600, "rewritten")
+        let results = Self.results(try fixture.exec(["syscalls"]).output)
+        #expect(results["keyctl"] == "EPERM" && results["mount"] == "EPERM", "\(results)")
+        try runtime.stop(directory: fixture.directory, timeout: 1)
+    }
 }
