@@ -142,6 +142,7 @@ public struct ContainerConfig: Sendable, Equatable {
                 throw refuse("ulimits.\(limit.name.rawValue)", "soft limit \(soft) above the hard limit \(limit.hard.map(String.init) ?? "")")
             }
         }
+        guard devices.count <= 64 else { throw refuse("devices", "at most 64 devices") }
         for device in devices {
             guard device.path.hasPrefix("/dev/"), Paths.normalize(device.path) == device.path, device.path.count > 5 else {
                 throw refuse("devices", "\(device.path) must be a normalized path below /dev")

@@ -27,7 +27,9 @@
 
 // ---- spec.c ---------------------------------------------------------------------------
 
-enum { SHIM_MAX_ITEMS = 256, SHIM_MAX_SECCOMP_RULES = 4096, SHIM_MAX_SECCOMP_ARGS = 6 };
+// Fixed arrays keep the spec one allocation-free struct; every byte of it is resident in
+// each supervisor (it is cleared on load), so the rarely long lists stay short.
+enum { SHIM_MAX_ITEMS = 256, SHIM_MAX_DEVICES = 64, SHIM_MAX_SECCOMP_RULES = 4096, SHIM_MAX_SECCOMP_ARGS = 6 };
 
 enum shim_mount_kind { SHIM_MOUNT_BIND, SHIM_MOUNT_TMPFS };
 
@@ -118,12 +120,12 @@ struct shim_spec {
     gid_t groups[SHIM_MAX_ITEMS];
     int groupc;
     const char *home;      // HOME, NULL: /root for uid 0, else /
-    int ambient[SHIM_MAX_ITEMS];
+    int ambient[64];
     int ambientc;
 
     bool readonly;         // the rootfs is remounted read-only after the mounts
     long long shm_size;    // bytes of the /dev/shm tmpfs
-    struct shim_device devices[SHIM_MAX_ITEMS];
+    struct shim_device devices[SHIM_MAX_DEVICES];
     int devicec;
     struct shim_rlimit rlimits[32];
     int rlimitc;

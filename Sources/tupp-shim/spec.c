@@ -237,7 +237,7 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
             if (value[0] != '/') goto bad_value;
             spec->home = value;
         } else if (!strcmp(key, "cap-ambient")) {
-            if (spec->ambientc >= SHIM_MAX_ITEMS) goto too_many;
+            if (spec->ambientc >= (int)(sizeof spec->ambient / sizeof spec->ambient[0])) goto too_many;
             if (!parse_long(value, &number) || number < 0 || number > 63) goto bad_value;
             spec->ambient[spec->ambientc++] = (int)number;
         } else if (!strcmp(key, "readonly")) {
@@ -246,7 +246,7 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
             if (!parse_long(value, &number) || number < 4096) goto bad_value;
             spec->shm_size = number;
         } else if (!strcmp(key, "device")) {
-            if (spec->devicec >= SHIM_MAX_ITEMS) goto too_many;
+            if (spec->devicec >= SHIM_MAX_DEVICES) goto too_many;
             if (!parse_device(value, &spec->devices[spec->devicec])) goto bad_value;
             spec->devicec++;
         } else if (!strcmp(key, "rlimit") || !strcmp(key, "rlimit-default")) {
@@ -295,7 +295,7 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
         snprintf(error, error_size, "%s: invalid value for %s: \"%s\"", path, key, value);
         return -1;
     too_many:
-        snprintf(error, error_size, "%s: more than %d entries for %s", path, SHIM_MAX_ITEMS, key);
+        snprintf(error, error_size, "%s: too many entries for %s", path, key);
         return -1;
     unknown:
         snprintf(error, error_size, "%s: unknown key \"%s\"", path, key);
