@@ -20,6 +20,8 @@
 //     exit-code | exit-signal, exit-at, exit-oom (1: the kernel's OOM killer killed a
 //     process of the container during the run that ended), oom-kills (the cgroup's
 //     count since the container started), error, ns-mnt ns-pid ns-net ns-uts ns-ipc.
+// It is not fsynced: after a host crash no process it describes exists anyway, and the
+// rename alone gives readers an old or a new record, never a mix.
 //
 // Each run of the command: clone (on cgroup v2 straight into the container's cgroup,
 // CLONE_INTO_CGROUP) → "pids" → the shim puts the child into the container's cgroup
@@ -28,8 +30,6 @@
 // (rootfs.c) → rlimits (limits.c) → user, groups, capabilities, no_new_privs (caps.c) →
 // seccomp (seccomp.c) → exec. When the command ends, whatever is left in the cgroup is
 // killed before a restart, and stop kills through the cgroup.
-// It is not fsynced: after a host crash no process it describes exists anyway, and the
-// rename alone gives readers an old or a new record, never a mix.
 #include "shim.h"
 
 #include <errno.h>
