@@ -61,8 +61,10 @@ let package = Package(
         .executableTarget(
             name: "tupp-shim",
             cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
-            // A small static binary: it stays resident once per container.
-            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static", "-Xclang-linker", "-Wno-unused-command-line-argument"])]
+            // A small static binary: it stays resident once per container. libseccomp
+            // (libseccomp-dev's libseccomp.a) builds the containers' seccomp filters.
+            linkerSettings: [.linkedLibrary("seccomp"),
+                             .unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static", "-Xclang-linker", "-Wno-unused-command-line-argument"])]
         ),
 
         // Pure Swift modules: no C, no I/O.
@@ -86,7 +88,9 @@ let package = Package(
         ),
         .target(name: "TuppNetworking", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys", "CNLRoute", "CNFTables"],
                 swiftSettings: strict),
-        .target(name: "TuppRuntime", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys"], swiftSettings: strict),
+        // The default seccomp profile is data (Docker's JSON format), compiled into the module.
+        .target(name: "TuppRuntime", dependencies: ["TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys"],
+                resources: [.embedInCode("Profiles/seccomp-default.json")], swiftSettings: strict),
         .target(
             name: "TuppEngine",
             dependencies: [

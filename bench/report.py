@@ -74,6 +74,15 @@ SECTIONS = [
         ("tupp: TuppRuntime.start returns (command exec'd)", "start.tupp.exec"),
         ("tupp: one `tupp-bench start` process (incl. Swift process start-up)", "start.tupp-oneshot"),
     ], ("tupp ≤ 1.0× crun (issue 4)", lambda m: m["start.tupp"] <= m["start.crun"])),
+    ("Confinement: the same start with tupp's default seccomp profile and a cgroup of its own (created and removed "
+     "with the container), interleaved round by round with the plain start", [
+        ("tupp start, no seccomp filter, no cgroup (ref)", "start.tupp"),
+        ("**tupp start, default seccomp + cgroup** on this host's hierarchies", "start.tupp.confined"),
+        ("tupp start, default seccomp + cgroup, the v2 path (cgroup2 tree, init born in its cgroup)", "start.tupp.confined-v2"),
+        ("tupp: start returns, no seccomp, no cgroup", "start.tupp.exec"),
+        ("tupp: start returns, default seccomp + cgroup", "start.tupp.confined.exec"),
+        ("tupp: start returns, default seccomp + cgroup v2 path", "start.tupp.confined-v2.exec"),
+    ], ("≤ +1 ms median (issue 15)", lambda m: m["start.tupp.confined"] - m["start.tupp"] <= 1.0)),
     ("Cold `tupp apply` of the seed container: snapshot + namespaces + veth + address + route, command started "
      "(pool, image, bridge exist)", [
         ("crun run /bin/true (ref; does less: no snapshot, no network, waits for exit)", "start.crun"),
@@ -176,7 +185,8 @@ def memory_table(memory):
     lines = ["| supervisor | containers | RSS per process (median) | PSS per container (sum/n) | ratio RSS | ratio PSS |",
              "|---|---:|---:|---:|---:|---:|"]
     ref = memory.get("conmon")
-    rows = [("conmon 2.x + runc (ref)", "conmon"), ("**tupp-shim**", "tupp-shim")]
+    rows = [("conmon 2.x + runc (ref)", "conmon"), ("**tupp-shim**", "tupp-shim"),
+            ("**tupp-shim**, default seccomp + cgroup (`tupp-bench resident`)", "tupp-shim-confined")]
     ref_rss = statistics.median(ref["rss_kb"]) if ref else None
     ref_pss = sum(ref["pss_kb"]) / ref["count"] if ref else None
     for label, key in rows:
@@ -306,11 +316,12 @@ def main():
     out.append("")
     out.append("| section | target | result |")
     out.append("|---|---|---|")
-    shim = memory.get("tupp-shim")
-    if shim:
-        pss = sum(shim["pss_kb"]) / shim["count"]
-        verdicts.append(("Supervisor memory", "≤ 1 MiB amortized per container (PSS) (issue 4)",
-                         "met" if pss <= 1024 else "**missed**"))
+    for key, issue in [("tupp-shim", "issue 4"), ("tupp-shim-confined", "issue 15, confined")]:
+        shim = memory.get(key)
+        if shim:
+            pss = sum(shim["pss_kb"]) / shim["count"]
+            verdicts.append(("Supervisor memory", f"≤ 1 MiB amortized per container (PSS) ({issue})",
+                             "met" if pss <= 1024 else "**missed**"))
     for title, text, verdict in verdicts:
         out.append(f"| {title.split(':')[0]} | {text} | {verdict} |")
     out.append("")

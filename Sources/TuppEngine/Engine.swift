@@ -53,7 +53,7 @@ public struct Engine: Sendable {
 
     public init(stateDirectory: String, shimPath: String? = nil, logger: Logger = Logger(label: "tupp")) {
         store = StateStore(directory: stateDirectory)
-        runtime = Runtime(shimPath: shimPath)
+        runtime = Runtime(shimPath: shimPath, cacheDirectory: store.cacheDirectory)
         self.logger = logger
         reconcilers = [PoolReconciler(), ImageReconciler(), NetworkReconciler(), ContainerReconciler(), PortsReconciler()]
     }

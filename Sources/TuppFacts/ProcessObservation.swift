@@ -26,10 +26,14 @@ public struct ExitRecord: Sendable, Equatable {
     public var status: ExitStatus
     /// Wall clock, seconds since the epoch.
     public var at: Double
+    /// The kernel's OOM killer killed a process of the container during this run (the
+    /// command itself or a child — as Docker's OOMKilled): `status` can say `oom-killed`.
+    public var oomKilled: Bool = false
 
-    public init(status: ExitStatus, at: Double) {
+    public init(status: ExitStatus, at: Double, oomKilled: Bool = false) {
         self.status = status
         self.at = at
+        self.oomKilled = oomKilled
     }
 }
 
@@ -73,9 +77,14 @@ public struct ProcessObservation: Sendable, Equatable {
     public var error: String?
     /// Namespace inodes as the kernel shows them now; empty when nothing runs.
     public var namespaces: [Namespace: UInt64]
+    /// OOM kills in the container's cgroup since it started, as the supervisor last
+    /// recorded them; nil without a cgroup with a memory controller.
+    public var oomKills: Int?
 
     public init(state: ContainerState, shimPID: Int32, shimStartTime: UInt64, initPID: Int32, initStartTime: UInt64,
-                restarts: Int, startedAt: Double?, lastExit: ExitRecord?, error: String?, namespaces: [Namespace: UInt64]) {
+                restarts: Int, startedAt: Double?, lastExit: ExitRecord?, error: String?, namespaces: [Namespace: UInt64],
+                oomKills: Int? = nil) {
+        self.oomKills = oomKills
         self.state = state
         self.shimPID = shimPID
         self.shimStartTime = shimStartTime

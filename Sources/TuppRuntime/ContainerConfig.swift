@@ -30,8 +30,31 @@ public struct ContainerConfig: Sendable, Equatable {
     /// Absolute path inside the container; must exist.
     public var workdir: String
     public var restart: RestartPolicy
-    /// Exactly what the command keeps (bounding, permitted and effective sets); the rest is dropped.
+    /// The bounding set; the rest is dropped. As uid 0 the command has exactly these
+    /// (permitted and effective); any other user only its `ambientCapabilities`.
     public var capabilities: [Capability]
+    /// Raised into the ambient set, so that a non-root user keeps them across exec
+    /// (`capabilities.ambient`); each must also be in `capabilities`.
+    public var ambientCapabilities: [Capability]
+    /// Who the command runs as, resolved in the container's /etc/passwd and /etc/group at
+    /// start; nil: root.
+    public var user: UserSpec?
+    /// The rootfs is mounted read-only; /tmp, /run and /var/tmp get a tmpfs unless
+    /// `mounts` cover them.
+    public var readOnly: Bool
+    /// Bytes of the /dev/shm tmpfs.
+    public var shmSize: Int
+    /// setrlimit before exec; every limit not named here gets tupp's default
+    /// (`Ulimit.defaults`), never the caller's.
+    public var ulimits: [Ulimit]
+    /// Host devices made available inside, beyond tupp's minimal /dev.
+    public var devices: [DeviceGrant]
+    public var seccomp: SeccompPolicy
+    /// Limits of the container's cgroup.
+    public var resources: ResourceLimits
+    /// Where the container's cgroup goes; nil runs it without one (no limits, no device
+    /// policy, no stop through the cgroup) — the engine always sets it.
+    public var cgroup: CgroupPlacement?
     /// Seconds between SIGTERM and SIGKILL on stop.
     public var stopTimeout: Double
     /// DIR/log rotates to DIR/log.1 at this size.
@@ -41,7 +64,11 @@ public struct ContainerConfig: Sendable, Equatable {
                 namespaces: Set<Namespace> = Set(Namespace.allCases), mounts: [Mount] = [],
                 command: [String], env: [String: String] = [:], workdir: String = "/",
                 restart: RestartPolicy = .no, capabilities: [Capability] = Capability.defaults,
-                stopTimeout: Double = 10, logLimitBytes: Int = 1 << 20) {
+                stopTimeout: Double = 10, logLimitBytes: Int = 1 << 20,
+                ambientCapabilities: [Capability] = [], user: UserSpec? = nil, readOnly: Bool = false,
+                shmSize: Int = 64 << 20, ulimits: [Ulimit] = [], devices: [DeviceGrant] = [],
+                seccomp: SeccompPolicy = .default, resources: ResourceLimits = ResourceLimits(),
+                cgroup: CgroupPlacement? = nil) {
         self.name = name
         self.rootfs = rootfs
         self.hostname = hostname ?? (namespaces.contains(.uts) ? name : nil)
@@ -54,6 +81,27 @@ public struct ContainerConfig: Sendable, Equatable {
         self.capabilities = capabilities
         self.stopTimeout = stopTimeout
         self.logLimitBytes = logLimitBytes
+        self.ambientCapabilities = ambientCapabilities
+        self.user = user
+        self.readOnly = readOnly
+        self.shmSize = shmSize
+        self.ulimits = ulimits
+        self.devices = devices
+        self.seccomp = seccomp
+        self.resources = resources
+        self.cgroup = cgroup
+    }
+
+    /// The mounts the container gets: `mounts`, plus with `readOnly` a tmpfs on each of
+    /// /tmp, /run and /var/tmp that no mount covers (at or above it), so programs still
+    /// have somewhere to write.
+    public var effectiveMounts: [Mount] {
+        guard readOnly else { return mounts }
+        let scratch: [(String, String)] = [("/tmp", "1777"), ("/run", "755"), ("/var/tmp", "1777")]
+        let added = scratch.filter { target, _ in
+            !mounts.contains { $0.target == target || target.hasPrefix($0.target + "/") }
+        }.map { Mount.tmpfs(at: $0.0, options: ["mode=\($0.1)"]) }
+        return mounts + added
     }
 
     /// Rejects what tupp-shim would refuse, with the field named, before anything starts.
@@ -86,8 +134,35 @@ public struct ContainerConfig: Sendable, Equatable {
             }
         }
         guard stopTimeout >= 0, stopTimeout <= 3600 else { throw refuse("stopTimeout", "must be 0…3600 s") }
+        for capability in ambientCapabilities where !capabilities.contains(capability) {
+            throw refuse("capabilities.ambient", "\(capability) must also be in the capability set")
+        }
+        guard shmSize >= 4096 else { throw refuse("shmSize", "must be at least 4 KiB") }
+        for limit in ulimits {
+            if let soft = limit.soft, soft > (limit.hard ?? .max) {
+                throw refuse("ulimits.\(limit.name.rawValue)", "soft limit \(soft) above the hard limit \(limit.hard.map(String.init) ?? "")")
+            }
+        }
+        guard devices.count <= 64 else { throw refuse("devices", "at most 64 devices") }
+        for device in devices {
+            guard device.path.hasPrefix("/dev/"), Paths.normalize(device.path) == device.path, device.path.count > 5 else {
+                throw refuse("devices", "\(device.path) must be a normalized path below /dev")
+            }
+            guard !device.permissions.isEmpty, device.permissions.allSatisfy({ "rwm".contains($0) }) else {
+                throw refuse("devices", "permissions \"\(device.permissions)\" of \(device.path) must be letters of rwm")
+            }
+        }
+        try resources.validate(container: name)
+        if let cgroup {
+            guard !name.isEmpty, !name.contains("/"), name != ".", name != "..", !cgroup.parent.contains("/") else {
+                throw refuse("name", "must be usable as a cgroup directory name")
+            }
+            if let refusal = cgroup.layout.refusals(for: resources).first { throw refuse("resources.\(refusal.kind.rawValue)", refusal.reason) }
+        } else if !resources.declared.isEmpty {
+            throw refuse("resources", "limits need a cgroup")
+        }
         guard logLimitBytes >= 4096 else { throw refuse("logLimitBytes", "must be at least 4096") }
-        for text in [name, rootfs, workdir, hostname ?? ""] + command + env.keys + env.values
+        for text in [name, rootfs, workdir, hostname ?? ""] + command + env.keys + env.values + devices.map(\.path)
             + mounts.flatMap({ [$0.target, $0.source ?? ""] + $0.options }) where text.utf8.contains(0) {
             throw refuse("*", "strings must not contain NUL bytes")
         }

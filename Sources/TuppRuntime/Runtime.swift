@@ -23,10 +23,15 @@ public struct Runtime: Sendable {
     public let shimPath: String
     /// How long start waits for each step of the shim (seconds).
     public var startTimeout: Double = 30
+    /// Where tupp-shim keeps compiled seccomp filters, shared by every container (the
+    /// engine's state directory cache, mode 0700). nil: each container's own directory,
+    /// so a filter is compiled once per container instead of once per installation.
+    public var cacheDirectory: String?
 
     /// `shimPath` nil: "tupp-shim" next to the running executable (tupp and tupp-shim are
     /// installed side by side; in tests, the build directory).
-    public init(shimPath: String? = nil) {
+    public init(shimPath: String? = nil, cacheDirectory: String? = nil) {
+        self.cacheDirectory = cacheDirectory
         if let shimPath {
             self.shimPath = shimPath
         } else {
@@ -50,11 +55,31 @@ public struct Runtime: Sendable {
             throw SystemError.failure("start", "container \(config.name)",
                                       "already running (supervisor pid \(current.shimPID), state \(current.state.rawValue)); stop it first")
         }
+        let resolved = try config.resolve(cacheDirectory: cacheDirectory ?? directory)
         try Files.createDirectory(directory, mode: 0o700)
         try Files.remove("\(directory)/state")
-        try SpecFile.write(config, directory: directory)
+        // The spec first: it names the cgroup, so `remove` finds it even if this process
+        // dies right after creating it.
+        try SpecFile.write(config, resolved, directory: directory)
+        if let cgroup = resolved.cgroup, let placement = config.cgroup {
+            // Before the shim exists: the init joins it right after clone, and the limits
+            // and device policy hold before the command runs anything.
+            do {
+                try cgroup.create(limits: config.resources, devices: DevicePolicy.rules(granting: resolved.devices),
+                                  layout: placement.layout)
+            } catch {
+                try? cgroup.remove()
+                throw error
+            }
+        }
 
-        let session = try ShimSession.launch(shimPath: shimPath, directory: directory, containerName: config.name)
+        let session: ShimSession
+        do {
+            session = try ShimSession.launch(shimPath: shimPath, directory: directory, containerName: config.name)
+        } catch {
+            try? resolved.cgroup?.remove()
+            throw error
+        }
         var shim: PinnedProcess?
         do {
             let pids = try session.receive(timeout: startTimeout, waitingFor: "pids").split(separator: " ")
@@ -78,6 +103,7 @@ public struct Runtime: Sendable {
                 try? shim.send(SIGKILL)
                 _ = shim.waitForExit(timeout: 10)
             }
+            try? resolved.cgroup?.remove()
             throw error
         }
         return observe(directory: directory)
@@ -121,7 +147,7 @@ public struct Runtime: Sendable {
             state: state, shimPID: record.shimPID, shimStartTime: record.shimStartTime,
             initPID: initAlive ? record.initPID : 0, initStartTime: initAlive ? record.initStartTime : 0,
             restarts: record.restarts, startedAt: record.startedAt, lastExit: record.exit, error: record.error,
-            namespaces: namespaces)
+            namespaces: namespaces, oomKills: record.oomKills)
     }
 
     // MARK: Stop and remove
@@ -149,6 +175,10 @@ public struct Runtime: Sendable {
                 throw SystemError.failure("stop", "init pid \(orphan.pid)", "still alive 10 s after SIGKILL")
             }
         }
+        // The supervisor kills through the cgroup; when it could not (it was killed
+        // itself), whatever the container left — a daemonized child, an exec'd process —
+        // dies here.
+        try SpecFile.cgroup(directory: directory)?.kill()
         // The shim writes the final record itself; when it could not (it was killed),
         // record the stop so status does not keep reporting a dead supervisor.
         if var final = try StateRecord.read(directory: directory), !["exited", "stopped"].contains(final.state) {
@@ -159,12 +189,15 @@ public struct Runtime: Sendable {
         }
     }
 
-    /// Deletes DIR (spec, state, logs). Refuses while anything of the container runs.
+    /// Deletes DIR (spec, state, logs) and the container's cgroup — and the
+    /// installation's cgroup parent when no other container is left in it. Refuses
+    /// while anything of the container runs.
     public func remove(directory: String) throws {
         let observation = observe(directory: directory)
         if observation.supervised || observation.initPID != 0 {
             throw SystemError.failure("remove", directory, "the container is \(observation.state.rawValue); stop it first")
         }
+        try SpecFile.cgroup(directory: directory)?.remove()
         try Files.removeTree(directory)
     }
 
@@ -175,7 +208,37 @@ public struct Runtime: Sendable {
     /// takes effect at the next start.
     public func updateSettings(_ config: ContainerConfig, directory: String) throws {
         try config.validate()
-        try SpecFile.write(config, directory: directory)
+        try SpecFile.write(config, try config.resolve(cacheDirectory: cacheDirectory ?? directory), directory: directory)
+    }
+
+    // MARK: Resources
+
+    /// The container's cgroup as its spec names it; nil when it has none.
+    public func cgroup(directory: String) -> ContainerCgroup? { SpecFile.cgroup(directory: directory) }
+
+    /// What the container's cgroup shows now: the limit files `limits` are enforced
+    /// through (for `CgroupFiles.drift`), usage and the OOM kill count. nil when the
+    /// container has no cgroup. Reads files only.
+    public func observeResources(directory: String, expecting limits: ResourceLimits,
+                                 layout: CgroupLayout) -> ResourceObservation? {
+        guard let cgroup = cgroup(directory: directory), cgroup.directories.allSatisfy(Files.exists) else { return nil }
+        let expected = CgroupFiles.settings(for: limits, on: layout)
+        let files = cgroup.read(expected)
+        return ResourceObservation(expected: expected, files: files, drift: CgroupFiles.drift(expected: expected, observed: files),
+                                   usage: cgroup.usage(), oomKills: cgroup.oomKills())
+    }
+
+    /// Changes the limits of a running (or stopped) container in place — the process
+    /// keeps running — and records them in DIR/spec for its next start. A memory limit
+    /// below the current usage is not applied but returned in `refused`.
+    public func updateResources(_ config: ContainerConfig, directory: String) throws -> ResourceUpdate {
+        try config.validate()
+        guard let placement = config.cgroup, let cgroup = cgroup(directory: directory) else {
+            throw SystemError.failure("update resources", "container \(config.name)", "it has no cgroup")
+        }
+        let update = try cgroup.apply(limits: config.resources, layout: placement.layout)
+        try SpecFile.write(config, try config.resolve(cacheDirectory: cacheDirectory ?? directory), directory: directory)
+        return update
     }
 
     /// The hostnames of many running containers, read on one throw-away thread that
@@ -239,10 +302,31 @@ public struct Runtime: Sendable {
     /// command's exit status becomes its own.
     public func execCommand(directory: String, command: [String], env: [String: String] = [:],
                             tty: Bool = false, workdir: String? = nil) -> [String] {
+        execCommand(directory: directory, command: command, env: env, tty: tty, workdir: workdir, resolvedUser: nil)
+    }
+
+    /// The same, as `user` (`tupp exec -u`) instead of the container's user: resolved in
+    /// the container's /etc/passwd and /etc/group.
+    public func execCommand(directory: String, command: [String], env: [String: String] = [:], tty: Bool = false,
+                            workdir: String? = nil, user: UserSpec) throws -> [String] {
+        guard let rootfs = SpecFile.value("rootfs", directory: directory) else {
+            throw SystemError.failure("exec", directory, "no spec: the container was never started here")
+        }
+        return execCommand(directory: directory, command: command, env: env, tty: tty, workdir: workdir,
+                           resolvedUser: try user.resolve(inRoot: rootfs))
+    }
+
+    func execCommand(directory: String, command: [String], env: [String: String], tty: Bool, workdir: String?,
+                     resolvedUser: ResolvedUser?) -> [String] {
         var argv = [shimPath, "exec", directory]
         if tty { argv.append("--tty") }
         for key in env.keys.sorted() { argv += ["--env", "\(key)=\(env[key]!)"] }
         if let workdir { argv += ["--workdir", workdir] }
+        if let user = resolvedUser {
+            argv += ["--user", "\(user.uid):\(user.gid)"]
+            for group in user.groups { argv += ["--group", String(group)] }
+            argv += ["--home", user.home]
+        }
         return argv + ["--"] + command
     }
 
@@ -303,6 +387,21 @@ public struct Runtime: Sendable {
             offset += n
         }
     }
+}
+
+/// A container's cgroup as observed: the limit files, drift from the expected values,
+/// usage and OOM kills.
+public struct ResourceObservation: Sendable, Equatable {
+    /// What the limits should read (`CgroupFiles.settings`).
+    public var expected: [CgroupFiles.Setting]
+    /// File name → text as read now.
+    public var files: [String: String]
+    /// Files that read differently from `expected` (changed by hand).
+    public var drift: [CgroupFiles.Drift]
+    public var usage: ResourceUsage
+    /// OOM kills since the cgroup was created (the container's last start); nil without
+    /// a memory controller.
+    public var oomKills: Int?
 }
 
 extension ProcessObservation {

@@ -15,10 +15,11 @@ struct StateRecord: Equatable, Sendable {
     var exit: ExitRecord?
     var error: String?
     var namespaces: [Namespace: UInt64] = [:]
+    var oomKills: Int?
 
     static func parse(_ text: String) -> StateRecord {
         var record = StateRecord()
-        var code: Int32?, signal: Int32?, exitAt: Double?
+        var code: Int32?, signal: Int32?, exitAt: Double?, oom = false
         for line in text.split(separator: "\n") {
             guard let eq = line.firstIndex(of: "=") else { continue }
             let key = line[..<eq], value = String(line[line.index(after: eq)...])
@@ -33,6 +34,8 @@ struct StateRecord: Equatable, Sendable {
             case "exit-code": code = Int32(value)
             case "exit-signal": signal = Int32(value)
             case "exit-at": exitAt = Double(value)
+            case "exit-oom": oom = value == "1"
+            case "oom-kills": record.oomKills = Int(value)
             case "error": record.error = value
             default:
                 if key.hasPrefix("ns-"), let namespace = Namespace.allCases.first(where: { "ns-\($0.procName)" == key }) {
@@ -41,9 +44,9 @@ struct StateRecord: Equatable, Sendable {
             }
         }
         if let signal {
-            record.exit = ExitRecord(status: .signal(signal), at: exitAt ?? 0)
+            record.exit = ExitRecord(status: .signal(signal), at: exitAt ?? 0, oomKilled: oom)
         } else if let code {
-            record.exit = ExitRecord(status: .code(code), at: exitAt ?? 0)
+            record.exit = ExitRecord(status: .code(code), at: exitAt ?? 0, oomKilled: oom)
         }
         return record
     }
@@ -58,7 +61,9 @@ struct StateRecord: Equatable, Sendable {
             case .signal(let signal): lines.append("exit-signal=\(signal)")
             }
             lines.append("exit-at=\(exit.at)")
+            if exit.oomKilled { lines.append("exit-oom=1") }
         }
+        if let oomKills { lines.append("oom-kills=\(oomKills)") }
         if let error { lines.append("error=\(error)") }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -1,7 +1,9 @@
-// `tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] -- CMD ARGS...`
+// `tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] [--user UID:GID [--group GID]...
+//                  [--home DIR]] -- CMD ARGS...`
 //
-// Runs a command inside a running container: the namespaces, root, capabilities,
-// no_new_privs and environment of its init. The init is found through DIR/state and
+// Runs a command inside a running container: the namespaces, cgroup, root, rlimits,
+// user, capabilities, no_new_privs, seccomp filter and environment of its init. --user
+// (with its groups and home, resolved by TuppRuntime) replaces the container's user. The init is found through DIR/state and
 // pinned with a pidfd whose start time is checked after opening, so a recycled pid is
 // never joined. setns(pidfd, flags) joins every namespace at once; the pid namespace
 // applies to children only, hence the fork. The exit status is the command's (128+N
@@ -185,13 +187,24 @@ static int supervise_command(pid_t child, struct stream *streams, int count, int
     }
 }
 
+static unsigned parse_id(const char *text, const char *what) {
+    char *end;
+    errno = 0;
+    unsigned long value = strtoul(text, &end, 10);
+    if (errno || end == text || (*end && *end != ':') || value > 0xfffffffeUL) die("%s: invalid id \"%s\"", what, text);
+    return (unsigned)value;
+}
+
 int exec_main(int argc, char **argv) {
-    if (argc < 3) die("usage: tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] -- CMD ARGS...");
+    if (argc < 3) die("usage: tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] [--user UID:GID [--group GID]... [--home DIR]] -- CMD ARGS...");
     const char *dir = argv[2];
     bool tty = false;
     const char *workdir = NULL;
     const char *extra_env[SHIM_MAX_ITEMS];
     int extra_envc = 0;
+    const char *user = NULL, *home = NULL;
+    gid_t groups[SHIM_MAX_ITEMS];
+    int groupc = 0;
     int i = 3;
     for (; i < argc; i++) {
         if (!strcmp(argv[i], "--")) {
@@ -205,6 +218,15 @@ int exec_main(int argc, char **argv) {
             extra_env[extra_envc++] = argv[++i];
         } else if (!strcmp(argv[i], "--workdir") && i + 1 < argc) {
             workdir = argv[++i];
+        } else if (!strcmp(argv[i], "--user") && i + 1 < argc) {
+            user = argv[++i];
+            if (!strchr(user, ':')) die("--user %s: expected UID:GID", user);
+        } else if (!strcmp(argv[i], "--group") && i + 1 < argc) {
+            if (groupc >= SHIM_MAX_ITEMS) die("too many --group");
+            groups[groupc++] = (gid_t)parse_id(argv[++i], "--group");
+        } else if (!strcmp(argv[i], "--home") && i + 1 < argc) {
+            home = argv[++i];
+            if (home[0] != '/') die("--home %s: expected an absolute path", home);
         } else {
             die("unknown argument %s", argv[i]);
         }
@@ -216,6 +238,17 @@ int exec_main(int argc, char **argv) {
     char error[512];
     if (spec_load(dir, &spec, error, sizeof error) < 0) die("%s", error);
     if (!workdir) workdir = spec.workdir;
+    if (user) {
+        spec.uid = (uid_t)parse_id(user, "--user");
+        spec.gid = (gid_t)parse_id(strchr(user, ':') + 1, "--user");
+        memcpy(spec.groups, groups, sizeof(gid_t) * (size_t)groupc);
+        spec.groupc = groupc;
+        spec.home = home;
+    }
+    struct shim_failure failure;
+    struct shim_filter filter;
+    if (seccomp_prepare(&spec.seccomp, &filter, &failure) < 0)
+        die("%s %s: %s%s%s", failure.op, failure.object, strerror(failure.err), failure.detail[0] ? " — " : "", failure.detail);
 
     pid_t pid;
     unsigned long long start;
@@ -230,6 +263,11 @@ int exec_main(int argc, char **argv) {
     // the pidfd is the init and stays so.
     if (process_start_time(pid) != start) die("container %s: pid %d was reused; its init is gone", name, (int)pid);
 
+    // Opened on the host's side: inside the container's mount namespace the cgroup tree
+    // is not there. The child writes itself into them before it runs anything.
+    int cgroup_fds[16];
+    if (cgroup_open_procs(&spec, cgroup_fds, &failure) < 0)
+        die("container %s: %s %s: %s", name, failure.op, failure.object, strerror(failure.err));
     int flags = namespaces_to_join(pid);
     if (flags && setns(pidfd, flags) < 0) die("join the namespaces of container %s (pid %d): %s", name, (int)pid, strerror(errno));
     close(pidfd);
@@ -282,6 +320,10 @@ int exec_main(int argc, char **argv) {
     pid_t child = fork();
     if (child < 0) die("fork: %s", strerror(errno));
     if (child == 0) {
+        if (cgroup_join(cgroup_fds, spec.cgroupc) < 0) {
+            dprintf(2, "tupp-shim exec: join the cgroup of container %s: %s\n", name, strerror(errno));
+            _exit(EXIT_CANNOT_RUN);
+        }
         // tupp execs this helper from a Swift thread whose mask may block every signal and
         // whose runtime may ignore SIGPIPE; both survive exec, so the command starts clean.
         for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
@@ -304,24 +346,29 @@ int exec_main(int argc, char **argv) {
                 _exit(EXIT_CANNOT_RUN);
             }
         }
+        if (limits_apply(&spec, &failure) < 0 || identity_apply(&spec, &failure) < 0) {
+            dprintf(2, "tupp-shim exec: %s %s: %s\n", failure.op, failure.object, strerror(failure.err));
+            _exit(EXIT_CANNOT_RUN);
+        }
         if (chdir(workdir) < 0) {
-            dprintf(2, "tupp-shim exec: chdir %s in container %s: %s\n", workdir, name, strerror(errno));
+            dprintf(2, "tupp-shim exec: chdir %s in container %s (uid %u): %s\n", workdir, name, (unsigned)spec.uid,
+                    strerror(errno));
             _exit(EXIT_CANNOT_RUN);
         }
         build_environment(&spec, extra_env, extra_envc);
         umask(022);
-        struct shim_failure failure;
-        if (caps_apply(spec.caps, spec.capc, &failure) < 0) {
+        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+        if (seccomp_load_filter(&filter, &failure) < 0) {
             dprintf(2, "tupp-shim exec: %s %s: %s\n", failure.op, failure.object, strerror(failure.err));
             _exit(EXIT_CANNOT_RUN);
         }
-        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
         execvp(command[0], command);
         int err = errno;
         dprintf(2, "tupp-shim exec: exec %s in container %s: %s\n", command[0], name, strerror(err));
         _exit(err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN);
     }
 
+    for (int k = 0; k < spec.cgroupc; k++) close(cgroup_fds[k]);
     // The command's ends of the pipes (or the pty peer) are the command's alone.
     for (int k = 0; k < 3; k++)
         if (command_fd[k] != k) close(command_fd[k]);

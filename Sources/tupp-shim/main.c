@@ -1,7 +1,8 @@
 // tupp-shim: see shim.h for what it is and how it is laid out.
 //
 //   tupp-shim run DIR      supervise the container described by DIR/spec (fd 3: sync socket)
-//   tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] -- CMD ARGS...
+//   tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] [--user UID:GID [--group GID]...
+//                      [--home DIR]] -- CMD ARGS...
 #include "shim.h"
 
 #include <stdbool.h>
@@ -13,7 +14,8 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "exec")) return exec_main(argc, argv);
     fprintf(stderr,
             "usage: tupp-shim run DIR\n"
-            "       tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] -- CMD ARGS...\n");
+            "       tupp-shim exec DIR [--tty] [--env K=V]... [--workdir W] [--user UID:GID [--group GID]...\n"
+            "                      [--home DIR]] -- CMD ARGS...\n");
     return 2;
 }
 

@@ -6,7 +6,8 @@
 //      /sys read-only, then the spec's tmpfs and bind mounts.
 //   4. pivot_root(".", ".") and a lazy unmount of the old root stacked on top: nothing of
 //      the host's tree stays reachable.
-//   5. Masked /proc paths and /sys/firmware; read-only /proc/{bus,fs,irq,sys,sysrq-trigger}.
+//   5. With `readOnly`, / is remounted read-only (the mounts on it stay as they are).
+//   6. Masked /proc paths and /sys/firmware; read-only /proc/{bus,fs,irq,sys,sysrq-trigger}.
 //
 // Every mount target is resolved inside the root with openat2(RESOLVE_IN_ROOT |
 // RESOLVE_NO_SYMLINKS) and the mount goes to /proc/self/fd/N (runc's way), so an image
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -174,6 +176,30 @@ static bool spec_overrides(const struct shim_spec *spec, const char *target) {
     return false;
 }
 
+/// An extra device node (`devices:`): parents created below /dev, the node made with the
+/// host device's numbers, mode and owner. The device cgroup allows exactly these.
+static int create_device(struct rootfs_context *ctx, const struct shim_device *device) {
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", device->path);
+    char *slash = strrchr(parent, '/');
+    const char *name = slash + 1;
+    *slash = '\0';
+    int dir = -1;
+    if (ensure_in_root(ctx->root, parent, false) < 0 || (dir = open_in_root(ctx->root, parent, O_DIRECTORY | O_RDONLY)) < 0)
+        goto fail;
+    mode_t type = device->type == 'b' ? S_IFBLK : S_IFCHR;
+    if (mknodat(dir, name, type | device->mode, makedev(device->major, device->minor)) < 0 ||
+        fchownat(dir, name, device->uid, device->gid, AT_SYMLINK_NOFOLLOW) < 0)
+        goto fail;
+    close(dir);
+    return 0;
+fail:
+    failure_set(ctx->failure, errno, "create device", NULL, "%s (%c %u:%u) in %s", device->path, device->type, device->major,
+                device->minor, ctx->spec->rootfs);
+    if (dir >= 0) close(dir);
+    return -1;
+}
+
 static int setup_dev(struct rootfs_context *ctx) {
     if (mount_at(ctx, "/dev", false, "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k") < 0)
         return -1;
@@ -206,13 +232,18 @@ static int setup_dev(struct rootfs_context *ctx) {
         failure_set(ctx->failure, errno, "create directory", NULL, "/dev/pts, /dev/shm in %s", ctx->spec->rootfs);
         goto fail;
     }
+    for (int i = 0; i < ctx->spec->devicec; i++)
+        if (create_device(ctx, &ctx->spec->devices[i]) < 0) goto fail;
     close(dev);
     // newinstance: the container's own pty numbering, not the host's /dev/pts.
     if (mount_at(ctx, "/dev/pts", false, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
                  "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
         return -1;
-    if (mount_at(ctx, "/dev/shm", false, "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k") < 0)
-        return -1;
+    if (!spec_overrides(ctx->spec, "/dev/shm")) {
+        char options[64];
+        snprintf(options, sizeof options, "mode=1777,size=%lldk", (ctx->spec->shm_size + 1023) / 1024);
+        if (mount_at(ctx, "/dev/shm", false, "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) < 0) return -1;
+    }
     return 0;
 fail:
     close(dev);
@@ -369,6 +400,24 @@ int rootfs_setup(const struct shim_spec *spec, struct shim_failure *failure) {
     }
     close(ctx.root);
     ctx.root = -1;
+    if (spec->readonly) {
+        // A bind remount changes only this mount's flags; keep the ones it has
+        // (nosuid, nodev … from the host), which a remount would otherwise clear.
+        struct statvfs fs;
+        unsigned long keep = 0;
+        if (statvfs("/", &fs) == 0) {
+            if (fs.f_flag & ST_NOSUID) keep |= MS_NOSUID;
+            if (fs.f_flag & ST_NODEV) keep |= MS_NODEV;
+            if (fs.f_flag & ST_NOEXEC) keep |= MS_NOEXEC;
+            if (fs.f_flag & ST_NOATIME) keep |= MS_NOATIME;
+            if (fs.f_flag & ST_NODIRATIME) keep |= MS_NODIRATIME;
+            if (fs.f_flag & ST_RELATIME) keep |= MS_RELATIME;
+        }
+        if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL) < 0) {
+            failure_set(failure, errno, "remount read-only", NULL, "/ (%s)", spec->rootfs);
+            return -1;
+        }
+    }
     if (apply_masks(&ctx, proc, sys) < 0) return -1;
     umask(saved_umask);
     return 0;

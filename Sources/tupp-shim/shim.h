@@ -8,7 +8,11 @@
 // Files, one per concern (crun style):
 //   spec.c       the spec file written by TuppRuntime (format documented there)
 //   rootfs.c     mounts, /dev, pivot_root, masked and read-only paths
-//   caps.c       capability bounding/effective sets, no_new_privs
+//   caps.c       user and groups, capability sets (bounding, permitted, effective,
+//                inheritable, ambient), no_new_privs
+//   limits.c     resource limits (setrlimit)
+//   seccomp.c    the seccomp filter: built with libseccomp, loaded last before exec
+//   cgroup.c     joining the container's cgroup, killing through it, OOM kill counts
 //   log.c        errors from the container child, the rotated container log
 //   supervise.c  `run`: namespaces, the container init, restarts, stop, the state file
 //   exec.c       `exec`: join a running container, optionally through a pty
@@ -23,7 +27,9 @@
 
 // ---- spec.c ---------------------------------------------------------------------------
 
-enum { SHIM_MAX_ITEMS = 256 };
+// Fixed arrays keep the spec one allocation-free struct; every byte of it is resident in
+// each supervisor (it is cleared on load), so the rarely long lists stay short.
+enum { SHIM_MAX_ITEMS = 256, SHIM_MAX_DEVICES = 64, SHIM_MAX_SECCOMP_RULES = 4096, SHIM_MAX_SECCOMP_ARGS = 6 };
 
 enum shim_mount_kind { SHIM_MOUNT_BIND, SHIM_MOUNT_TMPFS };
 
@@ -46,6 +52,48 @@ enum {
     SHIM_NS_PID = 1 << 4,
 };
 
+/// An extra device node in the container's /dev (`devices:`), made with mknod.
+struct shim_device {
+    char type;            // 'c' or 'b'
+    unsigned major, minor;
+    mode_t mode;          // permission bits
+    uid_t uid;
+    gid_t gid;
+    const char *path;     // absolute, below /dev
+};
+
+/// One resource limit for setrlimit(2).
+struct shim_rlimit {
+    int resource;                     // RLIMIT_*
+    unsigned long long soft, hard;    // RLIM_INFINITY for unlimited
+    bool fallback;                    // a default: lowered to what this process may set
+};
+
+/// One argument comparison of a seccomp rule (libseccomp's scmp_arg_cmp).
+struct shim_seccomp_arg {
+    unsigned index;
+    int op;  // enum scmp_compare
+    unsigned long long value, value_two;
+};
+
+/// One normalized seccomp rule: the action for one syscall, when all arguments match.
+struct shim_seccomp_rule {
+    unsigned action;        // SCMP_ACT_* with its errno folded in
+    char syscall[64];       // resolved by name; unknown names are skipped (as runc does)
+    struct shim_seccomp_arg args[SHIM_MAX_SECCOMP_ARGS];
+    int argc;
+};
+
+struct shim_seccomp {
+    bool enabled;
+    unsigned default_action;
+    const char *arches[8];  // libseccomp architecture names besides the native one
+    int archc;
+    const char **rules;     // the "seccomp-rule" values (malloc'd array into the spec buffer)
+    int rulec;
+    const char *cache;      // where the compiled program is kept, NULL: compile every time
+};
+
 struct shim_spec {
     char *buffer;  // the file's bytes; every string below points into it
     size_t size;
@@ -65,6 +113,29 @@ struct shim_spec {
     long log_limit;
     struct shim_mount mounts[SHIM_MAX_ITEMS];
     int mountc;
+
+    // The process's identity (resolved by TuppRuntime in the container's /etc files).
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[SHIM_MAX_ITEMS];
+    int groupc;
+    const char *home;      // HOME, NULL: /root for uid 0, else /
+    int ambient[64];
+    int ambientc;
+
+    bool readonly;         // the rootfs is remounted read-only after the mounts
+    long long shm_size;    // bytes of the /dev/shm tmpfs
+    struct shim_device devices[SHIM_MAX_DEVICES];
+    int devicec;
+    struct shim_rlimit rlimits[32];
+    int rlimitc;
+    struct shim_seccomp seccomp;
+
+    // The container's cgroup (see cgroup.c); none when cgroupc is 0.
+    const char *cgroups[16];  // directories whose cgroup.procs the init joins
+    int cgroupc;
+    const char *cgroup_kill;  // the v2 directory (cgroup.kill) or the v1 freezer directory
+    const char *cgroup_oom;   // a file with an "oom_kill N" line, NULL: OOM kills not counted
 };
 
 /// Reads and parses DIR/spec. On failure returns -1 with `error` describing why.
@@ -105,9 +176,68 @@ int write_all(int fd, const void *data, size_t size);
 
 // ---- caps.c ---------------------------------------------------------------------------
 
-/// Reduces the bounding set to `caps`, clears inheritable and ambient, sets permitted and
-/// effective to `caps`, then no_new_privs. On failure fills `failure`, returns -1.
-int caps_apply(const int *caps, int capc, struct shim_failure *failure);
+/// Becomes the spec's user with the spec's capabilities, then sets no_new_privs:
+/// bounding set reduced to the caps, supplementary groups, gid and uid, permitted and
+/// effective sets, the ambient set. On failure fills `failure`, returns -1.
+int identity_apply(const struct shim_spec *spec, struct shim_failure *failure);
+
+// ---- limits.c -------------------------------------------------------------------------
+
+/// setrlimit(2) for every limit of the spec. On failure fills `failure`, returns -1.
+int limits_apply(const struct shim_spec *spec, struct shim_failure *failure);
+
+// ---- seccomp.c ------------------------------------------------------------------------
+
+/// A compiled filter (classic BPF), ready to load in a child without libseccomp.
+struct shim_filter {
+    void *program;  // struct sock_filter[], malloc'd
+    unsigned short length;
+};
+
+/// "ACTION" as the spec writes it ("allow", "errno 1", "kill-process", …) → SCMP_ACT_*.
+int seccomp_parse_action(const char *text, unsigned *action);
+
+/// A "seccomp-rule" value: "ACTION SYSCALL [INDEX OP VALUE VALUE2]…" (format in spec.c).
+int seccomp_parse_rule(const char *text, struct shim_seccomp_rule *rule);
+
+/// Builds the spec's filter with libseccomp and exports it. A spec without seccomp gives
+/// an empty filter (length 0). On failure fills `failure`, returns -1.
+int seccomp_compile(const struct shim_seccomp *seccomp, struct shim_filter *filter, struct shim_failure *failure);
+
+/// The spec's filter from its cache file, or compiled and then stored there.
+int seccomp_prepare(const struct shim_seccomp *seccomp, struct shim_filter *filter, struct shim_failure *failure);
+
+/// Loads `filter` into the calling thread (no_new_privs must be set); nothing when empty.
+int seccomp_load_filter(const struct shim_filter *filter, struct shim_failure *failure);
+
+// ---- cgroup.c -------------------------------------------------------------------------
+
+/// Writes `pid` into cgroup.procs of every cgroup of the spec. On failure fills
+/// `failure`, returns -1.
+int cgroup_enter(const struct shim_spec *spec, pid_t pid, struct shim_failure *failure);
+
+/// On cgroup v2 (the spec names one directory, with cgroup.controllers): clone3 with
+/// `flags` (CLONE_NEW*) and CLONE_INTO_CGROUP, so the child starts inside. Returns the
+/// pid in the parent, 0 in the child, and -1 when it did not clone: `*inside` false when
+/// the caller should fall back to clone and cgroup_enter (v1, an older kernel), true with
+/// errno set when clone3 itself failed for another reason.
+pid_t cgroup_clone_into(const struct shim_spec *spec, unsigned long flags, bool *inside);
+
+/// Opens cgroup.procs of every cgroup of the spec for writing (exec opens them before it
+/// joins the container's mount namespace, where the host's cgroup tree is not visible).
+/// `fds` gets spec->cgroupc descriptors. On failure fills `failure`, returns -1.
+int cgroup_open_procs(const struct shim_spec *spec, int *fds, struct shim_failure *failure);
+
+/// The calling process joins through descriptors from cgroup_open_procs; closes them.
+int cgroup_join(int *fds, int count);
+
+/// Kills every process in the container's cgroup (v2 cgroup.kill, v1 freezer), and
+/// waits briefly until the cgroup has no process left. Nothing without a cgroup.
+void cgroup_kill_all(const struct shim_spec *spec);
+
+/// The cgroup's OOM kill counter ("oom_kill" in memory.oom_control or memory.events);
+/// -1 when the spec names no such file or it cannot be read.
+long long cgroup_oom_kills(const struct shim_spec *spec);
 
 // ---- rootfs.c -------------------------------------------------------------------------
 

@@ -22,6 +22,28 @@
 //   mount-target     absolute path inside the container
 //   mount-options    comma-separated options ("size=64m,nosuid"), may be empty
 //   mount-readonly   0 | 1
+//   user-uid         the process's uid (default 0)
+//   user-gid         its gid (default 0)
+//   user-group       a supplementary gid                     (repeated)
+//   user-home        HOME (default /root for uid 0, else /)
+//   cap-ambient      a capability number for the ambient set (repeated; ⊆ cap)
+//   readonly         0 | 1: the rootfs is remounted read-only after the mounts
+//   shm-size         bytes of /dev/shm (default 64 MiB)
+//   device           "c|b MAJOR MINOR MODE UID GID PATH": an extra node below /dev (repeated)
+//   rlimit           "RESOURCE SOFT HARD": RLIMIT_* number, values or "unlimited" (repeated)
+//   rlimit-default   the same for a limit the manifest did not declare: where raising
+//                    the hard limit is not allowed (no CAP_SYS_RESOURCE), the current
+//                    hard limit is kept instead of failing (repeated)
+//   seccomp          the filter's default action (below); absent: no filter
+//   seccomp-arch     a libseccomp architecture name added besides the native one (repeated)
+//   seccomp-rule     "ACTION SYSCALL [INDEX OP VALUE VALUE2]…"  (repeated)
+//   seccomp-cache    absolute path of the compiled program for exactly these rules
+//                    ACTION: allow | errno:N | trace:N | trap | log | kill-thread |
+//                    kill-process; OP: ne lt le eq ge gt me (masked equal: VALUE is the
+//                    mask, VALUE2 the datum, as in OCI). Conditions of one rule are ANDed.
+//   cgroup           a cgroup directory the init and exec'd processes join (repeated)
+//   cgroup-kill      the directory stop kills through: v2 (cgroup.kill) or the v1 freezer
+//   cgroup-oom       a file with an "oom_kill N" line (memory.oom_control, memory.events)
 //
 // Unknown keys are an error: a newer writer must not be half-understood.
 #include "shim.h"
@@ -31,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,11 +96,51 @@ static bool parse_long(const char *text, long *out) {
     return true;
 }
 
-int spec_load(const char *dir, struct shim_spec *spec, char *error, size_t error_size) {
+static bool parse_ull(const char *text, unsigned long long *out, char **end) {
+    errno = 0;
+    if (!strncmp(text, "unlimited", 9)) {
+        *out = RLIM_INFINITY;
+        *end = (char *)text + 9;
+        return true;
+    }
+    if (*text < '0' || *text > '9') return false;
+    *out = strtoull(text, end, 0);
+    return errno == 0 && *end != text;
+}
+
+/// "RESOURCE SOFT HARD".
+static bool parse_rlimit(const char *text, struct shim_rlimit *out) {
+    char *end;
+    long resource = strtol(text, &end, 10);
+    if (end == text || *end != ' ' || resource < 0 || resource >= RLIM_NLIMITS) return false;
+    out->resource = (int)resource;
+    if (!parse_ull(end + 1, &out->soft, &end) || *end != ' ') return false;
+    if (!parse_ull(end + 1, &out->hard, &end) || *end) return false;
+    return out->soft <= out->hard;
+}
+
+/// "c|b MAJOR MINOR MODE UID GID PATH", PATH below /dev.
+static bool parse_device(const char *text, struct shim_device *out) {
+    unsigned mode, uid, gid;
+    int used = 0;
+    char type;
+    if (sscanf(text, "%c %u %u %o %u %u %n", &type, &out->major, &out->minor, &mode, &uid, &gid, &used) != 6 || !used)
+        return false;
+    out->type = type;
+    out->mode = (mode_t)(mode & 07777);
+    out->uid = (uid_t)uid;
+    out->gid = (gid_t)gid;
+    out->path = text + used;
+    return (type == 'c' || type == 'b') && !strncmp(out->path, "/dev/", 5) && out->path[5] && !strstr(out->path, "..");
+}
+
+static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size_t error_size) {
     memset(spec, 0, sizeof *spec);
     spec->workdir = "/";
     spec->stop_timeout_ms = 10000;
     spec->log_limit = 1 << 20;
+    spec->shm_size = 64LL << 20;
+    int rule_capacity = 0;
 
     char path[4096];
     snprintf(path, sizeof path, "%s/spec", dir);
@@ -160,6 +223,69 @@ int spec_load(const char *dir, struct shim_spec *spec, char *error, size_t error
             else if (!strcmp(key, "mount-options")) mount->options = value;
             else if (!strcmp(key, "mount-readonly")) mount->readonly = !strcmp(value, "1");
             else goto unknown;
+        } else if (!strcmp(key, "user-uid")) {
+            if (!parse_long(value, &number) || number < 0 || number > 0xfffffffeL) goto bad_value;
+            spec->uid = (uid_t)number;
+        } else if (!strcmp(key, "user-gid")) {
+            if (!parse_long(value, &number) || number < 0 || number > 0xfffffffeL) goto bad_value;
+            spec->gid = (gid_t)number;
+        } else if (!strcmp(key, "user-group")) {
+            if (spec->groupc >= SHIM_MAX_ITEMS) goto too_many;
+            if (!parse_long(value, &number) || number < 0 || number > 0xfffffffeL) goto bad_value;
+            spec->groups[spec->groupc++] = (gid_t)number;
+        } else if (!strcmp(key, "user-home")) {
+            if (value[0] != '/') goto bad_value;
+            spec->home = value;
+        } else if (!strcmp(key, "cap-ambient")) {
+            if (spec->ambientc >= (int)(sizeof spec->ambient / sizeof spec->ambient[0])) goto too_many;
+            if (!parse_long(value, &number) || number < 0 || number > 63) goto bad_value;
+            spec->ambient[spec->ambientc++] = (int)number;
+        } else if (!strcmp(key, "readonly")) {
+            spec->readonly = !strcmp(value, "1");
+        } else if (!strcmp(key, "shm-size")) {
+            if (!parse_long(value, &number) || number < 4096) goto bad_value;
+            spec->shm_size = number;
+        } else if (!strcmp(key, "device")) {
+            if (spec->devicec >= SHIM_MAX_DEVICES) goto too_many;
+            if (!parse_device(value, &spec->devices[spec->devicec])) goto bad_value;
+            spec->devicec++;
+        } else if (!strcmp(key, "rlimit") || !strcmp(key, "rlimit-default")) {
+            if (spec->rlimitc >= (int)(sizeof spec->rlimits / sizeof spec->rlimits[0])) goto too_many;
+            if (!parse_rlimit(value, &spec->rlimits[spec->rlimitc])) goto bad_value;
+            spec->rlimits[spec->rlimitc++].fallback = key[6] == '-';
+        } else if (!strcmp(key, "seccomp")) {
+            if (seccomp_parse_action(value, &spec->seccomp.default_action) < 0) goto bad_value;
+            spec->seccomp.enabled = true;
+        } else if (!strcmp(key, "seccomp-cache")) {
+            if (value[0] != '/') goto bad_value;
+            spec->seccomp.cache = value;
+        } else if (!strcmp(key, "seccomp-arch")) {
+            if (spec->seccomp.archc >= (int)(sizeof spec->seccomp.arches / sizeof spec->seccomp.arches[0])) goto too_many;
+            spec->seccomp.arches[spec->seccomp.archc++] = value;
+        } else if (!strcmp(key, "seccomp-rule")) {
+            struct shim_seccomp_rule rule;
+            if (seccomp_parse_rule(value, &rule) < 0) goto bad_value;
+            if (spec->seccomp.rulec >= SHIM_MAX_SECCOMP_RULES) goto too_many;
+            if (spec->seccomp.rulec == rule_capacity) {
+                rule_capacity = rule_capacity ? 2 * rule_capacity : 512;
+                const char **grown = realloc(spec->seccomp.rules, (size_t)rule_capacity * sizeof *grown);
+                if (!grown) {
+                    snprintf(error, error_size, "%s: out of memory for seccomp rules", path);
+                    return -1;
+                }
+                spec->seccomp.rules = grown;
+            }
+            spec->seccomp.rules[spec->seccomp.rulec++] = value;
+        } else if (!strcmp(key, "cgroup")) {
+            if (spec->cgroupc >= (int)(sizeof spec->cgroups / sizeof spec->cgroups[0])) goto too_many;
+            if (value[0] != '/') goto bad_value;
+            spec->cgroups[spec->cgroupc++] = value;
+        } else if (!strcmp(key, "cgroup-kill")) {
+            if (value[0] != '/') goto bad_value;
+            spec->cgroup_kill = value;
+        } else if (!strcmp(key, "cgroup-oom")) {
+            if (value[0] != '/') goto bad_value;
+            spec->cgroup_oom = value;
         } else {
             goto unknown;
         }
@@ -169,7 +295,7 @@ int spec_load(const char *dir, struct shim_spec *spec, char *error, size_t error
         snprintf(error, error_size, "%s: invalid value for %s: \"%s\"", path, key, value);
         return -1;
     too_many:
-        snprintf(error, error_size, "%s: more than %d entries for %s", path, SHIM_MAX_ITEMS, key);
+        snprintf(error, error_size, "%s: too many entries for %s", path, key);
         return -1;
     unknown:
         snprintf(error, error_size, "%s: unknown key \"%s\"", path, key);
@@ -206,7 +332,16 @@ truncated:
     return -1;
 }
 
+int spec_load(const char *dir, struct shim_spec *spec, char *error, size_t error_size) {
+    int rc = spec_parse(dir, spec, error, error_size);
+    if (rc < 0) spec_free(spec);
+    return rc;
+}
+
 void spec_free(struct shim_spec *spec) {
     free(spec->buffer);
     spec->buffer = NULL;
+    free(spec->seccomp.rules);
+    spec->seccomp.rules = NULL;
+    spec->seccomp.rulec = 0;
 }

@@ -17,9 +17,19 @@
 // DIR/state is rewritten (temp file + rename) on every change; lines of KEY=VALUE:
 //     version=1, shim-pid, shim-start, init-pid, init-start, state (starting | running |
 //     restarting | exited | stopped), restarts, started-at (epoch seconds),
-//     exit-code | exit-signal, exit-at, error, ns-mnt ns-pid ns-net ns-uts ns-ipc.
+//     exit-code | exit-signal, exit-at, exit-oom (1: the kernel's OOM killer killed a
+//     process of the container during the run that ended), oom-kills (the cgroup's
+//     count since the container started), error, ns-mnt ns-pid ns-net ns-uts ns-ipc.
 // It is not fsynced: after a host crash no process it describes exists anyway, and the
 // rename alone gives readers an old or a new record, never a mix.
+//
+// Each run of the command: clone (on cgroup v2 straight into the container's cgroup,
+// CLONE_INTO_CGROUP) → "pids" → the shim puts the child into the container's cgroup
+// (cgroup.c; a v1 migration waits for an RCU grace period, so it overlaps the engine's
+// outside work) → the child prepares its seccomp filter while it waits for "go" → rootfs
+// (rootfs.c) → rlimits (limits.c) → user, groups, capabilities, no_new_privs (caps.c) →
+// seccomp (seccomp.c) → exec. When the command ends, whatever is left in the cgroup is
+// killed before a restart, and stop kills through the cgroup.
 #include "shim.h"
 
 #include <errno.h>
@@ -62,6 +72,9 @@ struct supervisor {
     int backoff_step;
     bool has_exit;
     int exit_code, exit_signal;
+    bool exit_oom;
+    long long oom_kills;      // the cgroup's counter, -1: not counted
+    long long oom_at_start;   // … when the current run started
     double exit_at, started_at;
     long long started_mono_ms;
     char error[768];
@@ -109,7 +122,7 @@ void build_environment(const struct shim_spec *spec, const char **extra, int ext
     for (int i = 0; i < spec->envc; i++) putenv((char *)spec->env[i]);
     for (int i = 0; i < extrac; i++) putenv((char *)extra[i]);
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 0);
-    setenv("HOME", "/root", 0);
+    setenv("HOME", spec->home ? spec->home : spec->uid == 0 ? "/root" : "/", 0);
     char host[256] = {0};
     if (gethostname(host, sizeof host - 1) == 0) setenv("HOSTNAME", host, 0);
     setenv("TERM", "xterm", 0);
@@ -130,7 +143,9 @@ static void write_state(struct supervisor *s) {
         else
             n += snprintf(text + n, sizeof text - (size_t)n, "exit-code=%d\n", s->exit_code);
         n += snprintf(text + n, sizeof text - (size_t)n, "exit-at=%.3f\n", s->exit_at);
+        if (s->exit_oom) n += snprintf(text + n, sizeof text - (size_t)n, "exit-oom=1\n");
     }
+    if (s->oom_kills >= 0) n += snprintf(text + n, sizeof text - (size_t)n, "oom-kills=%lld\n", s->oom_kills);
     if (s->error[0]) n += snprintf(text + n, sizeof text - (size_t)n, "error=%s\n", s->error);
     for (int i = 0; i < 5; i++)
         if (s->ns[i]) n += snprintf(text + n, sizeof text - (size_t)n, "ns-%s=%llu\n", ns_names[i], s->ns[i]);
@@ -175,9 +190,20 @@ static void describe_failure(char *out, size_t size, const struct shim_failure *
 
 struct pending_init {
     pid_t pid;
-    int go_fd;     // write a byte to let the child continue
+    bool in_cgroup;  // born there (CLONE_INTO_CGROUP)
+    int go_fd;     // the child reads "j" (it is in its cgroup), then "g" (go on)
     int error_fd;  // a struct shim_failure, or EOF once exec succeeded
 };
+
+/// One byte from the go pipe; exits when the shim is gone (EOF).
+static char wait_for(int go_fd) {
+    char byte;
+    ssize_t n;
+    do n = read(go_fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(1);
+    return byte;
+}
 
 __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd, int error_fd) {
     struct shim_failure failure;
@@ -186,11 +212,12 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
     // so there is no window where the child outlives it. getppid() cannot be used to
     // check — in a new pid namespace it is 0 whoever the parent is.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    char go;
-    ssize_t n;
-    do n = read(go_fd, &go, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1) _exit(1);
+    wait_for(go_fd);  // in the container's cgroup now
+    struct shim_filter filter;
+    struct shim_failure compile_failure;
+    bool compiled = seccomp_prepare(&s->spec.seccomp, &filter, &compile_failure) == 0;
+    wait_for(go_fd);
+    if (!compiled) failure_exit(error_fd, &compile_failure);
 
     sigset_t none;
     sigemptyset(&none);
@@ -198,14 +225,15 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
     signal(SIGPIPE, SIG_DFL);  // an ignored signal would stay ignored across exec
 
     if (rootfs_setup(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
+    if (limits_apply(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
+    if (identity_apply(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
     if (chdir(s->spec.workdir) < 0) {
-        failure_set(&failure, errno, "chdir", "the workdir must exist in the image", "workdir %s in %s",
-                    s->spec.workdir, s->spec.rootfs);
+        failure_set(&failure, errno, "chdir", "the workdir must exist in the image and be reachable by the user",
+                    "workdir %s in %s (uid %u)", s->spec.workdir, s->spec.rootfs, (unsigned)s->spec.uid);
         failure_exit(error_fd, &failure);
     }
     build_environment(&s->spec, NULL, 0);
     umask(022);
-    if (caps_apply(s->spec.caps, s->spec.capc, &failure) < 0) failure_exit(error_fd, &failure);
 
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(s->log_write, 1) < 0 || dup2(s->log_write, 2) < 0) {
@@ -218,6 +246,7 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
         failure_set(&failure, errno, "close_range", NULL, "descriptors of %s", s->spec.argv[0]);
         failure_exit(error_fd, &failure);
     }
+    if (seccomp_load_filter(&filter, &failure) < 0) failure_exit(error_fd, &failure);
     execvp(s->spec.argv[0], (char *const *)s->spec.argv);
     failure_set(&failure, errno, "exec", NULL, "%s in %s", s->spec.argv[0], s->spec.rootfs);
     failure_exit(error_fd, &failure);
@@ -235,11 +264,15 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
         close(go[1]);
         return -1;
     }
-    unsigned long flags = SIGCHLD | CLONE_NEWNS;
+    unsigned long flags = CLONE_NEWNS;
     if (s->spec.namespaces & SHIM_NS_PID) flags |= CLONE_NEWPID;
-    // Raw clone with a NULL stack behaves like fork(2) but takes namespace flags; the
-    // shim is single-threaded, so the child may use malloc and stdio freely.
-    pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
+    // On cgroup v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP): nothing
+    // to migrate. Otherwise a raw clone with a NULL stack, which behaves like fork(2) but
+    // takes namespace flags; the shim is single-threaded, so the child may use malloc and
+    // stdio freely.
+    bool born_inside = false;
+    pid_t pid = cgroup_clone_into(&s->spec, flags, &born_inside);
+    if (pid < 0 && !born_inside) pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
     if (pid < 0) {
         failure_set(failure, errno, "clone", NULL, "the init of %s", s->spec.rootfs);
         close(go[0]);
@@ -255,8 +288,27 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
     }
     close(go[0]);
     close(error[1]);
-    *out = (struct pending_init){.pid = pid, .go_fd = go[1], .error_fd = error[0]};
+    *out = (struct pending_init){.pid = pid, .go_fd = go[1], .error_fd = error[0], .in_cgroup = born_inside};
     return 0;
+}
+
+/// Moves the waiting child into the container's cgroup (unless it was born there) and
+/// lets it prepare; it runs nothing of its own before this "j". On failure the child is
+/// killed and reaped, and -1 returned with `failure` set.
+static int enter_cgroup(struct supervisor *s, struct pending_init *p, struct shim_failure *failure) {
+    int rc = p->in_cgroup ? 0 : cgroup_enter(&s->spec, p->pid, failure);
+    if (rc == 0 && write_all(p->go_fd, "j", 1) < 0) {
+        failure_set(failure, errno, "release", NULL, "container init %d", (int)p->pid);
+        rc = -1;
+    }
+    if (rc < 0) {
+        kill(p->pid, SIGKILL);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        close(p->go_fd);
+        close(p->error_fd);
+    }
+    return rc;
 }
 
 /// Lets the child go on and waits until it exec'd (0) or failed (-1, `failure` set).
@@ -281,6 +333,7 @@ static int release_init(struct pending_init *p, struct shim_failure *failure) {
 }
 
 static void mark_started(struct supervisor *s, pid_t pid) {
+    s->oom_at_start = s->oom_kills = cgroup_oom_kills(&s->spec);
     s->init_pid = pid;
     s->init_start = process_start_time(pid);
     s->started_at = wall_seconds();
@@ -336,6 +389,12 @@ static void handle_exit(struct supervisor *s, int status) {
     long long ran_ms = monotonic_ms() - s->started_mono_ms;
     s->init_pid = 0;
     s->init_start = 0;
+    // Nothing of this run may outlive it (a daemonized child, an exec'd process
+    // without a pid namespace): the next run, or the stop, starts from an empty cgroup.
+    cgroup_kill_all(&s->spec);
+    long long oom = cgroup_oom_kills(&s->spec);
+    s->exit_oom = oom > s->oom_at_start && s->oom_at_start >= 0;
+    s->oom_kills = oom;
     if (s->stopping) finish(s, "stopped");
 
     reload_live_settings(s);
@@ -357,7 +416,7 @@ static void start_again(struct supervisor *s) {
     struct shim_failure failure;
     s->restart_at_ms = 0;
     s->restarts++;
-    if (spawn_init(s, &pending, &failure) == 0) {
+    if (spawn_init(s, &pending, &failure) == 0 && enter_cgroup(s, &pending, &failure) == 0) {
         if (release_init(&pending, &failure) == 0) {
             mark_started(s, pending.pid);
             write_state(s);
@@ -371,7 +430,7 @@ static void start_again(struct supervisor *s) {
         handle_exit(s, status);
         return;
     }
-    // clone itself failed: count it as a failed run and back off.
+    // clone or joining the cgroup failed: count it as a failed run and back off.
     describe_failure(s->error, sizeof s->error, &failure);
     s->started_mono_ms = monotonic_ms();
     handle_exit(s, 127 << 8);
@@ -395,6 +454,13 @@ static bool catches_sigterm(pid_t pid) {
     return (mask >> (SIGTERM - 1)) & 1;
 }
 
+/// SIGKILL to the init (our unreaped child: its pid cannot be reused) and to everything
+/// else in the container's cgroup.
+static void kill_container(struct supervisor *s) {
+    kill(s->init_pid, SIGKILL);
+    cgroup_kill_all(&s->spec);
+}
+
 static void handle_stop(struct supervisor *s, long timeout_override_ms) {
     if (s->stopping) return;
     if (!s->init_pid) finish(s, "stopped");  // between restarts: nothing to signal
@@ -409,7 +475,7 @@ static void handle_stop(struct supervisor *s, long timeout_override_ms) {
         kill(s->init_pid, SIGTERM);
         s->kill_at_ms = monotonic_ms() + timeout;
     } else {
-        kill(s->init_pid, SIGKILL);
+        kill_container(s);
     }
 }
 
@@ -449,7 +515,7 @@ static void supervise_loop(struct supervisor *s) {
         }
         now = monotonic_ms();
         if (s->kill_at_ms && now >= s->kill_at_ms && s->init_pid) {
-            kill(s->init_pid, SIGKILL);
+            kill_container(s);
             s->kill_at_ms = 0;
         }
         if (s->restart_at_ms && now >= s->restart_at_ms) start_again(s);
@@ -483,6 +549,7 @@ int supervise_main(const char *dir) {
     s.dir = dir;
     s.sync_fd = SYNC_FD;
     s.state = "starting";
+    s.oom_kills = s.oom_at_start = -1;
     s.shim_pid = getpid();
     s.shim_start = process_start_time(s.shim_pid);
     struct shim_failure failure;
@@ -561,6 +628,8 @@ int supervise_main(const char *dir) {
     char message[128];
     snprintf(message, sizeof message, "pids %d %d", (int)s.shim_pid, (int)pending.pid);
     sync_send(&s, message);
+    // While the engine does its outside work (the veth into our netns).
+    if (enter_cgroup(&s, &pending, &failure) < 0) fail_start(&s, &failure);
     ssize_t n;
     do n = recv(s.sync_fd, message, sizeof message - 1, 0);
     while (n < 0 && errno == EINTR);

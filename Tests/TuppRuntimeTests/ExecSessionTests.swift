@@ -51,7 +51,7 @@ struct ExecSessionTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         try Probe.install("session", into: fixture.root)
-        _ = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        _ = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
 
         let plain = try Self.underPty(fixture.runtime.execCommand(directory: fixture.directory, command: ["session"]))
         let inside = Self.fields(plain.output)
@@ -71,7 +71,7 @@ struct ExecSessionTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         try Probe.install("session", into: fixture.root)
-        _ = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        _ = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
 
         let run = try Self.underPty(fixture.runtime.execCommand(directory: fixture.directory, command: ["session"], tty: true))
         let inside = Self.fields(run.output)

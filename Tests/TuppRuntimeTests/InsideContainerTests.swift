@@ -19,7 +19,7 @@ struct InsideContainerTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         let hostBefore = hostHostname()
-        _ = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        _ = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
 
         #expect(try fixture.exec(["hostname"]).output == fixture.name + "\n")
         #expect(hostHostname() == hostBefore)
@@ -50,7 +50,7 @@ struct InsideContainerTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        let observation = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
 
         for namespace in Namespace.allCases {
             let inside = try fixture.exec(["readlink", "/proc/1/ns/\(namespace.procName)"]).output
@@ -97,7 +97,7 @@ struct InsideContainerTests {
         try Files.createDirectory(writableDir)
         try Files.writeAtomically(readonlyDir + "/hello", text: "from the host\n")
         try Files.writeAtomically(hostFile, text: "a single file\n")
-        var config = fixture.config()
+        var config = try fixture.config()
         config.mounts += [.bind(readonlyDir, at: "/srv/data", readonly: true), .bind(writableDir, at: "/rw"),
                           .bind(hostFile, at: "/etc/injected", options: ["nosuid", "nodev"])]
         let hostPingRange = try Files.readText("/proc/sys/net/ipv4/ping_group_range")
@@ -132,7 +132,7 @@ struct InsideContainerTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        var config = fixture.config(namespaces: [.mount, .pid])
+        var config = try fixture.config(namespaces: [.mount, .pid])
         // As a manifest declares them: the defaults adjusted by add/drop.
         config.capabilities = Container(name: fixture.name, image: "box", command: config.command,
                                         capabilitiesAdd: ["NET_RAW", "sys_time"].compactMap(Capability.named),
@@ -166,7 +166,7 @@ struct InsideContainerTests {
         try Errno.check("rmdir", "proc") { rmdir(fixture.root + "/proc") }
         try Errno.check("symlink", "proc") { symlink("/etc", fixture.root + "/proc") }
         let procError = thrownError {
-            _ = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+            _ = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
         }
         // Fields, not `description`: TuppSystem's Errno.names traps on duplicate keys
         // (EWOULDBLOCK == EAGAIN) the first time an errno is rendered — reported to the lead.
@@ -179,7 +179,7 @@ struct InsideContainerTests {
         try Errno.check("unlink", "proc") { unlink(fixture.root + "/proc") }
         try Files.createDirectory(fixture.root + "/proc")
         try Errno.check("symlink", "data") { symlink("../../../../../etc", fixture.root + "/data") }
-        var config = fixture.config()
+        var config = try fixture.config()
         config.mounts.append(.tmpfs(at: "/data"))
         let dataError = thrownError { _ = try fixture.runtime.start(config, directory: fixture.directory) }
         #expect(dataError?.operation == "mount")
@@ -197,14 +197,14 @@ struct InsideContainerTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        var config = fixture.config()
+        var config = try fixture.config()
         config.workdir = "/does/not/exist"
         let workdirError = thrownError { _ = try fixture.runtime.start(config, directory: fixture.directory) }
-        #expect(workdirError.map { [$0.operation, $0.object, $0.detail] } == ["chdir", "workdir /does/not/exist in \(fixture.root)", "the workdir must exist in the image"])
+        #expect(workdirError.map { [$0.operation, $0.object, $0.detail] } == ["chdir", "workdir /does/not/exist in \(fixture.root) (uid 0)", "the workdir must exist in the image and be reachable by the user"])
         #expect(workdirError?.code == ENOENT)
 
         let missing = thrownError {
-            _ = try fixture.runtime.start(fixture.config(["/bin/nope"]), directory: fixture.directory)
+            _ = try fixture.runtime.start(try fixture.config(["/bin/nope"]), directory: fixture.directory)
         }
         #expect(missing.map { [$0.operation, $0.object] } == ["exec", "/bin/nope in \(fixture.root)"])
         #expect(missing?.code == ENOENT && missing?.detail == nil)
@@ -220,7 +220,7 @@ struct InsideContainerTests {
         struct Refused: Error {}
         var seen: StartingContainer?
         #expect(throws: Refused.self) {
-            try fixture.runtime.start(fixture.config(["sh", "-c", "echo ran"]), directory: fixture.directory) { starting in
+            try fixture.runtime.start(try fixture.config(["sh", "-c", "echo ran"]), directory: fixture.directory) { starting in
                 seen = starting
                 // The init exists but still waits: it is the shim binary, not the command.
                 let exe = Paths.canonical("/proc/\(starting.initPID)/exe")

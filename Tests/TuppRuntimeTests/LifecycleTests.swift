@@ -13,7 +13,7 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        let observation = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
         #expect(observation.state == .running)
         #expect(isProcessAlive(observation.initPID))
 
@@ -48,7 +48,7 @@ struct LifecycleTests {
         try #require(fd >= 0)
         defer { close(fd) }
 
-        let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        let observation = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
         for (role, pid) in [("supervisor", observation.shimPID), ("command", observation.initPID)] {
             let open = try Files.list("/proc/\(pid)/fd").map { descriptor in
                 var target = [CChar](repeating: 0, count: 4096)
@@ -63,7 +63,7 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        let first = try fixture.runtime.start(fixture.config(restart: .always), directory: fixture.directory)
+        let first = try fixture.runtime.start(try fixture.config(restart: .always), directory: fixture.directory)
         // Namespace inode numbers are recycled once a namespace is freed: hold the first
         // run's pid and mount namespaces open so "new" really means new.
         let heldNamespaces = try [Namespace.pid, .mount].map {
@@ -84,6 +84,7 @@ struct LifecycleTests {
         for namespace in [Namespace.net, .uts, .ipc] { #expect(second.namespaces[namespace] == first.namespaces[namespace]) }
         for namespace in [Namespace.pid, .mount] { #expect(second.namespaces[namespace] != first.namespaces[namespace]) }
 
+        try #require(second.initPID > 0)  // kill(0) would hit the test's own process group
         kill(second.initPID, SIGKILL)
         #expect(waitUntil { fixture.runtime.observe(directory: fixture.directory).restarts == 2 &&
             fixture.runtime.observe(directory: fixture.directory).isRunning })
@@ -103,7 +104,7 @@ struct LifecycleTests {
         // Exits 3 once a flag file exists in /tmp... which is a fresh tmpfs per run, so
         // use the exit code of the first run: it fails, is restarted, and the second run
         // succeeds because the policy was changed to "no" meanwhile.
-        var config = fixture.config(["sh", "-c", "sleep 0.5; exit 3"], restart: .onFailure)
+        var config = try fixture.config(["sh", "-c", "sleep 0.5; exit 3"], restart: .onFailure)
         _ = try fixture.runtime.start(config, directory: fixture.directory)
         #expect(waitUntil { fixture.runtime.observe(directory: fixture.directory).restarts >= 1 })
         config.restart = .no
@@ -115,7 +116,7 @@ struct LifecycleTests {
 
         let success = try ContainerFixture()
         defer { success.cleanup() }
-        _ = try success.runtime.start(success.config(["true"], restart: .onFailure), directory: success.directory)
+        _ = try success.runtime.start(try success.config(["true"], restart: .onFailure), directory: success.directory)
         #expect(waitUntil { success.runtime.observe(directory: success.directory).state == .exited })
         #expect(success.runtime.observe(directory: success.directory).lastExit?.status == .code(0))
         #expect(success.runtime.observe(directory: success.directory).restarts == 0)
@@ -126,7 +127,7 @@ struct LifecycleTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         let hostBefore = hostHostname()
-        let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        let observation = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
         // Witness: nsenter into the UTS namespace the supervisor holds.
         func live() throws -> String {
             try Spawn.run(["nsenter", "-t", String(observation.shimPID), "-u", "hostname"]).stdout
@@ -144,7 +145,7 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        var config = fixture.config()
+        var config = try fixture.config()
         config.env = ["FROM_SPEC": "spec", "FOO": "spec-foo"]
         _ = try fixture.runtime.start(config, directory: fixture.directory)
 
@@ -167,7 +168,7 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        _ = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        _ = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
 
         // Our own pty plays the user's terminal, 40 rows × 101 columns.
         // posix_openpt & co. are hidden from Swift's Glibc module; the ioctls are what they
@@ -219,7 +220,7 @@ struct LifecycleTests {
         let pidsBefore = try hostPIDs()
 
         // An init that catches SIGTERM and keeps running: SIGKILL after stopTimeout.
-        let stubborn = fixture.config(["sh", "-c", "trap 'echo got TERM' TERM; while :; do sleep 0.2; done"], stopTimeout: 1.5)
+        let stubborn = try fixture.config(["sh", "-c", "trap 'echo got TERM' TERM; while :; do sleep 0.2; done"], stopTimeout: 1.5)
         let observation = try fixture.runtime.start(stubborn, directory: fixture.directory)
         #expect(try fixture.hostMountsOfThisTest().isEmpty, "the container's mounts live in its own namespace")
         #expect(waitUntil { catchesSIGTERM(observation.initPID) }, "the trap is installed")
@@ -232,7 +233,7 @@ struct LifecycleTests {
         #expect(fixture.runtime.observe(directory: fixture.directory).lastExit?.status == .signal(SIGKILL))
 
         // PID 1 without a SIGTERM handler would ignore it: killed at once, not after 10 s.
-        let plain = try fixture.runtime.start(fixture.config(stopTimeout: 10), directory: fixture.directory)
+        let plain = try fixture.runtime.start(try fixture.config(stopTimeout: 10), directory: fixture.directory)
         #expect(!catchesSIGTERM(plain.initPID))
         started = Monotonic.nanoseconds()
         try fixture.runtime.stop(directory: fixture.directory)
@@ -253,7 +254,7 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        let observation = try fixture.runtime.start(fixture.config(restart: .always), directory: fixture.directory)
+        let observation = try fixture.runtime.start(try fixture.config(restart: .always), directory: fixture.directory)
         #expect(thrownError { try fixture.runtime.remove(directory: fixture.directory) } != nil)
 
         kill(observation.shimPID, SIGKILL)
@@ -268,7 +269,7 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        let config = fixture.config(["sh", "-c", "for i in $(seq 1 400); do echo \"line $i of the container output\"; done; echo done >&2"],
+        let config = try fixture.config(["sh", "-c", "for i in $(seq 1 400); do echo \"line $i of the container output\"; done; echo done >&2"],
                                     logLimitBytes: 4096)
         _ = try fixture.runtime.start(config, directory: fixture.directory)
         #expect(waitUntil { fixture.runtime.observe(directory: fixture.directory).state == .exited })
@@ -287,7 +288,7 @@ struct LifecycleTests {
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
         // ~9 KB written over a second or more with a 4 KiB limit: at least two rotations while following.
-        let config = fixture.config(["sh", "-c", "for i in $(seq 1 220); do echo \"line $i, padded to forty bytes.....\"; sleep 0.005; done"],
+        let config = try fixture.config(["sh", "-c", "for i in $(seq 1 220); do echo \"line $i, padded to forty bytes.....\"; sleep 0.005; done"],
                                     logLimitBytes: 4096)
         _ = try fixture.runtime.start(config, directory: fixture.directory)
         let followed = try fixture.followLog()
@@ -303,7 +304,12 @@ struct LifecycleTests {
         guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
         let fixture = try ContainerFixture()
         defer { fixture.cleanup() }
-        let observation = try fixture.runtime.start(fixture.config(), directory: fixture.directory)
+        // Without a cgroup: with one, stop kills whatever is in the container's cgroup —
+        // processes that are the container's by the kernel's account, whatever the record
+        // says — and there would be no recycled pid to protect.
+        var config = try fixture.config()
+        config.cgroup = nil
+        let observation = try fixture.runtime.start(config, directory: fixture.directory)
         let statePath = fixture.directory + "/state"
         let genuine = try #require(try Files.readText(statePath))
         // The record now names the same pids with other start times: as if both had

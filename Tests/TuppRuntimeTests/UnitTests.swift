@@ -29,7 +29,7 @@ struct UnitTests {
         var config = ContainerConfig(name: "web", rootfs: "/pool/containers/web", command: ["sh", "-c", "echo a b"],
                                      env: ["B": "2", "A": "x=y"], restart: .onFailure, stopTimeout: 1.5)
         config.mounts = [.bind("/srv/data", at: "/data", readonly: true), .tmpfs(at: "/tmp", options: ["size=64m", "noexec"])]
-        let pairs = SpecFile.decode(SpecFile.encode(config))
+        let pairs = SpecFile.decode(SpecFile.encode(config, .plain()))
         #expect(pairs.first! == ("version", "1"))
         func values(_ key: String) -> [String] { pairs.filter { $0.key == key }.map(\.value) }
         #expect(values("hostname") == ["web"])

@@ -8,5 +8,6 @@
 #include "tupp_storage.h"
 #include "tupp_net.h"
 #include "tupp_runtime.h"
+#include "tupp_cgroup.h"
 
 #endif
