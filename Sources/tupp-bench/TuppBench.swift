@@ -9,5 +9,5 @@ struct TuppBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tupp-bench",
         abstract: "tupp library benchmarks, side by side with the reference tools (run by bench/run).",
-        subcommands: [StartTrue.self, SnapshotBench.self, NetworkBench.self, ImportBench.self, PortsBench.self, VolumeBench.self])
+        subcommands: [StartTrue.self, SnapshotBench.self, NetworkBench.self, ImportBench.self, PortsBench.self, VolumeBench.self, PullBench.self])
 }
