@@ -1,5 +1,6 @@
-import FoundationEssentials
 import Glibc
+import TuppBase
+import TuppFacts
 import TuppRegistry
 import TuppSystem
 
@@ -10,7 +11,7 @@ import TuppSystem
 /// into place. Keyed by the UUID, it can never describe another subvolume: an image
 /// replaced by any other import simply has none, and a crash at any point leaves no
 /// metadata that lies.
-public struct ImageMetadata: Sendable, Equatable, Codable {
+public struct ImageMetadata: Sendable, Equatable {
     /// The UUID of the image subvolume this describes.
     public var subvolumeUUID: String
     /// The source's identity: the registry's manifest (or index) digest, or the OCI
@@ -24,6 +25,33 @@ public struct ImageMetadata: Sendable, Equatable, Codable {
     public var layers: [String]
     /// For registry images, the reference pulled ("host/repo:tag").
     public var reference: String?
+
+    var json: JSON.Node {
+        .object([
+            ("config", config.json), ("digest", .string(digest)), ("layers", .array(layers.map { .string($0) })),
+            ("manifestDigest", .string(manifestDigest)), ("platform", platform.json),
+        ] + (reference.map { [("reference", .string($0))] } ?? []) + [("subvolumeUUID", .string(subvolumeUUID))])
+    }
+
+    init(subvolumeUUID: String, digest: String, manifestDigest: String, platform: Platform, config: ImageConfig,
+         layers: [String], reference: String?) {
+        self.subvolumeUUID = subvolumeUUID
+        self.digest = digest
+        self.manifestDigest = manifestDigest
+        self.platform = platform
+        self.config = config
+        self.layers = layers
+        self.reference = reference
+    }
+
+    init(_ object: JSONObject) throws(SystemError) {
+        guard let platform = try object.object("platform"), let config = try object.object("config") else {
+            throw SystemError.failure("read image metadata", object.what, "platform or config missing")
+        }
+        self.init(subvolumeUUID: try object.requiredString("subvolumeUUID"), digest: try object.requiredString("digest"),
+                  manifestDigest: try object.requiredString("manifestDigest"), platform: try Platform(platform),
+                  config: try ImageConfig(config), layers: try object.strings("layers") ?? [], reference: try object.string("reference"))
+    }
 }
 
 extension ImageStore {
@@ -36,7 +64,7 @@ extension ImageStore {
         guard let image = try subvolume("images/\(name)") else { return nil }
         let path = "\(poolRoot)/images/\(Self.metadataDirectory)/\(image.uuid).json"
         guard let bytes = try Files.read(path, limit: 16 << 20) else { return nil }
-        guard let metadata = try? JSONDecoder().decode(ImageMetadata.self, from: Data(bytes)),
+        guard let object = try? JSONObject.parse(bytes, what: path), let metadata = try? ImageMetadata(object),
               metadata.subvolumeUUID == image.uuid else {
             throw SystemError.failure("read image metadata", path, "not valid image metadata; delete the file and import the image again")
         }
@@ -47,9 +75,7 @@ extension ImageStore {
     func writeMetadata(_ metadata: ImageMetadata) throws {
         let directory = "\(poolRoot)/images/\(Self.metadataDirectory)"
         if mkdir(directory, 0o700) != 0 && errno != EEXIST { throw SystemError("create directory", directory) }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        try Files.writeAtomically("\(directory)/\(metadata.subvolumeUUID).json", Array(try encoder.encode(metadata)), mode: 0o600)
+        try Files.writeAtomically("\(directory)/\(metadata.subvolumeUUID).json", text: metadata.json.serialized() + "\n", mode: 0o600)
     }
 
     /// Deletes metadata files whose subvolume is gone.

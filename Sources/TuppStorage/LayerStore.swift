@@ -1,5 +1,7 @@
 import CTuppSys
 import Glibc
+import TuppBase
+import TuppFacts
 import TuppRegistry
 import TuppSystem
 
@@ -37,7 +39,7 @@ public struct LayerStore: Sendable {
     /// Every layer, with the images using it. One pass over the pool's subvolumes.
     public func layers() throws -> [LayerInfo] {
         let contents = try ImageStore(poolRoot: poolRoot).contents()
-        return Self.describe(layers: contents.layers, images: contents.images)
+        return Self.describe(layers: Self.classify(contents.layerArea).layers, images: contents.images)
     }
 
     /// Layers no image uses: what `deleteUnused` removes.
@@ -63,7 +65,8 @@ public struct LayerStore: Sendable {
             throw SystemError.failure("delete layer", chainID, "not a sha256 chain ID")
         }
         let contents = try ImageStore(poolRoot: poolRoot).contents()
-        guard let layer = Self.describe(layers: contents.layers, images: contents.images).first(where: { $0.chainID == chainID }) else {
+        guard let layer = Self.describe(layers: Self.classify(contents.layerArea).layers, images: contents.images)
+            .first(where: { $0.chainID == chainID }) else {
             return
         }
         guard layer.images.isEmpty else {
@@ -82,12 +85,13 @@ public struct LayerStore: Sendable {
         let contents = try ImageStore(poolRoot: poolRoot).contents()
         var deleted: [String] = []
         let layersDirectory = try openLayersDirectory()
-        for layer in Self.describe(layers: contents.layers, images: contents.images) where layer.images.isEmpty {
+        let area = Self.classify(contents.layerArea)
+        for layer in Self.describe(layers: area.layers, images: contents.images) where layer.images.isEmpty {
             let name = Paths.basename(layer.subvolume.path)
             try Btrfs.deleteSubvolume(in: layersDirectory, named: name, describedAs: "\(poolRoot)/\(layer.subvolume.path)")
             deleted.append(layer.chainID)
         }
-        try removeLeftovers(contents)
+        try removeLeftovers(area.leftovers)
         try Files.removeTree("\(poolRoot)/\(Self.directory)/\(Self.downloads)")
         ImageStore(poolRoot: poolRoot).pruneMetadata(keeping: contents)
         return deleted
@@ -95,16 +99,34 @@ public struct LayerStore: Sendable {
 
     /// Deletes temporary subvolumes of layer imports that were interrupted (a crash or
     /// a kill): nothing refers to them, and they never have a layer's final name.
-    func removeLeftovers(_ contents: PoolContents) throws {
-        guard !contents.layerLeftovers.isEmpty else { return }
+    func removeLeftovers(_ leftovers: [SubvolumeInfo]) throws {
+        guard !leftovers.isEmpty else { return }
         let layersDirectory = try openLayersDirectory()
-        for leftover in contents.layerLeftovers {
+        for leftover in leftovers {
             try Btrfs.deleteSubvolume(in: layersDirectory, named: Paths.basename(leftover.path),
                                       describedAs: "\(poolRoot)/\(leftover.path)")
         }
     }
 
     // MARK: - Pure
+
+    /// The subvolumes below layers/: layers by the hex of their chain ID, and temporary
+    /// subvolumes of interrupted layer imports. Anything else there is not tupp's.
+    public static func classify(_ area: [SubvolumeInfo]) -> (layers: [String: SubvolumeInfo], leftovers: [SubvolumeInfo]) {
+        var layers: [String: SubvolumeInfo] = [:]
+        var leftovers: [SubvolumeInfo] = []
+        for subvolume in area {
+            let parts = subvolume.path.split(separator: "/")
+            guard parts.count == 2, parts[0] == Substring(directory) else { continue }
+            let name = String(parts[1])
+            if name.hasPrefix(ImageStore.leftoverPrefix) {
+                leftovers.append(subvolume)
+            } else if ImageReference.isDigest("sha256:\(name)") {
+                layers[name] = subvolume
+            }
+        }
+        return (layers, leftovers)
+    }
 
     /// "layers/<hex>" for "sha256:<hex>".
     static func relativePath(_ chainID: String) -> String { "\(directory)/\(Digest.encoded(chainID))" }

@@ -1,6 +1,8 @@
 import CBtrfsUtil
 import Glibc
 import Synchronization
+import TuppBase
+import TuppFacts
 import TuppRegistry
 import TuppSystem
 
@@ -26,6 +28,12 @@ public struct LayerProgress: Sendable, Equatable {
     public var bytesPerSecond: Double
 }
 
+/// Where an image built from layers comes from.
+enum LayeredSource {
+    case layout(path: String, tag: String?)
+    case registry(RegistrySource)
+}
+
 /// An image resolved to its layers, before anything is fetched.
 struct LayeredImage {
     var identity: String
@@ -49,9 +57,9 @@ extension ImageStore {
     /// The manifest, config and layer list of an OCI or registry source. For a
     /// registry: the manifest by tag or digest, an index narrowed to the platform, and
     /// the config blob — a few small requests, no layer yet.
-    func resolveLayered(_ source: ImageSource) throws -> LayeredImage {
+    func resolveLayered(_ source: LayeredSource) throws -> LayeredImage {
         switch source {
-        case .oci(let layout, let tag):
+        case .layout(let layout, let tag):
             let oci = OCILayout(path: layout)
             let (digest, manifest) = try oci.resolve(tag: tag)
             let config = try oci.config(of: manifest)
@@ -89,8 +97,6 @@ extension ImageStore {
             return LayeredImage(identity: top.digest, manifestDigest: manifestDigest, platform: config.platform, config: config,
                                 layers: manifest.layers, reference: registry.reference.description,
                                 name: registry.reference.description, origin: .registry(client))
-        default:
-            throw SystemError.failure("import image", "\(source)", "not a layered source")
         }
     }
 
@@ -98,7 +104,7 @@ extension ImageStore {
     /// store only the layers it lacks (fetching them first for a registry, on a few
     /// threads while earlier layers unpack), then makes the image a read-only snapshot
     /// of the top layer, renamed into place with its metadata.
-    func importLayered(name: String, from source: ImageSource, progress: ((ImportProgress) -> Void)?,
+    func importLayered(name: String, from source: LayeredSource, progress: ((ImportProgress) -> Void)?,
                        layerProgress: (@Sendable (LayerProgress) -> Void)?) throws -> ImportedImage {
         let image = try resolveLayered(source)
         let what = image.name
@@ -114,7 +120,7 @@ extension ImageStore {
         }
         let store = LayerStore(poolRoot: poolRoot)
         let chain = Digest.chainIDs(image.config.diffIDs)
-        let present = Set(try contents().layers.keys)
+        let present = Set(LayerStore.classify(try contents().layerArea).layers.keys)
         let missing = layers.indices.filter { !present.contains(Digest.encoded(chain[$0])) }
         let meter = ProgressMeter(totalBytes: missing.reduce(0) { $0 + UInt64(max(0, layers[$1].size)) }, callback: progress)
         let reportLock = Mutex(())

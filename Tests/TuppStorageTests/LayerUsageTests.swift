@@ -1,4 +1,5 @@
 import Testing
+import TuppFacts
 @testable import TuppStorage
 
 /// Which images use which layer, judged from the UUID links btrfs keeps (pure).
