@@ -1,4 +1,4 @@
-import FoundationEssentials
+import TuppBase
 import Glibc
 import Testing
 import TuppRegistry
@@ -125,9 +125,9 @@ final class TestRegistry: @unchecked Sendable {
         try ImageReference.parse("\(host)/\(repositoryAndTag)")
     }
 
-    func source(_ repositoryAndTag: String, platform: Platform? = nil, useCA: Bool = true) throws -> ImageSource {
-        .registry(RegistrySource(reference: try reference(repositoryAndTag), platform: platform,
-                                 security: TransportSecurity(allowPlainHTTP: !tls, caFile: tls && useCA ? caFile : nil)))
+    func source(_ repositoryAndTag: String, platform: Platform? = nil, useCA: Bool = true) throws -> RegistrySource {
+        RegistrySource(reference: try reference(repositoryAndTag), platform: platform,
+                       security: TransportSecurity(allowPlainHTTP: !tls, caFile: tls && useCA ? caFile : nil))
     }
 
     /// skopeo's flags for talking to this registry as the pushing user.
@@ -150,21 +150,21 @@ final class TestRegistry: @unchecked Sendable {
     }
 
     /// The registry's request log: one entry per completed request.
-    struct Request: Decodable {
+    struct Request {
         var method: String
         var uri: String
         var status: Int
         var written: Int?
-        enum CodingKeys: String, CodingKey {
-            case method = "http.request.method", uri = "http.request.uri", status = "http.response.status", written = "http.response.written"
-        }
     }
 
     func requests() throws -> [Request] {
         let text = try Files.readText(logFile) ?? ""
         return text.split(separator: "\n").compactMap { line in
-            guard line.contains("\"response completed\"") else { return nil }
-            return try? JSONDecoder().decode(Request.self, from: Data(line.utf8))
+            guard line.contains("\"response completed\""), let entry = try? JSONObject.parse(Array(line.utf8), what: "log"),
+                  let method = try? entry.string("http.request.method"), let uri = try? entry.string("http.request.uri"),
+                  let status = try? entry.int("http.response.status") else { return nil }
+            let written: Int64? = try? entry.int("http.response.written")
+            return Request(method: method, uri: uri, status: Int(status), written: written.map { Int($0) })
         }
     }
 

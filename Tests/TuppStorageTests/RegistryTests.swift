@@ -1,4 +1,5 @@
-import FoundationEssentials
+import TuppBase
+import TuppFacts
 import Glibc
 import Synchronization
 import Testing
@@ -20,7 +21,7 @@ struct RegistryTests {
             let layout = try buildRegistryImages(in: work)
             try registry.push("\(layout):app", as: "team/app:1.0")
             let store = pool.store
-            let image = try await store.importImage(name: "app", from: try registry.source("team/app:1.0"))
+            let image = try await store.pullImage(name: "app", from: try registry.source("team/app:1.0"))
             let expected = try TreeSnapshot(try registry.referenceRootfs("team/app:1.0", into: work), withMtimes: true)
             let actual = try TreeSnapshot("\(pool.root)/images/app", withMtimes: true)
             #expect(actual.differences(from: expected) == [])
@@ -35,7 +36,7 @@ struct RegistryTests {
             let manifestFile = "\(work)/manifest.json"
             try Files.writeAtomically(manifestFile, text: raw)
             #expect(image.digest == "sha256:" + (try sha256sum(manifestFile)))
-            #expect(try store.identify(try registry.source("team/app:1.0"), cacheDirectory: "\(work)/cache") == image.digest)
+            #expect(try store.resolve(try registry.source("team/app:1.0")) == image.digest)
 
             let config = try #require(try store.metadata(of: "app")?.config)
             #expect(config.entrypoint == ["/bin/sh"] && config.cmd == ["-c", "echo hi"])
@@ -59,7 +60,7 @@ struct RegistryTests {
             try registry.push("\(layout):app-zstd", as: "team/app:zstd", extra: ["--preserve-digests"])
             let zstdManifest = try command(skopeo(["inspect", "--raw", "--tls-verify=false", "docker://\(registry.host)/team/app:zstd"])).stdout
             #expect(zstdManifest.contains("tar+zstd"))
-            let zstd = try await store.importImage(name: "zstd", from: try registry.source("team/app:zstd"))
+            let zstd = try await store.pullImage(name: "zstd", from: try registry.source("team/app:zstd"))
             #expect(zstd.reusedLayers == 0 && zstd.layers == image.layers)
             #expect(try TreeSnapshot("\(pool.root)/images/zstd", withMtimes: true).differences(from: expected) == [])
         }
@@ -76,11 +77,11 @@ struct RegistryTests {
             let store = pool.store
             let layers = LayerStore(poolRoot: pool.root)
             let progress = Mutex<[LayerProgress]>([])
-            let app = try await store.importImage(name: "app", from: try registry.source("shared/app:1"))
+            let app = try await store.pullImage(name: "app", from: try registry.source("shared/app:1"))
             let appGETs = try registry.blobGETs("shared/app")
             #expect(Set(appGETs).count == 4, "config + 3 layers: \(appGETs)")
 
-            let other = try await store.importImage(name: "other", from: try registry.source("shared/other:1"),
+            let other = try await store.pullImage(name: "other", from: try registry.source("shared/other:1"),
                                                     layerProgress: { update in progress.withLock { $0.append(update) } })
             let otherGETs = try registry.blobGETs("shared/other")
             #expect(otherGETs.count == 2, "config + its own layer only: \(otherGETs)")
@@ -102,7 +103,7 @@ struct RegistryTests {
             #expect(listed.first { $0.chainID == other.layers[1] }?.parentChainID == app.layers[0])
 
             // Pulling again fetches no blob at all.
-            let again = try await store.importImage(name: "other", from: try registry.source("shared/other:1"))
+            let again = try await store.pullImage(name: "other", from: try registry.source("shared/other:1"))
             #expect(again.reusedLayers == 2 && again.downloadedBytes == 0)
             #expect(try registry.blobGETs("shared/other").count == 3, "only the config again")
 
@@ -130,16 +131,16 @@ struct RegistryTests {
             try registry.push("\(layout):foreign-only", as: "multi/foreign:1")
             try registry.push("\(layout):big", as: "multi/single:1")
             let store = pool.store
-            _ = try await store.importImage(name: "native", from: try registry.source("multi/app:1"))
+            _ = try await store.pullImage(name: "native", from: try registry.source("multi/app:1"))
             #expect(fileText("\(pool.root)/images/native/newfile") == "new\n")
-            let picked = try await store.importImage(name: "picked", from: try registry.source("multi/app:1", platform: try Platform.parse("linux/\(foreign)")))
+            let picked = try await store.pullImage(name: "picked", from: try registry.source("multi/app:1", platform: try Platform.parse("linux/\(foreign)")))
             #expect(fileText("\(pool.root)/images/picked/other") == "other\n")
             #expect(try store.metadata(of: "picked")?.platform.architecture == foreign)
             #expect(try store.metadata(of: "picked")?.digest == picked.digest)
 
             for name in ["multi/foreign:1", "multi/single:1"] {
                 do {
-                    _ = try await store.importImage(name: "wrong", from: try registry.source(name))
+                    _ = try await store.pullImage(name: "wrong", from: try registry.source(name))
                     Issue.record("\(name): pulled an image for another platform")
                 } catch let error as SystemError {
                     #expect(error.object == "\(registry.host)/\(name)", "\(render(error))")
@@ -166,7 +167,7 @@ struct RegistryTests {
             bytes[bytes.count / 2] ^= 0xff
             try Files.writeAtomically(registry.blobData(tampered), bytes, mode: 0o644)
             do {
-                _ = try await store.importImage(name: "tampered", from: try registry.source("bad/tampered:1"))
+                _ = try await store.pullImage(name: "tampered", from: try registry.source("bad/tampered:1"))
                 Issue.record("a tampered blob was imported")
             } catch let error as SystemError {
                 #expect(error.object == "\(registry.host)/bad/tampered:1", "\(render(error))")
@@ -175,7 +176,7 @@ struct RegistryTests {
             }
             #expect(try store.contents().images["tampered"] == nil)
             #expect(try layers.layers().map(\.images).allSatisfy(\.isEmpty), "only complete layers below the bad one")
-            #expect(try store.contents().layerLeftovers.isEmpty)
+            #expect(try LayerStore.classify(store.contents().layerArea).leftovers.isEmpty)
             #expect(try Files.list("\(pool.root)/layers/.downloads").isEmpty, "the bad bytes were deleted")
 
             // Truncated: the registry serves fewer bytes than the manifest says.
@@ -183,25 +184,25 @@ struct RegistryTests {
             let data = try #require(try Files.read(registry.blobData(truncated)))
             try Files.writeAtomically(registry.blobData(truncated), data.prefix(data.count / 2), mode: 0o644)
             do {
-                _ = try await store.importImage(name: "truncated", from: try registry.source("bad/truncated:1"))
+                _ = try await store.pullImage(name: "truncated", from: try registry.source("bad/truncated:1"))
                 Issue.record("a truncated blob was imported")
             } catch let error as SystemError {
                 #expect(error.object == "\(registry.host)/bad/truncated:1", "\(render(error))")
                 #expect(error.operation.contains(truncated) || error.detail?.contains(truncated) == true, "\(render(error))")
             }
-            #expect(try store.contents().images["truncated"] == nil && store.contents().layerLeftovers.isEmpty)
+            #expect(try store.contents().images["truncated"] == nil && LayerStore.classify(store.contents().layerArea).leftovers.isEmpty)
 
             // Unknown tag and unknown repository.
             for name in ["bad/tampered:nope", "bad/nothing:1"] {
                 do {
-                    _ = try await store.importImage(name: "unknown", from: try registry.source(name))
+                    _ = try await store.pullImage(name: "unknown", from: try registry.source(name))
                     Issue.record("\(name) was imported")
                 } catch let error as SystemError {
                     #expect(error.object == "\(registry.host)/\(name)", "\(render(error))")
                     #expect(error.detail?.contains("not found (404)") == true, "\(render(error))")
                 }
                 do {
-                    _ = try store.identify(try registry.source(name), cacheDirectory: "\(pool.directory.path)/cache")
+                    _ = try store.resolve(try registry.source(name))
                     Issue.record("\(name) resolved")
                 } catch let error as SystemError {
                     #expect(error.object == "\(registry.host)/\(name)" && error.detail?.contains("404") == true, "\(render(error))")
@@ -221,7 +222,7 @@ struct RegistryTests {
             let killedAt = Mutex<UInt64?>(nil)
             var store = pool.store
             store.retry = RetryPolicy(attempts: 8, initialDelay: 0.2, maximumDelay: 1)
-            let image = try await store.importImage(name: "big", from: try registry.source("flaky/big:1"), layerProgress: { update in
+            let image = try await store.pullImage(name: "big", from: try registry.source("flaky/big:1"), layerProgress: { update in
                 guard update.digest == big, update.phase == .downloading, update.bytes > 0, update.bytes < update.total else { return }
                 let first = killedAt.withLock { value -> Bool in
                     if value != nil { return false }
@@ -248,15 +249,14 @@ struct RegistryTests {
             let layout = try buildRegistryImages(in: pool.directory.path)
             try registry.push("\(layout):base", as: "plan/base:1")
             let store = pool.store
-            let cache = "\(pool.directory.path)/cache"
             let before = try registry.requests().count
-            let digest = try store.identify(try registry.source("plan/base:1"), cacheDirectory: cache)
+            let digest = try store.resolve(try registry.source("plan/base:1"))
             let afterTag = try registry.requests()
             #expect(afterTag.dropFirst(before).filter { $0.uri.contains("/manifests/") }.map(\.method) == ["HEAD"])
             let pinned = try registry.source("plan/base@\(digest)")
-            #expect(try store.identify(pinned, cacheDirectory: cache) == digest)
+            #expect(try store.resolve(pinned) == digest)
             #expect(try registry.requests().count == afterTag.count, "no request for a pinned reference")
-            let image = try await store.importImage(name: "pinned", from: pinned)
+            let image = try await store.pullImage(name: "pinned", from: pinned)
             #expect(image.digest == digest)
         }
     }
@@ -268,18 +268,17 @@ struct RegistryTests {
             try registry.push("\(layout):base", as: "tls/base:1")
             let store = pool.store
             do {
-                _ = try await store.importImage(name: "untrusted", from: try registry.source("tls/base:1", useCA: false))
+                _ = try await store.pullImage(name: "untrusted", from: try registry.source("tls/base:1", useCA: false))
                 Issue.record("a registry with an unknown CA was trusted")
             } catch let error as SystemError {
                 #expect(error.object == "\(registry.host)/tls/base:1", "\(render(error))")
                 #expect(error.detail?.lowercased().contains("certificate") == true, "\(render(error))")
             }
-            _ = try await store.importImage(name: "trusted", from: try registry.source("tls/base:1"))
+            _ = try await store.pullImage(name: "trusted", from: try registry.source("tls/base:1"))
             #expect(fileText("\(pool.root)/images/trusted/etc/motd") == "base\n")
             // Plain HTTP to a TLS port is not silently upgraded or accepted.
-            let plain = ImageSource.registry(RegistrySource(reference: try registry.reference("tls/base:1"),
-                                                            security: TransportSecurity(allowPlainHTTP: true)))
-            #expect(throws: SystemError.self) { try store.identify(plain, cacheDirectory: "\(pool.directory.path)/cache") }
+            let plain = RegistrySource(reference: try registry.reference("tls/base:1"), security: TransportSecurity(allowPlainHTTP: true))
+            #expect(throws: SystemError.self) { try store.resolve(plain) }
         }
     }
 
@@ -294,7 +293,7 @@ struct RegistryTests {
             try registry.push("\(layout):base", as: "private/base:1")
             let good = "\(work)/auth-good.json", bad = "\(work)/auth-bad.json"
             func authFile(_ password: String) -> String {
-                let encoded = Data("\(TestRegistry.user):\(password)".utf8).base64EncodedString()
+                let encoded = Base64.encode(Array("\(TestRegistry.user):\(password)".utf8))
                 return #"{"auths": {"\#(registry.host)": {"auth": "\#(encoded)"}}}"#
             }
             try Files.writeAtomically(good, text: authFile(TestRegistry.password))
@@ -304,7 +303,7 @@ struct RegistryTests {
             for (files, label) in [([String](), "no credentials"), ([bad], "wrong password")] {
                 let store = ImageStore(poolRoot: pool.root, credentials: CredentialStore(files: files))
                 do {
-                    _ = try await store.importImage(name: "denied", from: try registry.source("private/base:1"))
+                    _ = try await store.pullImage(name: "denied", from: try registry.source("private/base:1"))
                     Issue.record("\(label): pulled a private image")
                 } catch let error as SystemError {
                     messages.append(error.description)
@@ -315,9 +314,9 @@ struct RegistryTests {
                 }
             }
             let store = ImageStore(poolRoot: pool.root, credentials: CredentialStore(files: ["\(work)/missing.json", good]))
-            let image = try await store.importImage(name: "private", from: try registry.source("private/base:1"))
+            let image = try await store.pullImage(name: "private", from: try registry.source("private/base:1"))
             #expect(fileText("\(pool.root)/images/private/etc/motd") == "base\n")
-            #expect(try store.identify(try registry.source("private/base:1"), cacheDirectory: "\(work)/cache") == image.digest)
+            #expect(try store.resolve(try registry.source("private/base:1")) == image.digest)
             if auth == .token {
                 let log = try #require(try Files.readText(registry.tokenLog))
                 #expect(log.contains(#""scope": ["repository:private/base:pull"]"#), "\(log)")
@@ -326,7 +325,6 @@ struct RegistryTests {
             // The secret is nowhere tupp wrote to or spoke.
             #expect(!messages.joined().contains(TestRegistry.password))
             #expect(try filesContaining(TestRegistry.password, below: pool.root).isEmpty)
-            #expect(try filesContaining(TestRegistry.password, below: "\(work)/cache").isEmpty)
             #expect(!"\(image)".contains(TestRegistry.password))
         }
     }
