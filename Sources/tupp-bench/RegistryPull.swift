@@ -37,8 +37,8 @@ struct PullBench: AsyncParsableCommand {
         let scratch = "\(pool)/bench"
         try Files.createDirectory(scratch, mode: 0o700)
         let plain = TransportSecurity(allowPlainHTTP: true)
-        let first = ImageSource.registry(RegistrySource(reference: try ImageReference.parse(image), security: plain))
-        let second = ImageSource.registry(RegistrySource(reference: try ImageReference.parse(shared), security: plain))
+        let first = RegistrySource(reference: try ImageReference.parse(image), security: plain)
+        let second = RegistrySource(reference: try ImageReference.parse(shared), security: plain)
         var tupp = Series("pull.tupp")
         var reference = Series("pull.skopeo+umoci")
         var sharedPull = Series("pull.shared.tupp")
@@ -48,9 +48,9 @@ struct PullBench: AsyncParsableCommand {
             var tuppSample = Series(""), referenceSample = Series(""), sharedSample = Series("")
             func viaTupp() async throws {
                 // Every layer missing: the image and its layers from the last round are gone.
-                let pulled = try await tuppSample.time { try await store.importImage(name: "benchpull", from: first) }
+                let pulled = try await tuppSample.time { try await store.pullImage(name: "benchpull", from: first) }
                 firstBytes = pulled.downloadedBytes
-                let again = try await sharedSample.time { try await store.importImage(name: "benchshared", from: second) }
+                let again = try await sharedSample.time { try await store.pullImage(name: "benchshared", from: second) }
                 secondBytes = again.downloadedBytes
                 if round == 0 {
                     progress("pull.tupp: \(pulled.layers.count) layers, \(pulled.downloadedBytes) bytes fetched, \(pulled.entries) entries; "
