@@ -19,10 +19,11 @@ extension RegistryClient {
     /// gets its final name (a mismatch is an error naming the blob and both digests,
     /// and the bad bytes are deleted).
     ///
-    /// The download goes to `<hex>.partial` first. A dropped connection or a 429/5xx is
-    /// retried with backoff, asking only for the rest (`Range: bytes=N-`); a partial file
-    /// left by an earlier run is hashed and resumed the same way. A server that ignores
-    /// the range (200 instead of 206) gets the file started over.
+    /// The download goes to `<hex>.partial` first, under an exclusive lock. A dropped
+    /// connection or a 429/5xx is retried with backoff, asking only for the rest
+    /// (`Range: bytes=N-`); a partial file left by an earlier run is hashed and resumed
+    /// the same way. A server that ignores the range (200 instead of 206) gets the file
+    /// started over.
     public func download(_ descriptor: Descriptor, into directory: String,
                          progress: ((TransferProgress) -> Void)? = nil,
                          isCancelled: (() -> Bool)? = nil) throws(SystemError) -> String {
@@ -37,6 +38,9 @@ extension RegistryClient {
         let total = UInt64(descriptor.size)
 
         let file = try FileDescriptor.open(partial, O_RDWR | O_CREAT | O_NOFOLLOW, mode: 0o600)
+        // Two pulls that need the same blob take turns; the second finds it done.
+        try Errno.check("lock", partial) { flock(file.rawValue, LOCK_EX) }
+        if Files.exists(final) { return final }
         var hasher = SHA256()
         var written = try rehash(file, path: partial, into: &hasher)
         if written > total {
