@@ -79,9 +79,6 @@ void tupp_curl_slist_free_all(struct curl_slist *list) {
 CURLcode tupp_curl_setopt_long(CURL *handle, CURLoption option, long value) {
     return loaded.easy_setopt(handle, option, value);
 }
-CURLcode tupp_curl_setopt_offset(CURL *handle, CURLoption option, curl_off_t value) {
-    return loaded.easy_setopt(handle, option, value);
-}
 CURLcode tupp_curl_setopt_string(CURL *handle, CURLoption option, const char *value) {
     return loaded.easy_setopt(handle, option, value);
 }
@@ -91,13 +88,7 @@ CURLcode tupp_curl_setopt_pointer(CURL *handle, CURLoption option, void *value) 
 CURLcode tupp_curl_setopt_write_function(CURL *handle, CURLoption option, curl_write_callback value) {
     return loaded.easy_setopt(handle, option, value);
 }
-CURLcode tupp_curl_setopt_progress_function(CURL *handle, curl_xferinfo_callback value) {
-    return loaded.easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, value);
-}
 CURLcode tupp_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
-    return loaded.easy_getinfo(handle, info, value);
-}
-CURLcode tupp_curl_getinfo_offset(CURL *handle, CURLINFO info, curl_off_t *value) {
     return loaded.easy_getinfo(handle, info, value);
 }
 CURLcode tupp_curl_getinfo_string(CURL *handle, CURLINFO info, const char **value) {

@@ -18,13 +18,10 @@ void tupp_curl_slist_free_all(struct curl_slist *list);
 // curl_easy_setopt and curl_easy_getinfo are variadic, which Swift cannot call: one
 // wrapper per argument type.
 CURLcode tupp_curl_setopt_long(CURL *handle, CURLoption option, long value);
-CURLcode tupp_curl_setopt_offset(CURL *handle, CURLoption option, curl_off_t value);
 CURLcode tupp_curl_setopt_string(CURL *handle, CURLoption option, const char *value);
 CURLcode tupp_curl_setopt_pointer(CURL *handle, CURLoption option, void *value);
 CURLcode tupp_curl_setopt_write_function(CURL *handle, CURLoption option, curl_write_callback value);
-CURLcode tupp_curl_setopt_progress_function(CURL *handle, curl_xferinfo_callback value);
 CURLcode tupp_curl_getinfo_long(CURL *handle, CURLINFO info, long *value);
-CURLcode tupp_curl_getinfo_offset(CURL *handle, CURLINFO info, curl_off_t *value);
 CURLcode tupp_curl_getinfo_string(CURL *handle, CURLINFO info, const char **value);
 
 #endif
