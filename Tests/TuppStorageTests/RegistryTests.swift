@@ -1,5 +1,6 @@
 import TuppBase
 import TuppFacts
+import TuppManifest
 import Glibc
 import Synchronization
 import Testing
@@ -115,6 +116,31 @@ struct RegistryTests {
             #expect(try layers.deleteUnused() == [other.layers[1]])
             #expect(try layers.layers().count == 3)
             #expect(Files.exists("\(pool.root)/images/app/newfile"))
+        }
+    }
+
+    /// An `oci:` layout goes through the same layer store and keeps its config too; the
+    /// same image pulled from a registry afterwards reuses every layer (same chain IDs).
+    @Test func layoutAndRegistryShareLayers() async throws {
+        try await withRegistry { pool, registry in
+            let layout = try buildRegistryImages(in: pool.directory.path)
+            try registry.push("\(layout):app", as: "mixed/app:1")
+            let store = pool.store
+            let imported = try await store.importImage(name: "fromlayout", from: .oci(layout: layout, tag: "app"))
+            let config = try #require(try store.metadata(of: "fromlayout")?.config)
+            #expect(config.entrypoint == ["/bin/sh"] && config.workingDir == "/srv" && config.stopSignal == "SIGINT")
+            #expect(imported.config == config && imported.layers.count == 3 && imported.reusedLayers == 0)
+
+            let pulled = try await store.pullImage(name: "fromregistry", from: try registry.source("mixed/app:1"))
+            #expect(pulled.layers == imported.layers && pulled.reusedLayers == 3 && pulled.downloadedBytes == 0)
+            #expect(try registry.blobGETs("mixed/app").count == 1, "the config only")
+            #expect(try store.metadata(of: "fromregistry")?.config == config)
+            // Both images are snapshots of the one top layer.
+            let top = try command(["btrfs", "subvolume", "show", "\(pool.root)/layers/\(Digest.encoded(imported.layers[2]))"]).output
+            for name in ["fromlayout", "fromregistry"] {
+                let show = try command(["btrfs", "subvolume", "show", "\(pool.root)/images/\(name)"]).output
+                #expect(field("Parent UUID", show) == field("UUID", top))
+            }
         }
     }
 
