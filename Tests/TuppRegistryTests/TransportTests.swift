@@ -25,7 +25,7 @@ struct TransportTests {
         // A 307 to another path is followed; the digest is of the final body.
         let redirected = RegistryClient(reference: try ImageReference.parse("127.0.0.1:\(server.port)/moved:1"), options: options)
         #expect(try redirected.manifest("1").digest == digest)
-        #expect(try server.log().contains("GET /v2/moved/manifests/1 -"))
+        #expect(try server.log().contains("GET /v2/moved/manifests/1 - -"))
 
         // The blob's connection drops half-way; the rest comes with Range, verified whole.
         let directory = try TemporaryDirectory("tupp-transport")
@@ -34,7 +34,7 @@ struct TransportTests {
         let path = try flaky.download(blob, into: directory.path)
         #expect(try Files.read(path)?.count == ScriptedServer.blobSize)
         let gets = try server.log().filter { $0.contains("/blobs/") }
-        #expect(gets.count == 2 && gets[1].hasSuffix("bytes=\(ScriptedServer.blobSize / 2)-"), "\(gets)")
+        #expect(gets.count == 2 && gets[1].hasSuffix("bytes=\(ScriptedServer.blobSize / 2)- -"), "\(gets)")
 
         // Always 503: given up after the policy's attempts, reported as unreachable.
         let down = RegistryClient(reference: try ImageReference.parse("127.0.0.1:\(server.port)/down:1"), options: options)
@@ -42,6 +42,28 @@ struct TransportTests {
         #expect(error?.object == "127.0.0.1:\(server.port)/down:1")
         #expect(error.map(RegistryClient.isUnreachable) == true, "\(String(describing: error))")
         #expect(try server.log().filter { $0.hasPrefix("HEAD /v2/down/") }.count == 4)
+    }
+
+    /// Bearer tokens: fetched with the repository's pull scope, reused while valid,
+    /// fetched again once `expires_in` has passed.
+    @Test func tokensAreRenewedWhenTheyExpire() throws {
+        guard try Host.require(.command("/usr/bin/python3")) else { return }
+        let server = try ScriptedServer(mode: "auth")
+        defer { server.stop() }
+        let client = RegistryClient(reference: try ImageReference.parse("127.0.0.1:\(server.port)/team/app:1"),
+                                    options: RegistryOptions(security: TransportSecurity(allowPlainHTTP: true),
+                                                             credentials: CredentialStore(files: [])))
+        _ = try client.manifest("1")
+        _ = try client.manifest("1")
+        var tokens = try server.log().filter { $0.hasPrefix("GET /token") }
+        #expect(tokens.count == 1, "reused while valid: \(tokens)")
+        #expect(tokens.first?.contains("scope=repository%3Ateam%2Fapp%3Apull") == true && tokens.first?.contains("service=tupp-scripted") == true)
+        // expires_in is 6 s; tupp renews 5 s early.
+        usleep(1_300_000)
+        _ = try client.manifest("1")
+        tokens = try server.log().filter { $0.hasPrefix("GET /token") }
+        #expect(tokens.count == 2, "renewed after expiry: \(tokens)")
+        #expect(try server.log().filter { $0.hasPrefix("GET /v2/team/app/manifests/1") }.allSatisfy { $0.hasSuffix("Bearer") })
     }
 
     @Test func nobodyListening() throws {
@@ -71,10 +93,11 @@ final class ScriptedServer {
     let pid: pid_t
     let port: UInt16
 
-    init() throws {
+    /// `mode` "auth": every /v2/ path wants a Bearer token from /token.
+    init(mode: String = "plain") throws {
         directory = try TemporaryDirectory("tupp-scripted")
         try Files.writeAtomically("\(directory.path)/server.py", text: Self.script)
-        pid = try Spawn.start(["python3", "\(directory.path)/server.py", directory.path, Self.manifest])
+        pid = try Spawn.start(["python3", "\(directory.path)/server.py", directory.path, Self.manifest, mode])
         let deadline = Monotonic.nanoseconds() + 10_000_000_000
         var found: UInt16?
         while found == nil && Monotonic.nanoseconds() < deadline {
@@ -114,7 +137,7 @@ final class ScriptedServer {
 
     static let script = #"""
     import hashlib, http.server, os, sys
-    directory, manifest = sys.argv[1], sys.argv[2].encode()
+    directory, manifest, mode = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
     blob = bytes((i * 7) & 255 for i in range(1 << 20))
     blob_digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     counts = {}
@@ -123,8 +146,9 @@ final class ScriptedServer {
         protocol_version = "HTTP/1.1"
         def log_message(self, *args): pass
         def record(self):
+            auth = self.headers.get("Authorization", "-").split(" ")[0]
             with open(os.path.join(directory, "log"), "a") as log:
-                log.write(f"{self.command} {self.path} {self.headers.get('Range', '-')}\n")
+                log.write(f"{self.command} {self.path} {self.headers.get('Range', '-')} {auth}\n")
         def reply(self, status, body=b"", headers=()):
             self.send_response(status)
             for name, value in headers: self.send_header(name, value)
@@ -138,6 +162,15 @@ final class ScriptedServer {
         def do_GET(self):
             self.record()
             counts[self.path] = counts.get(self.path, 0) + 1
+            if mode == "auth":
+                if self.path.startswith("/token"):
+                    return self.reply(200, b'{"token": "scripted-token", "expires_in": 6}')
+                if not self.headers.get("Authorization", "").startswith("Bearer "):
+                    port = self.server.server_address[1]
+                    challenge = f'Bearer realm="http://127.0.0.1:{port}/token",service="tupp-scripted"'
+                    return self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', [("WWW-Authenticate", challenge)])
+                if self.path.startswith("/v2/team/app/manifests/"):
+                    return self.manifest()
             if self.path == "/v2/":
                 return self.reply(200, b"{}")
             if self.path.startswith("/v2/flaky/manifests/"):
