@@ -58,6 +58,8 @@ let package = Package(
         .target(name: "CArchive", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
         // libnftables (libnftables-dev's header), loaded on first use rather than linked.
         .target(name: "CNFTables", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
+        // libcurl (libcurl4-openssl-dev's headers), loaded on first use rather than linked.
+        .target(name: "CCurl", cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]),
         .executableTarget(
             name: "tupp-shim",
             cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
@@ -77,10 +79,13 @@ let package = Package(
         // Swift modules that touch the host.
         .target(name: "TuppManifestLoader", dependencies: ["CYAML", "TuppBase", "TuppManifest"], swiftSettings: strict),
         .target(name: "TuppSystem", dependencies: ["CTuppSys", "TuppBase"], swiftSettings: strict),
+        // OCI distribution (client side) and the image-spec values both image sources share.
+        .target(name: "TuppRegistry", dependencies: ["TuppBase", "TuppSystem", "CCurl", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: strict),
         .target(
             name: "TuppStorage",
             dependencies: [
-                "TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "CTuppSys", "CBtrfsUtil", "CArchive",
+                "TuppBase", "TuppSystem", "TuppManifest", "TuppFacts", "TuppRegistry", "CTuppSys", "CBtrfsUtil", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
@@ -116,8 +121,8 @@ let package = Package(
         .executableTarget(
             name: "tupp-bench",
             dependencies: [
-                "TuppBase", "TuppFacts", "TuppRuntime", "TuppStorage", "TuppNetworking", "TuppManifest", "TuppSystem", "CTuppSys",
-                "TuppTestSupport",
+                "TuppBase", "TuppFacts", "TuppRuntime", "TuppStorage", "TuppRegistry", "TuppNetworking", "TuppManifest", "TuppSystem",
+                "CTuppSys", "TuppTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict,
@@ -136,8 +141,9 @@ let package = Package(
                                                            "TuppNetworking", "TuppRuntime", "TuppSystem", "TuppTestSupport",
                                                            .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
-        .testTarget(name: "TuppStorageTests", dependencies: ["TuppBase", "TuppFacts", "TuppStorage", "TuppManifest", "TuppSystem", "TuppTestSupport", "TuppRuntime", "tupp-shim"],
+        .testTarget(name: "TuppStorageTests", dependencies: ["TuppBase", "TuppFacts", "TuppStorage", "TuppRegistry", "TuppManifest", "TuppSystem", "TuppTestSupport", "TuppRuntime", "tupp-shim"],
                     swiftSettings: strict),
+        .testTarget(name: "TuppRegistryTests", dependencies: ["TuppBase", "TuppRegistry", "TuppSystem", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppBase", "TuppFacts", "TuppNetworking", "TuppManifest", "TuppSystem", "TuppTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppBase", "TuppFacts", "TuppRuntime", "TuppManifest", "TuppSystem", "TuppTestSupport", "tupp-shim"],

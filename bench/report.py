@@ -135,6 +135,11 @@ SECTIONS = [
         ("**tupp**: VolumeStore.export(NAME@TAG) (BTRFS_IOC_SEND)", "volume.export.tupp"),
         ("tupp: VolumeStore.export(NAME) (live: temporary snapshot, send, delete)", "volume.export.tupp-live"),
     ], None),
+    ("Registry pull of the same 3-layer image from docker-registry on 127.0.0.1 (plain HTTP, warm page cache)", [
+        ("`skopeo copy docker://… oci:…` + `umoci unpack` (ref)", "pull.skopeo+umoci"),
+        ("**tupp**: ImageStore.importImage(.registry), every layer missing (fetch, verify, unpack, snapshot)", "pull.tupp"),
+        ("tupp: a second image sharing the base layer, the first in place", "pull.shared.tupp"),
+    ], ("tupp ≤ 0.5× skopeo + umoci (issue 12)", lambda m: m["pull.tupp"] <= 0.5 * m["pull.skopeo+umoci"])),
     ("No-op `tupp plan` (everything applied and running; ratio to 1 container)", [
         ("1 container (ref)", "plan.1"),
         ("10 containers", "plan.10"),
@@ -260,7 +265,7 @@ def main():
     out.append(f"- swift: {first_line(['swift', '--version'])}")
     versions = [
         ("crun", ["crun", "--version"]), ("runc", ["runc", "--version"]), ("bwrap", ["bwrap", "--version"]),
-        ("umoci", ["umoci", "--version"]), ("conmon", ["conmon", "--version"]), ("hyperfine", ["hyperfine", "--version"]),
+        ("umoci", ["umoci", "--version"]), ("skopeo", ["skopeo", "--version"]), ("conmon", ["conmon", "--version"]), ("hyperfine", ["hyperfine", "--version"]),
         ("btrfs-progs", ["btrfs", "--version"]), ("GNU tar", ["tar", "--version"]), ("iproute2", ["ip", "-V"]),
         ("util-linux", ["unshare", "--version"]),
     ]
@@ -282,6 +287,10 @@ def main():
                 throughput.append(f"{label} {size / 1e6 / (statistics.median(series[key]) / 1000):.0f} MB/s")
         out.append(f"- volume: {v['files']} files, {v['bytes'] / 2**30:.2f} GiB; send stream {v['stream_bytes'] / 1e6:.0f} MB, "
                    f"tar stream {v['tar_bytes'] / 1e6:.0f} MB; throughput (stream bytes / median time): " + ", ".join(throughput))
+    if "meta.pull" in meta:
+        p = meta["meta.pull"]
+        out.append(f"- registry pull: the first image fetched {p['first_bytes'] / 1e6:.1f} MB of blobs, the second "
+                   f"(sharing the base layer) {p['shared_bytes'] / 1e6:.3f} MB")
     if "meta.load.start" in meta and "meta.load.end" in meta:
         out.append(f"- load average (1/5/15 min) at start: {meta['meta.load.start']['value']}; at end: "
                    f"{meta['meta.load.end']['value']} (other sessions' builds share these CPUs)")

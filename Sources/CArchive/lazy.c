@@ -21,6 +21,8 @@
     X(int, archive_read_free, (struct archive *a), (a)) \
     X(int, archive_read_support_filter_all, (struct archive *a), (a)) \
     X(int, archive_read_support_format_tar, (struct archive *a), (a)) \
+    X(int, archive_read_support_format_raw, (struct archive *a), (a)) \
+    X(int, archive_read_append_filter, (struct archive *a, int code), (a, code)) \
     X(int, archive_read_open, (struct archive *a, void *data, archive_open_callback *open, \
                                archive_read_callback *read, archive_close_callback *close), \
       (a, data, open, read, close)) \

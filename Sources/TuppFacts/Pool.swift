@@ -87,6 +87,9 @@ public struct PoolContents: Sendable, Equatable {
     /// Every subvolume below volumes/ (volumes, their snapshots, staging), for
     /// `VolumeStore.contents(from:)` to interpret.
     public var volumeArea: [SubvolumeInfo] = []
+    /// Every subvolume below layers/ (layers, interrupted layer imports), for
+    /// `LayerStore` to interpret.
+    public var layerArea: [SubvolumeInfo] = []
     /// Any other subvolume below the pool root, e.g. one a container made inside itself.
     public var others: [SubvolumeInfo] = []
 

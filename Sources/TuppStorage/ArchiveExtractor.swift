@@ -1,12 +1,24 @@
 import CArchive
 import CTuppSys
+import Crypto
 import Glibc
 import TuppSystem
+
+/// Where the tar reader gets its bytes: a file (`ArchiveInput`) or the decompressed
+/// stream of one (`DecompressedInput`).
+protocol ArchiveSource: AnyObject {
+    /// Points `out` at the next block; its length, 0 at the end, -1 on error.
+    func fill(_ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int
+    /// Bytes consumed from the file so far (compressed bytes for a compressed layer).
+    var bytesRead: UInt64 { get }
+    /// What went wrong below the tar reader, once `fill` returned -1.
+    var failure: SystemError? { get }
+}
 
 /// The bytes of an archive as libarchive pulls them: read from a descriptor in large
 /// blocks, counted for progress and, when asked, hashed on a second thread on the way
 /// through — the digest of exactly the bytes extracted, without a second read.
-final class ArchiveInput {
+final class ArchiveInput: ArchiveSource {
     let fd: FileDescriptor
     let name: String
     private(set) var bytesRead: UInt64 = 0
@@ -15,6 +27,7 @@ final class ArchiveInput {
     private var nextSlot = 0
     private static let bufferSize = 1 << 20
     fileprivate var readError: Int32 = 0
+    var failure: SystemError? { readError != 0 ? SystemError("read", name, errno: readError) : nil }
 
     init(path: String, hashing: Bool) throws(SystemError) {
         fd = try FileDescriptor.open(path, O_RDONLY)
@@ -34,7 +47,7 @@ final class ArchiveInput {
 
     /// libarchive keeps a returned block only until its next read, so a slot is free
     /// for reuse once the hasher has also let go of it.
-    fileprivate func fill(_ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
+    func fill(_ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
         let slot = nextSlot
         nextSlot = (nextSlot + 1) % buffers.count
         hasher?.acquire(slot)
@@ -71,8 +84,115 @@ final class ArchiveInput {
 }
 
 private let archiveRead: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<UnsafeRawPointer?>?) -> la_ssize_t = { _, context, out in
-    let input = Unmanaged<ArchiveInput>.fromOpaque(context!).takeUnretainedValue()
+    let input = Unmanaged<AnyObject>.fromOpaque(context!).takeUnretainedValue() as! any ArchiveSource
     return la_ssize_t(input.fill(out!))
+}
+
+/// How a layer blob is compressed, from its media type.
+enum LayerCompression {
+    case none, gzip, zstd
+    /// Not said (a descriptor without media type): detected from the bytes.
+    case detect
+
+    init(mediaType: String?) {
+        guard let mediaType else { self = .detect; return }
+        if mediaType.hasSuffix("+gzip") || mediaType.hasSuffix(".tar.gzip") {
+            self = .gzip
+        } else if mediaType.hasSuffix("+zstd") {
+            self = .zstd
+        } else if mediaType.hasSuffix(".tar") {
+            self = .none
+        } else {
+            self = .detect
+        }
+    }
+}
+
+/// A layer blob's uncompressed stream: one libarchive reader with the "raw" format and
+/// the decompression the media type names — applied exactly once, not by sniffing,
+/// so a layer is read the way the image's DiffIDs were computed — turns the file into
+/// the tar bytes the tar reader then parses, and those bytes are hashed on the way:
+/// the layer's DiffID, which the image config lists and the layer store keys layers by.
+final class DecompressedInput: ArchiveSource {
+    let file: ArchiveInput
+    private let archive: OpaquePointer
+    private var hasher = SHA256()
+    private(set) var uncompressedBytes: UInt64 = 0
+    private var ended = false
+    private(set) var failure: SystemError?
+    private let label: String
+
+    var bytesRead: UInt64 { file.bytesRead }
+
+    init(_ file: ArchiveInput, compression: LayerCompression, label: String) throws(SystemError) {
+        if let why = tupp_archive_load() {
+            throw SystemError.failure("load libarchive to read", label, String(cString: why))
+        }
+        guard let archive = archive_read_new() else {
+            throw SystemError.failure("read layer", label, "libarchive: out of memory")
+        }
+        self.file = file
+        self.archive = archive
+        self.label = label
+        switch compression {
+        case .none: break
+        case .gzip: archive_read_append_filter(archive, ARCHIVE_FILTER_GZIP)
+        case .zstd: archive_read_append_filter(archive, ARCHIVE_FILTER_ZSTD)
+        case .detect: archive_read_support_filter_all(archive)
+        }
+        archive_read_support_format_raw(archive)
+        let context = Unmanaged.passUnretained(file as AnyObject).toOpaque()
+        var entry: OpaquePointer?
+        guard archive_read_open(archive, context, nil, archiveRead, nil) == ARCHIVE_OK,
+              archive_read_next_header(archive, &entry) == ARCHIVE_OK else {
+            let error = Self.error(archive, "decompress layer", label, file: file)
+            archive_read_free(archive)
+            throw error
+        }
+    }
+
+    deinit {
+        archive_read_free(archive)
+    }
+
+    func fill(_ out: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
+        if ended { return 0 }
+        var block: UnsafeRawPointer?
+        var size = 0
+        var offset: la_int64_t = 0
+        let status = archive_read_data_block(archive, &block, &size, &offset)
+        if status == ARCHIVE_EOF {
+            ended = true
+            return 0
+        }
+        if status < ARCHIVE_WARN {
+            failure = Self.error(archive, "decompress layer", label, file: file)
+            return -1
+        }
+        hasher.update(bufferPointer: UnsafeRawBufferPointer(start: block, count: size))
+        uncompressedBytes += UInt64(size)
+        out.pointee = block
+        return size
+    }
+
+    /// Reads what the tar reader left (padding after the end marker) so the digest
+    /// covers the whole stream, then returns the DiffID "sha256:<hex>".
+    func finishDiffID() throws(SystemError) -> String {
+        var ignored: UnsafeRawPointer?
+        while true {
+            let n = fill(&ignored)
+            if n < 0 { throw failure ?? SystemError.failure("decompress layer", label, "read failed") }
+            if n == 0 { break }
+        }
+        return "sha256:" + Hex.encode(hasher.finalize())
+    }
+
+    private static func error(_ archive: OpaquePointer, _ operation: String, _ label: String, file: ArchiveInput) -> SystemError {
+        if let failure = file.failure { return failure }
+        let message = archive_error_string(archive).map { String(cString: $0) } ?? "unknown error"
+        let code = archive_errno(archive)
+        return SystemError(operation, label, errno: code > 0 ? code : 0, detail: "libarchive: \(message)")
+    }
 }
 
 /// Reads a tar stream (plain, gzip, zstd, xz, bzip2 — whatever libarchive detects) and
@@ -82,7 +202,9 @@ struct ArchiveExtractor {
     var progress: ProgressMeter
 
     /// Extracts `input` into `writer`; `label` names the archive (and layer) in errors.
-    func extract(_ input: ArchiveInput, into writer: RootfsWriter, label: String) throws {
+    /// A `DecompressedInput` is read as plain tar (it did the decompressing); a file
+    /// may be compressed in any way libarchive detects.
+    func extract(_ input: any ArchiveSource, into writer: RootfsWriter, label: String) throws {
         if let why = tupp_archive_load() {
             throw SystemError.failure("load libarchive to read", label, String(cString: why))
         }
@@ -90,9 +212,9 @@ struct ArchiveExtractor {
             throw SystemError.failure("read archive", label, "libarchive: out of memory")
         }
         defer { archive_read_free(archive) }
-        archive_read_support_filter_all(archive)
+        if input is ArchiveInput { archive_read_support_filter_all(archive) }
         archive_read_support_format_tar(archive)
-        let context = Unmanaged.passUnretained(input).toOpaque()
+        let context = Unmanaged.passUnretained(input as AnyObject).toOpaque()
         guard archive_read_open(archive, context, nil, archiveRead, nil) == ARCHIVE_OK else {
             throw libarchiveError(archive, "open archive", label, input: input)
         }
@@ -119,8 +241,8 @@ struct ArchiveExtractor {
     }
 
     private func libarchiveError(_ archive: OpaquePointer, _ operation: String, _ label: String,
-                                 input: ArchiveInput) -> SystemError {
-        if input.readError != 0 { return SystemError(operation, label, errno: input.readError) }
+                                 input: any ArchiveSource) -> SystemError {
+        if let failure = input.failure { return failure }
         let message = archive_error_string(archive).map { String(cString: $0) } ?? "unknown error"
         let code = archive_errno(archive)
         return SystemError(operation, label, errno: code > 0 ? code : 0, detail: "libarchive: \(message)")
@@ -199,7 +321,7 @@ struct ArchiveExtractor {
     /// Copies the entry's data blocks, keeping holes: blocks are written at their
     /// offsets and the file is extended to its full size at the end.
     private func copyData(_ archive: OpaquePointer, to fd: Int32, header: EntryHeader,
-                          label: String, input: ArchiveInput) throws {
+                          label: String, input: any ArchiveSource) throws {
         var block: UnsafeRawPointer?
         var size = 0
         var offset: la_int64_t = 0

@@ -4,6 +4,7 @@ import Glibc
 import TuppBase
 import TuppFacts
 import TuppManifest
+import TuppRegistry
 import TuppSystem
 
 /// The result of an import.
@@ -16,16 +17,30 @@ public struct ImportedImage: Sendable, Equatable {
     public var entries: Int
     public var bytesRead: UInt64
     public var seconds: Double
+    /// The image config's container defaults (OCI and registry sources).
+    public var config: ImageConfig?
+    /// Chain IDs of the image's layers, bottom to top (OCI and registry sources).
+    public var layers: [String] = []
+    /// Layers that were already in the layer store.
+    public var reusedLayers = 0
+    /// Layer blob bytes fetched from a registry.
+    public var downloadedBytes: UInt64 = 0
 }
 
 /// Images (read-only subvolumes in images/) and container snapshots (containers/).
 public struct ImageStore: Sendable {
     public let poolRoot: String
+    /// Where registry credentials are looked up (read only when a registry asks).
+    public var credentials: CredentialStore
+    /// How registry requests are retried.
+    public var retry: RetryPolicy
 
     static let leftoverPrefix = PoolContents.importPrefix
 
-    public init(poolRoot: String) {
+    public init(poolRoot: String, credentials: CredentialStore = .standard(), retry: RetryPolicy = RetryPolicy()) {
         self.poolRoot = poolRoot
+        self.credentials = credentials
+        self.retry = retry
     }
 
     // MARK: - Observation
@@ -49,6 +64,8 @@ public struct ImageStore: Sendable {
                 contents.containers[String(parts[1])] = subvolume
             } else if parts.count >= 2 && parts[0] == "volumes" {
                 contents.volumeArea.append(subvolume)
+            } else if parts.count >= 2 && parts[0] == Substring(LayerStore.directory) {
+                contents.layerArea.append(subvolume)
             } else {
                 contents.others.append(subvolume)
             }
@@ -94,7 +111,26 @@ public struct ImageStore: Sendable {
         try SourceIdentity(cacheDirectory: cacheDirectory, updatesCache: updatingCache).identify(source)
     }
 
+    /// The digest a registry reference stands for: one HEAD for a tag, no request at
+    /// all for a reference pinned by digest. Registry sources are not `Image.Source`s
+    /// yet; the manifest's `registry:` maps to `RegistrySource`.
+    public func resolve(_ registry: RegistrySource) throws -> String {
+        try RegistryClient(reference: registry.reference,
+                           options: RegistryOptions(security: registry.security, credentials: credentials, retry: retry)).resolve()
+    }
+
     // MARK: - Import
+
+    /// Pulls a registry image into images/NAME through the layer store (see
+    /// `importImage` for OCI layouts, which take the same path): only layers the store
+    /// lacks are fetched — a few at a time while earlier ones unpack — and unpacked;
+    /// each layer's progress goes to `layerProgress`; the image's config is kept in
+    /// `metadata(of:)`. Atomic like every import.
+    public func pullImage(name: String, from registry: RegistrySource, progress: ((ImportProgress) -> Void)? = nil,
+                          layerProgress: (@Sendable (LayerProgress) -> Void)? = nil) async throws -> ImportedImage {
+        try Self.validate(name: name, kind: "image")
+        return try importLayered(name: name, from: .registry(registry), progress: progress, layerProgress: layerProgress)
+    }
 
     /// Builds images/NAME from `source`, atomically: everything goes into a temporary
     /// subvolume images/.import-NAME-<random>, which is synced, made read-only and only
@@ -106,9 +142,17 @@ public struct ImageStore: Sendable {
     /// its current (device, inode, size, mtime, ctime) is not hashed again — the stamp is
     /// checked on the descriptor read from, before and after extraction; otherwise the
     /// digest computed while extracting is stored there for the next plan.
+    ///
+    /// OCI layouts go through the layer store (`LayerStore`): only layers it lacks are
+    /// unpacked, each reported to `layerProgress`, and the image is a snapshot of its
+    /// top layer with its config in `metadata(of:)`.
     public func importImage(name: String, from source: Image.Source, cacheDirectory: String? = nil,
-                            progress: ((ImportProgress) -> Void)? = nil) async throws -> ImportedImage {
+                            progress: ((ImportProgress) -> Void)? = nil,
+                            layerProgress: (@Sendable (LayerProgress) -> Void)? = nil) async throws -> ImportedImage {
         try Self.validate(name: name, kind: "image")
+        if case .oci(let layout, let tag) = source {
+            return try importLayered(name: name, from: .layout(path: layout, tag: tag), progress: progress, layerProgress: layerProgress)
+        }
         let images = try openPoolDirectory("images")
         let temporary = "\(Self.leftoverPrefix)\(name)-\(Self.randomSuffix())"
         let temporaryPath = "\(poolRoot)/images/\(temporary)"
@@ -156,31 +200,8 @@ public struct ImageStore: Sendable {
             try identity.store(digest, of: path, stamp: stampAfter)
             return digest
 
-        case .oci(let layout, let tag):
-            let oci = OCILayout(path: layout)
-            let (digest, manifest) = try oci.resolve(tag: tag)
-            meter.totalBytes = manifest.layers.reduce(0) { $0 + UInt64(max(0, $1.size)) }
-            writer.layerMode = true
-            for (number, layer) in manifest.layers.enumerated() {
-                let label = "\(layout) layer \(number + 1)/\(manifest.layers.count) (\(layer.digest))"
-                if let type = layer.mediaType, !OCILayout.layerTypes.contains(type) {
-                    throw SystemError.failure("import OCI layer", label, "unsupported media type \(type)")
-                }
-                let blob = try oci.blobPath(layer.digest)
-                let input = try ArchiveInput(path: blob, hashing: true)
-                writer.beginLayer(name: label)
-                try ArchiveExtractor(progress: meter).extract(input, into: writer, label: label)
-                try writer.finish()
-                let actual = try input.finishDigest()!
-                guard actual == layer.digest else {
-                    throw SystemError.failure("verify OCI layer", blob, "digest mismatch: expected \(layer.digest), content is \(actual)")
-                }
-                guard Int64(input.bytesRead) == layer.size else {
-                    throw SystemError.failure("verify OCI layer", blob, "size mismatch: expected \(layer.size) bytes, read \(input.bytesRead)")
-                }
-                meter.completeInput(bytes: input.bytesRead)
-            }
-            return digest
+        case .oci:
+            throw SystemError.failure("import image", "\(source)", "OCI layouts are imported through the layer store")
 
         case .directory(let path):
             writer.sourceName = path
@@ -196,7 +217,7 @@ public struct ImageStore: Sendable {
 
     /// Renames the finished temporary subvolume to `name`, swapping atomically with an
     /// existing image. Returns a warning when the replaced image could not be deleted.
-    private func moveIntoPlace(_ images: FileDescriptor, temporary: String, name: String) throws -> String? {
+    func moveIntoPlace(_ images: FileDescriptor, temporary: String, name: String) throws -> String? {
         let object = "\(poolRoot)/images/\(temporary) → \(name)"
         if tupp_renameat2(images.rawValue, temporary, images.rawValue, name, UInt32(TUPP_RENAME_NOREPLACE)) == 0 {
             return nil

@@ -84,6 +84,9 @@ struct ImportBench: AsyncParsableCommand {
             }
             if round % 2 == 0 { try await viaTupp(); try viaReferences() } else { try viaReferences(); try await viaTupp() }
             try store.deleteSubvolume("images/\(image)")
+            // OCI layers stay in the layer store after their image is gone: delete them,
+            // so that every round imports every layer.
+            try LayerStore(poolRoot: pool).deleteUnused()
             try waitForCleaner()
             if round == 0 { continue }  // warm-up: page cache
             tupp.samples += tuppSample.samples

@@ -1,0 +1,15 @@
+/// An image in a registry and how to reach it: what the manifest's `registry:`,
+/// `platform:`, `insecure:` and `ca:` say.
+public struct RegistrySource: Sendable, Equatable {
+    public var reference: ImageReference
+    /// The platform to pick from a multi-platform image; nil: the host's.
+    public var platform: Platform?
+    /// Plain HTTP (`insecure`) or TLS with an extra CA file (`ca`).
+    public var security: TransportSecurity
+
+    public init(reference: ImageReference, platform: Platform? = nil, security: TransportSecurity = TransportSecurity()) {
+        self.reference = reference
+        self.platform = platform
+        self.security = security
+    }
+}
