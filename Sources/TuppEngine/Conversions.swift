@@ -1,3 +1,4 @@
+import TuppManifest
 import TuppPlan
 import TuppRuntime
 
@@ -8,5 +9,8 @@ extension ContainerConfig {
             name: spec.name, rootfs: rootfs, hostname: spec.hostname, namespaces: Set(spec.namespaces),
             mounts: spec.mounts, command: spec.command, env: spec.env, workdir: spec.workdir,
             restart: spec.restart, capabilities: spec.capabilities, stopTimeout: spec.stopTimeout)
+        stopSignal = spec.stopSignal.number
+        healthcheck = spec.healthcheck
+        onUnhealthy = spec.onUnhealthy
     }
 }

@@ -20,6 +20,16 @@ public struct ContainerStatus: Sendable {
     public var lastExit: String?
     public var lastExitAt: Double?
     public var error: String?
+    /// Wall clock time the current (or last) run started.
+    public var startedAt: Double?
+    /// starting, healthy, unhealthy; nil without a health check or while not running.
+    public var health: String?
+    /// The health check's last results (with --json).
+    public var healthReport: HealthReport?
+    /// "exited with code 1 after 40 ms (restarting, attempt 3)".
+    public var lastRun: String?
+    /// Stopped with `tupp stop` (kept stopped under `restart: unless-stopped`).
+    public var stoppedByUser: Bool = false
 }
 
 extension Engine {
@@ -43,7 +53,9 @@ extension Engine {
                     if case .list(let items) = value { items.compactMap(\.string) } else { [] }
                 } ?? [],
                 restarts: process.restarts, lastExit: process.lastExit.map { "\($0.status)" }, lastExitAt: process.lastExit?.at,
-                error: process.error))
+                error: process.error, startedAt: process.startedAt, health: process.health?.rawValue,
+                healthReport: runtime.health(directory: store.containerDirectory(address.name)),
+                lastRun: process.lastRunDescription, stoppedByUser: record.stoppedByUser && !process.isRunning))
         }
         for name in names where !out.contains(where: { $0.name == name }) {
             throw SystemError.failure("status", "container \(name)", "no such container in \(store.directory)")

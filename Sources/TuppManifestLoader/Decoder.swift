@@ -316,7 +316,7 @@ struct DocumentDecoder {
                 restart = .no
             } else if let text = string(n, "\(what) restart") {
                 if let r = RestartPolicy(rawValue: text) { restart = r } else {
-                    error(n, "restart must be one of no, on-failure, always (got \"\(text)\")\(suggestion(text, RestartPolicy.allCases.map(\.rawValue)))")
+                    error(n, "restart must be one of no, on-failure, always, unless-stopped (got \"\(text)\")\(suggestion(text, RestartPolicy.allCases.map(\.rawValue)))")
                 }
             }
         }
@@ -348,6 +348,7 @@ struct DocumentDecoder {
         }
         let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
         let nameService = decodeNameService(&fields, what: what, path: prefix, manifest: &manifest)
+        let lifecycle = decodeLifecycle(&fields, what: what, path: prefix, manifest: &manifest)
         finish(&fields, in: what)
         // Stored even when a field was bad, so whole-manifest checks still run on the rest;
         // the load fails on the diagnostics already recorded.
@@ -356,7 +357,7 @@ struct DocumentDecoder {
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
             network: attachment, command: command, env: env, workdir: workdir, restart: restart,
             capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect,
-            nameService: nameService)
+            nameService: nameService, lifecycle: lifecycle)
     }
 
     mutating func decodeMount(_ node: Node, what: String, path: String, manifest: inout Manifest) -> Mount? {

@@ -318,6 +318,7 @@ public enum Planner {
                 plan.errors.append("\(address) is not in the manifest but container(s) \(users.joined(separator: ", ")) still use it")
             }
         }
+        ContainerReadiness.propagateRestarts(&changes)
         return finish(plan, changes)
     }
 

@@ -184,7 +184,12 @@ struct ContainerReconciler: Reconciler {
             let name = spec.name
             let rootfs = "\(root)/containers/\(name)"
             var process = context.observation.facts[ContainerFacts.self]?.processes[name] ?? runtime.observe(directory: directory(name))
-            if change.effect == .restart {
+            if record.stoppedOnPurpose && !process.isRunning {
+                // `tupp stop` under unless-stopped: the changes wait in the spec for `tupp start`.
+                try writeNameFiles(spec)
+                try runtime.updateSettings(config(spec, rootfs: rootfs), directory: directory(name))
+                Checkpoint.pass("settings of the stopped \(name) rewritten")
+            } else if change.effect == .restart {
                 try runtime.stop(directory: directory(name), timeout: spec.stopTimeout)
                 Checkpoint.pass("\(name) stopped for a restart")
                 _ = try host.deleteLink(name: hostVeth(name))
@@ -196,7 +201,7 @@ struct ContainerReconciler: Reconciler {
                     try writeNameFiles(spec)
                     Checkpoint.pass("name files of \(name) rewritten")
                 }
-                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname) {
+                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname), process.isRunning {
                     try runtime.setHostname(hostname, for: process)
                     Checkpoint.pass("hostname of \(name) set")
                 }
