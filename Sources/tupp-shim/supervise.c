@@ -426,6 +426,7 @@ static void handle_exit(struct supervisor *s, int status) {
     s->ran_ms = ran_ms;
     s->init_pid = 0;
     s->init_start = 0;
+    s->kill_at_ms = 0;  // the SIGKILL deadline was this run's; the next one starts without
     health_stop(&s->health);
     // Nothing of this run may outlive it (a daemonized child, an exec'd process
     // without a pid namespace): the next run, or the stop, starts from an empty cgroup.
