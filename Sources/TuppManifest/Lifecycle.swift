@@ -134,7 +134,8 @@ public enum EnvFile {
 
     public static func parse(_ text: String) -> Result<[(key: String, value: String)], Problem> {
         var out: [(key: String, value: String)] = []
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        // "\r\n" is one Character in Swift: split on either ending.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
         var index = 0
         while index < lines.count {
             let number = index + 1
