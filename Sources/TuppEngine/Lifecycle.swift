@@ -99,7 +99,8 @@ extension Engine {
         let deadline = Monotonic.nanoseconds() + UInt64(max(0, timeout) * 1e9)
         var waiting: [(ResourceAddress, ContainerSpec)] = run.plan.changes.compactMap { change in
             guard change.address.kind == .container, change.action != .delete, let spec = change.spec(ContainerSpec.self) else { return nil }
-            if change.action == .noop, run.observation.records[change.address]?.stoppedOnPurpose == true { return nil }
+            if change.action != .create && change.action != .replace,
+               run.observation.records[change.address]?.stoppedOnPurpose == true { return nil }
             return (change.address, spec)
         }
         var failed: [(address: ResourceAddress, error: String)] = []

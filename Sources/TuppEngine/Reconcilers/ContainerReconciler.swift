@@ -208,7 +208,7 @@ struct ContainerReconciler: Reconciler {
                 let replug = change.changes(ContainerAttribute.network)
                     || change.conditions(ContainerCondition.self).contains(where: \.needsReplug)
                     || change.reasons.contains { $0.dependency?.kind == .network }
-                if replug {
+                if replug && process.isSupervised {
                     if let plug = plug(for: spec, netnsPath: "/proc/\(process.shimPID)/ns/net") {
                         let repairs = try host.ensurePlugged(plug)
                         context.logger.debug("\(name): network \(repairs.isEmpty ? "already as declared" : repairs.map(\.description).joined(separator: ", "))")
