@@ -1,8 +1,8 @@
 /// The kinds of resources tupp manages, in dependency order: a container needs its
-/// image and network, an image needs the pool. Each kind has its attribute schema,
+/// image, volumes and network; a volume is seeded from an image; an image needs the pool. Each kind has its attribute schema,
 /// desired state and interpretation in Kinds/, and its reconciler in TuppEngine.
 public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
-    case pool, image, network, container
+    case pool, image, volume, network, container
 
     public static func < (a: ResourceKind, b: ResourceKind) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
@@ -13,6 +13,7 @@ public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
         switch self {
         case .pool: PoolAttribute.schema
         case .image: ImageAttribute.schema
+        case .volume: VolumeAttribute.schema
         case .network: NetworkAttribute.schema
         case .container: ContainerAttribute.schema
         }
