@@ -51,7 +51,7 @@ public struct Engine: Sendable {
         store = StateStore(directory: stateDirectory)
         runtime = Runtime(shimPath: shimPath)
         self.logger = logger
-        reconcilers = [PoolReconciler(), ImageReconciler(), NetworkReconciler(), ContainerReconciler()]
+        reconcilers = [PoolReconciler(), ImageReconciler(), VolumeReconciler(), NetworkReconciler(), ContainerReconciler()]
     }
 
     public var installation: String { store.installationID }

@@ -26,7 +26,7 @@ struct Tupp: AsyncParsableCommand {
             """,
         version: version,
         subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, DestroyCommand.self, StatusCommand.self, ListCommand.self,
-                      ExecCommand.self, LogsCommand.self]
+                      ExecCommand.self, LogsCommand.self, VolumeCommand.self]
     )
 }
 
