@@ -282,7 +282,7 @@ public enum Planner {
                         change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is \(depChange.action == .replace ? "replaced" : "created"): plugged again", effect: .inPlace))
                     } else if dep.kind == .volume && depChange.action == .create && d.address.kind == .container {
                         // A volume deleted by hand lives on in the container's mount namespace until it restarts.
-                        change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is created: the process restarts to mount it", effect: .restart))
+                        change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is created", effect: .restart))
                     }
                 }
                 settle(&change, protect: d.protect || (o?.protect ?? false), errors: &plan.errors)

@@ -40,7 +40,9 @@ extension Tupp {
             globals.append(args.removeFirst())
             if first == "--state-dir", !args.isEmpty { globals.append(args.removeFirst()) }
         }
-        if !globals.isEmpty, !args.isEmpty { args.insert(contentsOf: globals, at: 1) } else { args = globals + args }
+        // After the subcommand, or after `volume SUBCOMMAND` for the nested ones.
+        let at = args.first == VolumeCommand.configuration.commandName && args.count > 1 && !args[1].hasPrefix("-") ? 2 : 1
+        if !globals.isEmpty, !args.isEmpty { args.insert(contentsOf: globals, at: at) } else { args = globals + args }
         await main(args)
     }
 }

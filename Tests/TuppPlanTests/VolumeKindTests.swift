@@ -133,7 +133,7 @@ private func conditions(_ o: KindObservation) -> [VolumeCondition] {
         #expect(create.action == .create && create.notes.first?.hasPrefix("created EMPTY") == true, "\(create.notes)")
         let container = try! #require(plan.actionable.first { $0.address.kind == .container })
         #expect(container.action == .update && container.effect == .restart)
-        #expect(container.reasons.map(\.message) == ["volume.data is created: the process restarts to mount it"])
+        #expect(container.reasons.map(\.message) == ["volume.data is created"])
         let text = PlanText.render(plan)
         #expect(text.hasPrefix("Changed outside tupp:\n  ~ volume.data: missing — will be created EMPTY"), "\(text)")
         // A re-create that was interrupted still comes back empty.

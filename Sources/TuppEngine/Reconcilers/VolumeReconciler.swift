@@ -95,19 +95,37 @@ struct VolumeReconciler: Reconciler {
             if change.conditions(VolumeCondition.self).contains(.quotasInconsistent), current.quotas.inconsistent {
                 try volumes.rescanQuotas(checkpoint: checkpoint)
             }
-            // What differs now, whether declared anew or changed by hand.
-            for difference in spec.volume.settings.differences(from: live, quotas: current.quotas) {
-                switch difference {
-                case .owner(_, let owner): try volumes.setOwnerAndMode(name, owner: owner, mode: nil, checkpoint: checkpoint)
-                case .mode(_, let mode): try volumes.setOwnerAndMode(name, owner: nil, mode: mode, checkpoint: checkpoint)
-                case .size(_, let bytes): try volumes.setLimit(name, bytes: bytes, checkpoint: checkpoint)
-                }
+            // What differs now, whether declared anew or changed by hand; the limit first, so
+            // that a raised one makes room for the rest.
+            let differences = spec.volume.settings.differences(from: live, quotas: current.quotas)
+            for case .size(_, let bytes) in differences { try volumes.setLimit(name, bytes: bytes, checkpoint: checkpoint) }
+            var owner: VolumeOwner?, mode: UInt32?
+            for difference in differences {
+                if case .owner(_, let declared) = difference { owner = declared }
+                if case .mode(_, let declared) = difference { mode = declared }
+            }
+            if owner != nil || mode != nil {
+                try setOwnerAndMode(volumes, name, owner: owner, mode: mode, limit: spec.volume.settings.size, checkpoint: checkpoint)
             }
             try settleQuotas(volumes, context, checkpoint: checkpoint)
         case .replace:
             throw SystemError.failure("replace", "\(change.address)", "tupp never replaces a volume (its data would be lost)")
         case .noop:
             break
+        }
+    }
+
+    /// chown/chmod of the volume's root. On a volume at its limit even that fails (EDQUOT:
+    /// the metadata change is charged to the volume), so the limit is lifted for the change
+    /// and set again right after; a crash in between leaves a difference the next plan shows.
+    func setOwnerAndMode(_ volumes: VolumeStore, _ name: String, owner: VolumeOwner?, mode: UInt32?, limit: UInt64?,
+                         checkpoint: @escaping VolumeStore.Checkpoint) throws {
+        do {
+            try volumes.setOwnerAndMode(name, owner: owner, mode: mode, checkpoint: checkpoint)
+        } catch let error as SystemError where error.code == EDQUOT && limit != nil {
+            try volumes.setLimit(name, bytes: nil, checkpoint: checkpoint)
+            try volumes.setOwnerAndMode(name, owner: owner, mode: mode, checkpoint: checkpoint)
+            try volumes.setLimit(name, bytes: limit, checkpoint: checkpoint)
         }
     }
 
