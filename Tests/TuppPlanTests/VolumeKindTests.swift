@@ -172,6 +172,19 @@ private func conditions(_ o: KindObservation) -> [VolumeCondition] {
                 "a rescan is under way")
     }
 
+    @Test func quotasNoVolumeNeedsAreTurnedOffOnTuppsOwnPool() {
+        var r = record()
+        r.attributes[VolumeAttribute.size] = nil
+        let bare = ["data": Volume(name: "data")]
+        func judge(limit: UInt64?, poolIsTupps: Bool = true) -> [VolumeCondition] {
+            VolumeKind.interpret(declared: bare, records: ["data": r], facts: VolumeKindFacts(contents: pool(limit: limit), poolIsTupps: poolIsTupps))[data]!
+                .conditions.compactMap { $0 as? VolumeCondition }
+        }
+        #expect(judge(limit: nil) == [.quotasUnneeded])
+        #expect(judge(limit: nil, poolIsTupps: false).isEmpty, "quotas on a filesystem tupp did not make are not its to turn off")
+        #expect(conditions(interpret(pool())).isEmpty, "a declared size needs them")
+    }
+
     @Test func aSubvolumeWithoutRecordIsForeignAndAnUnmountedPoolShowsRecords() {
         let foreign = interpret(pool(), record: nil)
         #expect(foreign[data]?.owned == false)

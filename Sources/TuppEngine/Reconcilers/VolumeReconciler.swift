@@ -24,7 +24,7 @@ struct VolumeReconciler: Reconciler {
     }
 
     func observe(_ observation: inout Observation, _ context: ObserveContext) async {
-        var facts = VolumeKindFacts(contents: nil)
+        var facts = VolumeKindFacts(contents: nil, poolIsTupps: context.manifest.storage?.device != nil)
         if let pool = observation.facts[PoolFacts.self], let root = pool.storage?.root, let contents = pool.contents {
             do {
                 facts.contents = try VolumeStore(poolRoot: root).contents(from: contents)
@@ -58,8 +58,9 @@ struct VolumeReconciler: Reconciler {
             // Refused (EBUSY, naming the namespace) while anything still mounts it.
             if current.volumes[name] != nil { try volumes.delete(name, checkpoint: checkpoint) }
             for leftover in leftovers { try volumes.removeLeftover(leftover, checkpoint: checkpoint) }
-            try context.store.remove(change.address)
+            // Before the record goes: a crash in between leaves a deletion the next plan finishes.
             if !context.options.destroy { try settleQuotas(volumes, context, checkpoint: checkpoint) }
+            try context.store.remove(change.address)
         case .create:
             guard let spec = change.spec(VolumeSpec.self) else { return }
             let previous = context.record(change.address)

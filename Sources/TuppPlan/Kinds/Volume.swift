@@ -59,6 +59,8 @@ public enum VolumeCondition: ResourceCondition, Equatable {
     case leftover(path: String)
     /// The quota numbers are off and limits may not be enforced: a rescan repairs them.
     case quotasInconsistent
+    /// Quotas are on but no volume has a size any more (`QuotaPolicy`): they are turned off.
+    case quotasUnneeded
     /// Recorded, but volumes/NAME is gone (only on volumes that are not created again):
     /// nothing is left but the record.
     case missing(String)
@@ -71,6 +73,7 @@ public enum VolumeCondition: ResourceCondition, Equatable {
         case .notTheRecordedSubvolume(let recorded, let observed): "its subvolume is \(observed), not \(recorded) as recorded: adopted as it is"
         case .leftover(let path): "an interrupted change left \(path); it is removed"
         case .quotasInconsistent: "the pool's quota numbers are inconsistent (limits may not hold): they are counted again"
+        case .quotasUnneeded: "quotas are on but no volume has a size: they are turned off (they slow every write)"
         case .missing(let name): "volumes/\(name) is gone"
         }
     }
@@ -97,10 +100,13 @@ public struct VolumeKindFacts: Sendable {
     /// mounted (its records are then all there is — mounting comes first).
     public var contents: VolumeContents?
     public var contentsError: String?
+    /// The pool's filesystem is tupp's (a loop file): quotas on it are tupp's to turn off.
+    public var poolIsTupps: Bool
 
-    public init(contents: VolumeContents?, contentsError: String? = nil) {
+    public init(contents: VolumeContents?, contentsError: String? = nil, poolIsTupps: Bool = true) {
         self.contents = contents
         self.contentsError = contentsError
+        self.poolIsTupps = poolIsTupps
     }
 }
 
@@ -152,6 +158,11 @@ public enum VolumeKind {
         if let error = facts.contentsError { out.problems.append("cannot read the pool's volumes: \(error)") }
         var names = Set(declared.keys).union(records.keys)
         if let contents = facts.contents { names.formUnion(contents.leftovers.map(\.volume)) }
+        let quotasUnneeded = facts.contents.map { contents in
+            let kept = contents.volumes.values.filter { declared[$0.name] == nil }.map { $0.usage?.limit }
+            return QuotaPolicy.action(declaredSizes: declared.values.map(\.settings.size) + kept, status: contents.quotas,
+                                      poolFilesystemIsTupps: facts.poolIsTupps) == .disable
+        } ?? false
         for name in names.sorted() {
             let address = ResourceAddress(.volume, name)
             let record = records[name]
@@ -217,6 +228,7 @@ public enum VolumeKind {
             if contents.quotas.inconsistent && !contents.quotas.rescanning && declared[name]?.settings.size != nil {
                 resource.conditions.append(VolumeCondition.quotasInconsistent)
             }
+            if quotasUnneeded && declared[name] != nil { resource.conditions.append(VolumeCondition.quotasUnneeded) }
             out.fingerprints[address] = "subvolume \(volume.subvolume.uuid)"
             out.resources.append(resource)
         }
