@@ -412,7 +412,7 @@ public enum Planner {
     static func checkVolumeDeletions(_ plan: inout Plan, _ changes: [ResourceAddress: Plan.ResourceChange], desired: [DesiredResource],
                                      observed: ObservedState, options: PlanOptions) {
         for (address, change) in changes.sorted(by: { $0.key < $1.key }) where address.kind == .volume && change.action == .delete {
-            let users = VolumeKind.usersAfter(address, desired: desired, observed: observed, changes: changes)
+            let users = VolumeKind.usersAfter(address, desired: desired, observed: observed, changes: changes, destroying: options.destroy)
             if !users.isEmpty {
                 plan.errors.append("\(address) cannot be deleted: container \(users.joined(separator: ", container ")) mounts it and is not removed by this plan; remove the mount (or the container) first")
             }

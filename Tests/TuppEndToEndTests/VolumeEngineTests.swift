@@ -172,6 +172,11 @@ extension Installation {
         #expect(try i.tupp("exec", "db", "--", "cat", "/data/marker").stdout == "kept\n")
         #expect(try Witness.subvolumeUUID(volume) == uuid)
         #expect(try i.tupp("plan", "--detailed-exitcode", m).status == 0)
+
+        // Kept by one destroy, deleted by a later one with the pool's file.
+        #expect(try i.tupp("destroy", m).status == 0)
+        let unmounted = try i.tupp("destroy", "--include-volumes", m)
+        #expect(unmounted.status == 1 && unmounted.stderr.contains("run tupp apply to mount it"), "\(unmounted)")
         try i.expectCleanIncludingVolumes(m)
     }
 

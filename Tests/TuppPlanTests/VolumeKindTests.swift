@@ -272,6 +272,11 @@ private func conditions(_ o: KindObservation) -> [VolumeCondition] {
         #expect(all.errors.isEmpty)
         #expect(all.actionable.map(\.address.description) == ["container.c0", "network.br0", "image.box", "volume.data", "pool.main"])
 
+        // A second destroy, once the containers are gone: nothing mounts it any more.
+        var after = o
+        after.resources[ResourceAddress(.container, "c0")] = nil
+        #expect(Planner.plan(desired: d, observed: after, options: PlanOptions(destroy: true, includeVolumes: true)).errors.isEmpty)
+
         // A volume whose subvolume is gone is forgotten by any destroy.
         let gone = interpret(pool(present: false), destroying: true)
         o.resources[data] = gone[data]

@@ -48,7 +48,14 @@ struct VolumeReconciler: Reconciler {
         let volumes = VolumeStore(poolRoot: root)
         let checkpoint: VolumeStore.Checkpoint = { Checkpoint.pass($0) }
         // Read again under the lock: what an interrupted change left, and the volume as it is now.
-        let current = try volumes.contents()
+        let current: VolumeContents
+        do {
+            current = try volumes.contents()
+        } catch {
+            guard change.action == .delete else { throw error }
+            try forget(change, root: root, unreadable: error, context)
+            return
+        }
         let leftovers = current.leftovers.filter { $0.volume == name }
         switch change.action {
         case .delete:
@@ -114,6 +121,19 @@ struct VolumeReconciler: Reconciler {
         case .noop:
             break
         }
+    }
+
+    /// The deletion of a volume in a pool that cannot be read — not mounted, after a destroy
+    /// that kept the volume: only its record can go, and only when the pool's file goes too.
+    func forget(_ change: Plan.ResourceChange, root: String, unreadable: any Error, _ context: ApplyContext) throws {
+        guard context.options.destroy && context.options.includeStorage else {
+            throw SystemError.failure("delete volume", "\(root)/volumes/\(change.address.name)",
+                                      "the pool cannot be read (\(unreadable)); if it is not mounted, run tupp apply to mount it, then delete the volume again")
+        }
+        var record = context.record(change.address) ?? Record(change.address, status: .deleting)
+        record.status = .deleting
+        try context.save(record)
+        try context.store.remove(change.address)
     }
 
     /// chown/chmod of the volume's root. On a volume at its limit even that fails (EDQUOT:

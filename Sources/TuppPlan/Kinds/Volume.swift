@@ -302,12 +302,13 @@ public enum VolumeKind {
     }
 
     /// The containers that still mount `volume` once the plan is applied: declared ones
-    /// that mount it, and recorded users the plan leaves (protected, --no-prune, another
-    /// project's). Containers it deletes do not count.
+    /// that mount it (none when destroying: they go, or are gone), and recorded users the
+    /// plan leaves (protected, --no-prune, another project's). Containers it deletes do not
+    /// count.
     static func usersAfter(_ volume: ResourceAddress, desired: [DesiredResource], observed: ObservedState,
-                           changes: [ResourceAddress: Plan.ResourceChange]) -> [String] {
+                           changes: [ResourceAddress: Plan.ResourceChange], destroying: Bool) -> [String] {
         var users: Set<String> = []
-        for d in desired where d.address.kind == .container && d.dependencies.contains(volume)
+        for d in desired where !destroying && d.address.kind == .container && d.dependencies.contains(volume)
             && changes[d.address]?.action != .delete {
             users.insert(d.address.name)
         }
