@@ -20,6 +20,7 @@ struct Tupp: AsyncParsableCommand {
               tupp plan tupperware.yaml              show what apply would change
               tupp apply tupperware.yaml             make the host match the manifest
               tupp exec -t tupperware sh             a shell inside the container
+              tupp volume list                       volumes: sizes, snapshots, users
               tupp destroy tupperware.yaml           remove everything the manifest declares
 
             Without a file argument, tupp reads ./tupperware.yaml.

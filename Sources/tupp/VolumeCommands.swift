@@ -153,7 +153,7 @@ struct VolumeExportCommand: ParsableCommand {
               tupp volume export pgdata > pgdata.btrfs
               tupp volume export pgdata@monday > monday.btrfs
               tupp volume export pgdata@tuesday --since monday > tuesday.btrfs
-              tupp volume export pgdata@monday | ssh backup 'tupp volume import pgdata < /dev/stdin'
+              tupp volume export pgdata@monday | ssh backup tupp volume import pgdata
             """
     )
 
