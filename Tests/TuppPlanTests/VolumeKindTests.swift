@@ -150,6 +150,12 @@ private func conditions(_ o: KindObservation) -> [VolumeCondition] {
         let change = try! #require(Planner.plan(desired: [volume], observed: ObservedState(o.resources)).actionable.first)
         #expect(change.action == .update && change.effect == .inPlace)
 
+        // A removal that stopped before the delete, then declared again: kept, recorded.
+        let back = interpret(pool(), record: record(status: .deleting))
+        #expect(conditions(back) == [.removalInterrupted])
+        #expect(Planner.plan(desired: [volume], observed: ObservedState(back.resources)).actionable.first?.action == .update)
+        #expect(conditions(interpret(pool(), record: record(status: .deleting), declared: false)).isEmpty)
+
         // Swapped by hand (a backup restored with btrfs receive, say): adopted as it is.
         let swapped = interpret(pool(uuid: "v2"))
         #expect(conditions(swapped) == [.notTheRecordedSubvolume(recorded: "v1", observed: "v2")])

@@ -52,6 +52,9 @@ public struct VolumeSpec: ResourceSpec, Equatable {
 public enum VolumeCondition: ResourceCondition, Equatable {
     /// The create finished (the volume is in place) but its record was not written.
     case createUnfinished
+    /// A removal (--prune-volumes) stopped before the delete, and the volume is declared
+    /// again: it stays, and its record says so.
+    case removalInterrupted
     /// volumes/NAME is another subvolume than the one recorded (restored by hand, say):
     /// it is adopted as it is.
     case notTheRecordedSubvolume(recorded: String, observed: String)
@@ -70,6 +73,7 @@ public enum VolumeCondition: ResourceCondition, Equatable {
     public var description: String {
         switch self {
         case .createUnfinished: "an earlier apply created it but did not record it"
+        case .removalInterrupted: "an earlier removal stopped before deleting it; declared again, it stays"
         case .notTheRecordedSubvolume(let recorded, let observed): "its subvolume is \(observed), not \(recorded) as recorded: adopted as it is"
         case .leftover(let path): "an interrupted change left \(path); it is removed"
         case .quotasInconsistent: "the pool's quota numbers are inconsistent (limits may not hold): they are counted again"
@@ -202,6 +206,7 @@ public enum VolumeKind {
                                                                                     snapshots: snapshots, users: users[name] ?? []),
                                             conditions: leftovers, protect: record.protect)
             if record.status == .creating { resource.conditions.append(VolumeCondition.createUnfinished) }
+            if record.status == .deleting && declared[name] != nil { resource.conditions.append(VolumeCondition.removalInterrupted) }
             if let uuid = record.volumeSubvolumeUUID, uuid != volume.subvolume.uuid, record.status == .ready {
                 resource.drift.append(Drift(address, "volumes/\(name) was replaced outside tupp (subvolume \(uuid) → \(volume.subvolume.uuid)); its content is kept as it is"))
                 resource.conditions.append(VolumeCondition.notTheRecordedSubvolume(recorded: uuid, observed: volume.subvolume.uuid))
