@@ -7,6 +7,7 @@ public struct Manifest: Sendable, Equatable {
     public var images: [String: Image] = [:]
     public var networks: [String: Network] = [:]
     public var containers: [String: Container] = [:]
+    public var volumes: [String: Volume] = [:]
     /// Where each element came from, keyed by path ("containers.web.hostname").
     public var sources = SourceMap()
 
@@ -122,10 +123,11 @@ public enum RestartPolicy: String, Sendable, CaseIterable {
 }
 
 public struct Mount: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable { case bind, tmpfs }
+    /// A host path, a tmpfs, or a volume of the pool (`volumes.NAME`, bound from ROOT/volumes/NAME).
+    public enum Kind: String, Sendable, CaseIterable { case bind, tmpfs, volume }
 
     public var kind: Kind
-    /// Host path for bind mounts; nil for tmpfs.
+    /// Host path for bind mounts, the volume's name for volume mounts; nil for tmpfs.
     public var source: String?
     public var target: String
     public var options: [String]

@@ -66,7 +66,7 @@ struct DocumentDecoder {
                 }
             }
         }
-        for kind in ["images", "networks", "containers"] {
+        for kind in ["images", "volumes", "networks", "containers"] {
             guard let section = fields.take(kind), var entries = mapping(section, kind, allowNull: true) else { continue }
             for (keyNode, value) in entries.all() {
                 let name = keyText(keyNode)
@@ -92,6 +92,7 @@ struct DocumentDecoder {
                 switch kind {
                 case "images": same = scratch.images[name] == manifest.images[name]
                 case "networks": same = scratch.networks[name] == manifest.networks[name]
+                case "volumes": same = scratch.volumes[name] == manifest.volumes[name]
                 default: same = scratch.containers[name] == manifest.containers[name]
                 }
                 if !same && diagnostics.count == errorsBefore {
@@ -106,6 +107,7 @@ struct DocumentDecoder {
         switch kind {
         case "images": decodeImage(name, value, into: &manifest)
         case "networks": decodeNetwork(name, value, into: &manifest)
+        case "volumes": decodeVolume(name, value, into: &manifest)
         default: decodeContainer(name, value, into: &manifest)
         }
     }
@@ -166,6 +168,48 @@ struct DocumentDecoder {
             return
         }
         manifest.images[name] = Image(name: name, source: sources[0].1, protect: protect)
+    }
+
+    mutating func decodeVolume(_ name: String, _ node: Node, into manifest: inout Manifest) {
+        let what = "volume \"\(name)\""
+        let prefix = "volumes.\(name)"
+        guard var fields = mapping(node, what, allowNull: true) else { return }
+        var settings = VolumeSettings()
+        var valid = true
+        if let n = fields.take("size") {
+            manifest.sources["\(prefix).size"] = location(n)
+            if let size = sizeValue(n) {
+                // btrfs counts metadata too: a limit below a few MiB fails the first writes.
+                if size < 1 << 20 {
+                    error(n, "volume size \(Units.formatSize(size)) is too small: at least 1MiB")
+                    valid = false
+                }
+                settings.size = size
+            } else { valid = false }
+        }
+        if let n = fields.take("owner") {
+            manifest.sources["\(prefix).owner"] = location(n)
+            if let text = string(n, "\(what) owner", allowNumbers: true) {
+                if let owner = VolumeOwner(text) { settings.owner = owner } else {
+                    error(n, "owner \"\(text)\" is not UID:GID, e.g. \"999:999\" (numeric ids: names would be looked up on the host, not in the container)")
+                    valid = false
+                }
+            } else { valid = false }
+        }
+        if let n = fields.take("mode") {
+            manifest.sources["\(prefix).mode"] = location(n)
+            // An unquoted 0700 is a number to YAML; its digits are what the user wrote.
+            if case .scalar(let text, _) = n.value, let mode = VolumeSettings.parseMode(text) {
+                settings.mode = mode
+            } else {
+                error(n, "mode must be 3 or 4 octal digits such as \"0700\" (got \(describe(n)))")
+                valid = false
+            }
+        }
+        let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
+        finish(&fields, in: what)
+        guard valid else { return }
+        manifest.volumes[name] = Volume(name: name, settings: settings, protect: protect)
     }
 
     static func splitOCIReference(_ text: String) -> (String, String?) {
@@ -372,9 +416,9 @@ struct DocumentDecoder {
         var kind: Mount.Kind?
         if let n = fields.take("type"), let text = string(n, "\(what) type") {
             kind = Mount.Kind(rawValue: text)
-            if kind == nil { error(n, "mount type must be bind or tmpfs (got \"\(text)\")\(suggestion(text, ["bind", "tmpfs"]))") }
+            if kind == nil { error(n, "mount type must be bind, tmpfs or volume (got \"\(text)\")\(suggestion(text, ["bind", "tmpfs", "volume"]))") }
         } else if !fields.had("type") {
-            error(node, "\(what) needs \"type\" (bind or tmpfs)")
+            error(node, "\(what) needs \"type\" (bind, tmpfs or volume)")
         }
         var target: String?
         if let n = fields.take("target") {
@@ -385,10 +429,16 @@ struct DocumentDecoder {
         if let n = fields.take("source") {
             manifest.sources["\(path).source"] = location(n)
             if let s = string(n, "\(what) source") {
-                if kind == .tmpfs { error(n, "tmpfs mounts take no \"source\"") } else { source = resolvePath(s) }
+                switch kind {
+                case .tmpfs?: error(n, "tmpfs mounts take no \"source\"")
+                case .volume?: source = s   // a key of `volumes`, checked by the validator
+                default: source = resolvePath(s)
+                }
             }
         } else if kind == .bind {
             error(node, "\(what) is a bind mount and needs \"source\" (a host path)")
+        } else if kind == .volume {
+            error(node, "\(what) is a volume mount and needs \"source\" (a key of `volumes`)")
         }
         var options: [String] = []
         if let n = fields.take("options"), let items = list(n, "\(what) options") {

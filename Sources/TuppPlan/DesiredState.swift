@@ -54,6 +54,10 @@ public enum DesiredState {
         for name in manifest.images.keys.sorted() {
             out.append(ImageKind.desired(manifest.images[name]!, digest: context.imageDigests[name], pool: pool))
         }
+        let seeds = VolumeKind.seeds(manifest)
+        for name in manifest.volumes.keys.sorted() {
+            out.append(VolumeKind.desired(manifest.volumes[name]!, seed: seeds[name], pool: pool))
+        }
         for name in manifest.networks.keys.sorted() {
             out.append(NetworkKind.desired(manifest.networks[name]!))
         }

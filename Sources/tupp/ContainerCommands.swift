@@ -98,10 +98,10 @@ struct ListCommand: ParsableCommand {
             emit("No projects.\n")
             return
         }
-        emitTable([["PROJECT", "CONTAINERS", "STATES", "NETWORKS", "IMAGES"]] + projects.map { p in
+        emitTable([["PROJECT", "CONTAINERS", "STATES", "NETWORKS", "IMAGES", "VOLUMES"]] + projects.map { p in
             let states = p.containerStates.keys.sorted().map { "\(p.containerStates[$0]!) \($0)" }.joined(separator: ", ")
             return [p.name, String(p.resources["container"] ?? 0), states.isEmpty ? "-" : states,
-                    String(p.resources["network"] ?? 0), String(p.resources["image"] ?? 0)]
+                    String(p.resources["network"] ?? 0), String(p.resources["image"] ?? 0), String(p.resources["volume"] ?? 0)]
         })
     }
 }

@@ -282,6 +282,9 @@ public enum ContainerKind {
         let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest)
         var dependencies = [ResourceAddress(.image, c.image)]
         if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
+        for volume in Set(c.mounts.filter { $0.kind == .volume }.compactMap(\.source)).sorted() {
+            dependencies.append(ResourceAddress(.volume, volume))
+        }
         return DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
                                protect: c.protect, spec: spec)
     }
@@ -347,7 +350,8 @@ public enum ContainerKind {
         return out
     }
 
-    /// "tmpfs /tmp (size=64m)", "bind /srv/data → /data (ro)".
+    /// "tmpfs /tmp (size=64m)", "bind /srv/data → /data (ro)", "volume pgdata → /var/lib/db"
+    /// (read back by `parseMount`).
     public static func describe(_ m: Mount) -> String {
         var options = m.options
         if m.readonly && !options.contains("ro") { options.append("ro") }
@@ -355,6 +359,7 @@ public enum ContainerKind {
         switch m.kind {
         case .tmpfs: return "tmpfs \(m.target)\(suffix)"
         case .bind: return "bind \(m.source ?? "?") → \(m.target)\(suffix)"
+        case .volume: return "volume \(m.source ?? "?") → \(m.target)\(suffix)"
         }
     }
 
