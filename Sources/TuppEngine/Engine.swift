@@ -57,7 +57,8 @@ public struct Engine: Sendable {
         store = StateStore(directory: stateDirectory)
         runtime = Runtime(shimPath: shimPath, cacheDirectory: store.cacheDirectory)
         self.logger = logger
-        reconcilers = [PoolReconciler(), ImageReconciler(), NetworkReconciler(), ContainerReconciler(), PortsReconciler()]
+        reconcilers = [PoolReconciler(), ImageReconciler(), VolumeReconciler(), NetworkReconciler(), ContainerReconciler(),
+                       PortsReconciler()]
     }
 
     public var installation: String { store.installationID }
@@ -124,6 +125,7 @@ public struct Engine: Sendable {
         // Which projects declare each resource is the record's to say, whatever the kind.
         for (address, record) in observation.records {
             observation.state.resources[address]?.projects = record.projects
+            observation.state.resources[address]?.recorded = record.attributes
         }
         return observation
     }

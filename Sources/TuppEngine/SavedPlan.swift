@@ -21,6 +21,8 @@ public struct SavedPlan: Sendable, Equatable {
     public var prune: Bool
     public var destroy: Bool
     public var includeStorage: Bool
+    public var pruneVolumes: Bool
+    public var includeVolumes: Bool
     /// The project planned for (nil in plans of a tupp without projects).
     public var project: String?
     public var fingerprints: [String: String]
@@ -35,12 +37,17 @@ public struct SavedPlan: Sendable, Equatable {
         prune = run.options.prune
         destroy = run.options.destroy
         includeStorage = run.options.includeStorage
+        pruneVolumes = run.options.pruneVolumes
+        includeVolumes = run.options.includeVolumes
         project = run.options.project
         fingerprints = Dictionary(uniqueKeysWithValues: run.observation.fingerprints.map { ($0.key.description, $0.value) })
         actions = Dictionary(uniqueKeysWithValues: run.plan.actionable.map { ($0.address.description, $0.action.rawValue) })
     }
 
-    public var options: PlanOptions { PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project) }
+    public var options: PlanOptions {
+        PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project, pruneVolumes: pruneVolumes,
+                    includeVolumes: includeVolumes)
+    }
 
     /// SHA-256 over every manifest file's path and bytes, in order.
     public static func digest(_ loaded: LoadedManifest) -> String {
@@ -69,11 +76,13 @@ public struct SavedPlan: Sendable, Equatable {
             ("destroy", .bool(destroy)),
             ("fingerprints", strings(fingerprints)),
             ("include_storage", .bool(includeStorage)),
+            ("include_volumes", .bool(includeVolumes)),
             ("manifest_digest", .string(manifestDigest)),
             ("manifests", .array(manifests.map { .string($0) })),
             ("plan", plan),
             ("project", project.map(JSON.Node.string) ?? .null),
             ("prune", .bool(prune)),
+            ("prune_volumes", .bool(pruneVolumes)),
             ("state_dir", .string(stateDirectory)),
             ("tupp_saved_plan", .int(Self.formatVersion)),
             ("tupp_version", .string(tuppVersion)),
@@ -113,11 +122,15 @@ public struct SavedPlan: Sendable, Equatable {
         return SavedPlan(tuppVersion: version, created: json["created"]?.double ?? 0, stateDirectory: state,
                          manifests: manifests, manifestDigest: digest, prune: json["prune"]?.bool ?? true,
                          destroy: json["destroy"]?.bool ?? false, includeStorage: json["include_storage"]?.bool ?? false,
+                         pruneVolumes: json["prune_volumes"]?.bool ?? false, includeVolumes: json["include_volumes"]?.bool ?? false,
                          project: json["project"]?.string, fingerprints: fingerprints, actions: actions)
     }
 
     init(tuppVersion: String, created: Double, stateDirectory: String, manifests: [String], manifestDigest: String,
-         prune: Bool, destroy: Bool, includeStorage: Bool, project: String?, fingerprints: [String: String], actions: [String: String]) {
+         prune: Bool, destroy: Bool, includeStorage: Bool, pruneVolumes: Bool = false, includeVolumes: Bool = false, project: String?,
+         fingerprints: [String: String], actions: [String: String]) {
+        self.pruneVolumes = pruneVolumes
+        self.includeVolumes = includeVolumes
         self.project = project
         self.tuppVersion = tuppVersion
         self.created = created

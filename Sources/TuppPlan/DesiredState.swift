@@ -16,6 +16,8 @@ public struct DesiredContext: Sendable {
     public var hostResolvers: HostResolvers?
     /// Planning a destroy: installation-wide resources keep only what the kept containers need.
     public var destroying: Bool
+    /// The content digest of each seccomp profile file the manifest names.
+    public var seccompDigests: [String: String] = [:]
 
     public init(imageDigests: [String: String] = [:], addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [],
                 hostResolvers: HostResolvers? = nil, destroying: Bool = false) {
@@ -52,6 +54,10 @@ public enum DesiredState {
         for name in manifest.images.keys.sorted() {
             out.append(ImageKind.desired(manifest.images[name]!, digest: context.imageDigests[name], pool: pool))
         }
+        let seeds = VolumeKind.seeds(manifest)
+        for name in manifest.volumes.keys.sorted() {
+            out.append(VolumeKind.desired(manifest.volumes[name]!, seed: seeds[name], pool: pool))
+        }
         for name in manifest.networks.keys.sorted() {
             out.append(NetworkKind.desired(manifest.networks[name]!))
         }
@@ -60,8 +66,10 @@ public enum DesiredState {
         for name in manifest.containers.keys.sorted() {
             let c = manifest.containers[name]!
             let names = NameSettings(c, peers: c.network.flatMap { peers[$0.attach] } ?? [:], resolvers: resolvers)
+            var digest: String?
+            if case .profile(let path) = c.confinement.seccomp { digest = context.seccompDigests[path] }
             out.append(ContainerKind.desired(c, network: c.network.flatMap { manifest.networks[$0.attach] },
-                                             address: context.addresses[name], names: names))
+                                             address: context.addresses[name], names: names, seccompDigest: digest))
         }
         let publishing = context.destroying ? Manifest() : manifest
         if let ports = PortsKind.desired(PortsKind.published(publishing, addresses: context.addresses, kept: context.kept)) {

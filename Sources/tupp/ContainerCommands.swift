@@ -44,6 +44,10 @@ struct StatusCommand: ParsableCommand {
                     ("started_at", s.startedAt.map(JSON.Node.double) ?? .null), ("last_run", s.lastRun.map(JSON.Node.string) ?? .null),
                     ("stopped_by_user", .bool(s.stoppedByUser)), ("health", s.health.map(JSON.Node.string) ?? .null),
                     ("health_log", healthJSON(s.healthReport)),
+                    ("oom_kills", s.oomKills.map { .int(Int64($0)) } ?? .null),
+                    ("memory_bytes", s.memoryBytes.map { .int(Int64($0)) } ?? .null),
+                    ("pids_current", s.pids.map { .int(Int64($0)) } ?? .null),
+                    ("cpu_seconds", s.cpuSeconds.map { .double(($0 * 1000).rounded() / 1000) } ?? .null),
                 ])
             }
             emit(JSON.Node.array(items).serialized() + "\n")
@@ -53,10 +57,13 @@ struct StatusCommand: ParsableCommand {
             emit("No containers.\n")
             return
         }
-        emitTable([["NAME", "PROJECT", "STATE", "HEALTH", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "RESTARTS", "LAST EXIT"]] + statuses.map { s in
+        emitTable([["NAME", "PROJECT", "STATE", "HEALTH", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "MEMORY", "PIDS", "CPU", "RESTARTS", "LAST EXIT"]]
+                  + statuses.map { s in
             [s.name, s.project ?? "-", s.stoppedByUser ? "\(s.state) (tupp stop)" : s.state, s.health ?? "-", s.pid.map(String.init) ?? "-",
              s.uptime.map(formatUptime) ?? "-", s.image ?? "-",
-             s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","), String(s.restarts), s.lastRun ?? s.lastExit ?? "-"]
+             s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","),
+             s.memoryBytes.map { Units.formatSize(UInt64($0)) } ?? "-", s.pids.map(String.init) ?? "-",
+             s.cpuSeconds.map { "\(($0 * 100).rounded() / 100)s" } ?? "-", String(s.restarts), s.lastRun ?? s.lastExit ?? "-"]
         })
     }
 }
@@ -111,10 +118,10 @@ struct ListCommand: ParsableCommand {
             emit("No projects.\n")
             return
         }
-        emitTable([["PROJECT", "CONTAINERS", "STATES", "NETWORKS", "IMAGES"]] + projects.map { p in
+        emitTable([["PROJECT", "CONTAINERS", "STATES", "NETWORKS", "IMAGES", "VOLUMES"]] + projects.map { p in
             let states = p.containerStates.keys.sorted().map { "\(p.containerStates[$0]!) \($0)" }.joined(separator: ", ")
             return [p.name, String(p.resources["container"] ?? 0), states.isEmpty ? "-" : states,
-                    String(p.resources["network"] ?? 0), String(p.resources["image"] ?? 0)]
+                    String(p.resources["network"] ?? 0), String(p.resources["image"] ?? 0), String(p.resources["volume"] ?? 0)]
         })
     }
 }
@@ -148,6 +155,7 @@ struct ExecCommand: ParsableCommand {
               tupp exec -t tupperware sh             an interactive shell (a pty)
               tupp exec tupperware -- ps             what runs inside
               tupp exec -e DEBUG=1 -w /tmp tupperware -- env
+              tupp exec -u nobody tupperware -- id
             """
     )
 
@@ -161,6 +169,9 @@ struct ExecCommand: ParsableCommand {
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Working directory inside the container.", valueName: "dir"))
     var workdir: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Run as this user instead of the container's (NAME, UID, NAME:GROUP or UID:GID, looked up in the container).", valueName: "user"))
+    var user: String?
 
     @Argument(help: "The container.")
     var name: String
@@ -184,7 +195,7 @@ struct ExecCommand: ParsableCommand {
             let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             environment[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
-        let shim = try engine.execArguments(name, command: argv, env: environment, tty: tty, workdir: workdir)
+        let shim = try engine.execArguments(name, command: argv, env: environment, tty: tty, workdir: workdir, user: user)
         // Replace this process: the shim joins the namespaces single-threaded and its
         // exit status becomes ours.
         let cArgs = shim.map { strdup($0) } + [nil]

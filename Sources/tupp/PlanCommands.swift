@@ -50,6 +50,12 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Plan the removal of everything the manifest declares (what destroy would do).")
     var destroy = false
 
+    @Flag(help: "Also plan the deletion of volumes that left the manifest (kept otherwise).")
+    var pruneVolumes = false
+
+    @Flag(help: "With --destroy: also plan the deletion of the declared volumes (kept otherwise).")
+    var includeVolumes = false
+
     @Option(help: ArgumentHelp("Save the plan for `tupp apply FILE`, which refuses it if the host or manifest changed meanwhile.", valueName: "file"))
     var out: String?
 
@@ -59,7 +65,8 @@ struct PlanCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try loadManifests(paths, project: project)
         let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
-        let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy, project: loaded.project))
+        let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy, project: loaded.project,
+                                                                             pruneVolumes: pruneVolumes, includeVolumes: includeVolumes))
         if let out, run.plan.errors.isEmpty {
             let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
             try saved.write(to: out, plan: PlanJSON.render(run.plan, tuppVersion: Tupp.version))
@@ -85,7 +92,8 @@ struct ApplyCommand: AsyncParsableCommand {
             Takes the host lock, reads the live host, plans, and applies in dependency order, \
             printing one line per resource. Given a plan saved by `tupp plan --out FILE`, it \
             applies exactly that plan, or refuses it when the manifest or the host changed since. Resources tupp created that left the manifest are \
-            removed (--no-prune keeps them). On failure it stops and reports what was applied, \
+            removed (--no-prune keeps them) — except volumes, which are kept with their data unless \
+            --prune-volumes is given, and never deleted while a container mounts them. On failure it stops and reports what was applied, \
             what failed and what was not attempted; running apply again converges.
 
             Examples:
@@ -93,6 +101,7 @@ struct ApplyCommand: AsyncParsableCommand {
               tupp apply manifests/tupperware.yaml
               tupp plan --out reviewed.plan && tupp apply reviewed.plan
               tupp apply --json site/ | jq -c 'select(.type=="complete")'
+              tupp apply --prune-volumes             also delete volumes that left the manifest
               tupp apply --wait /etc/tupp/           return once everything runs and is healthy
 
             A container with dependsOn starts once its dependencies are started, healthy or \
@@ -113,6 +122,9 @@ struct ApplyCommand: AsyncParsableCommand {
     @Flag(help: "Keep resources that left the manifest.")
     var noPrune = false
 
+    @Flag(help: "Also delete volumes that left the manifest, with their data (kept otherwise).")
+    var pruneVolumes = false
+
     @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
     var lockTimeout: Double = 60
 
@@ -129,7 +141,7 @@ struct ApplyCommand: AsyncParsableCommand {
             return
         }
         let loaded = try loadManifests(paths, project: project)
-        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project), json: json,
+        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project, pruneVolumes: pruneVolumes), json: json,
                            lockTimeout: lockTimeout, global: global, command: "apply", lifecycle: try waiting.options())
     }
 }
@@ -164,12 +176,14 @@ struct DestroyCommand: AsyncParsableCommand {
         discussion: """
             Shows the destroy plan, then stops and removes the project's containers, networks \
             and images in reverse dependency order and unmounts the pool. What other projects \
-            also declare (a shared network, the pool) is kept for them. The pool's image file \
-            and its data are kept unless --include-storage is given.
+            also declare (a shared network, the pool) is kept for them. Volumes are kept with \
+            their data unless --include-volumes is given; the pool's image file and its data are \
+            kept unless --include-storage is given (refused while it holds volumes that are kept).
 
             Examples:
               tupp destroy manifests/tupperware.yaml
               tupp destroy --include-storage         also delete the pool's image file
+              tupp destroy --include-volumes --include-storage    everything, data included
             """
     )
 
@@ -180,6 +194,9 @@ struct DestroyCommand: AsyncParsableCommand {
 
     @Flag(help: "Also delete the pool's image file and every byte in it.")
     var includeStorage = false
+
+    @Flag(help: "Also delete the declared volumes and their data.")
+    var includeVolumes = false
 
     @Flag(help: "Stream JSON lines instead of text.")
     var json = false
@@ -192,7 +209,8 @@ struct DestroyCommand: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadManifests(paths, project: project)
-        try await runApply(loaded, options: PlanOptions(destroy: true, includeStorage: includeStorage, project: loaded.project), json: json,
+        try await runApply(loaded, options: PlanOptions(destroy: true, includeStorage: includeStorage, project: loaded.project,
+                                                        includeVolumes: includeVolumes), json: json,
                            lockTimeout: lockTimeout, global: global, command: "destroy")
     }
 }
