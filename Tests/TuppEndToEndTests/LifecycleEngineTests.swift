@@ -279,6 +279,35 @@ import TuppTestSupport
         try i.expectClean(m)
     }
 
+    /// `tupp stop` killed at each of its checkpoints (the record's intent, the stop):
+    /// the next `tupp stop` finishes the job, the plan shows no drift, `tupp start` brings
+    /// it back, and destroy leaves nothing.
+    @Test func stopKilledAtEveryCheckpointConverges() throws {
+        guard try ready() else { return }
+        let i = try Installation()
+        defer { i.cleanupLeavingNothing() }
+        let m = try i.manifest("m.yaml", smallManifest(service("web", extra: "    network: { attach: net }\n    restart: unless-stopped")))
+        try i.apply("--settle", "0", m)
+        let traced = try i.tupp(["stop", "web"], environment: ["TUPP_TEST_CHECKPOINTS=1"])
+        #expect(traced.status == 0, "\(traced)")
+        let points = traced.stderr.split(separator: "\n").filter { $0.hasPrefix("tupp checkpoint ") }
+        #expect(points.count == 2, "intent recorded, then stopped: \(points)")
+        for (n, point) in points.enumerated() {
+            #expect(try i.tupp("start", "-f", m, "--settle", "0", "web").status == 0)
+            let running = try #require(try i.pid("web"))
+            let crashed = try i.tupp(["stop", "web"], environment: ["TUPP_TEST_CRASH_AT=\(n + 1)"])
+            #expect(crashed.status == 128 + SIGKILL, "killed at \(point): \(crashed)")
+            let again = try i.tupp("stop", "web")
+            #expect(again.status == 0, "after a crash at \(point): \(again)")
+            #expect(!isProcessAlive(running), "stopped after a crash at \(point)")
+            let plan = try i.tupp("plan", "--detailed-exitcode", m)
+            #expect(plan.status == 0 && plan.stdout.contains("stopped on purpose"), "after a crash at \(point): \(plan)")
+        }
+        #expect(try i.tupp("start", "-f", m, "--settle", "0", "web").status == 0)
+        #expect(try Ping.reaches(i.address(of: "web") ?? ""), "started and plugged again")
+        try i.expectClean(m)
+    }
+
     // MARK: Witnesses
 
     func status(_ i: Installation, _ name: String) throws -> JSON.Node {
