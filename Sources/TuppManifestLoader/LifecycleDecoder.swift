@@ -156,8 +156,12 @@ extension Validator {
                     continue
                 }
                 edges[name]!.append(target)
-                // An image with a configuration (oci:) may bring a health check of its own.
-                let configured = manifest.images[other.image].map { if case .oci = $0.source { true } else { false } } ?? true
+                // An image with a configuration (oci:, a registry) may bring a health check of its own.
+                let configured: Bool
+                switch manifest.images[other.image]?.source {
+                case .busybox?, .tar?, .directory?: configured = false
+                default: configured = true
+                }
                 if dependency.condition == .healthy && other.lifecycle.healthcheck == nil && !configured {
                     error(at, "container \"\(name)\" waits for \"\(target)\" to be healthy, but \"\(target)\" has no healthcheck")
                 }

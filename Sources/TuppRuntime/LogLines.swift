@@ -29,6 +29,11 @@ public enum LogLines {
         public var time: Double?
         /// The bytes, with their newline when the line is complete.
         public var bytes: [UInt8]
+
+        public init(time: Double?, bytes: [UInt8]) {
+            self.time = time
+            self.bytes = bytes
+        }
     }
 
     /// `times` as (offset, seconds), in file order.
@@ -99,17 +104,19 @@ extension Runtime {
     }
 
     /// `tupp logs` with a selection: the lines kept, then with `follow` whatever the
-    /// container writes next (each new line with its time), until the supervisor is gone.
+    /// container writes next, each line with the time the supervisor noted for it, until
+    /// the supervisor is gone.
     public func logs(directory: String, selection: LogSelection, follow: Bool, to output: Int32) throws {
         if selection.isRaw { return try logs(directory: directory, follow: follow, to: output) }
         let path = "\(directory)/log"
         // What is on disk now, and where the current file ends: following starts there.
         var current: FileDescriptor? = try? FileDescriptor.open(path, O_RDONLY)
-        if let fd = current { lseek(fd.rawValue, 0, SEEK_END) }
+        let end = current.map { Int(lseek($0.rawValue, 0, SEEK_END)) } ?? 0
         let lines = logLines(directory: directory)
         for line in LogLines.select(lines, selection) { try writeBytes(LogLines.render(line, timestamps: selection.timestamps), to: output) }
         guard follow else { return }
         var pending: [UInt8] = []
+        var pendingOffset = end   // where `pending` begins in the current file
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             var read = 0
@@ -118,18 +125,19 @@ extension Runtime {
                 if read > 0 { pending += buffer[..<read] }
             }
             if let last = pending.lastIndex(of: 10) {
-                // A write that just happened: its time is now, as near as the reader can tell.
-                var now = timespec()
-                clock_gettime(CLOCK_REALTIME, &now)
-                let time = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-                for line in LogLines.lines(Array(pending[...last]), times: [(0, time)]) {
+                // The supervisor notes the time of a write before it appends it.
+                let times = ((try? Files.readText("\(path).times", limit: 64 << 20)) ?? nil).map(LogLines.parseTimes) ?? []
+                let shifted = times.map { (offset: $0.offset - pendingOffset, time: $0.time) }
+                for line in LogLines.lines(Array(pending[...last]), times: shifted) {
                     try writeBytes(LogLines.render(line, timestamps: selection.timestamps), to: output)
                 }
                 pending = Array(pending[(last + 1)...])
+                pendingOffset += last + 1
             }
             if read > 0 { continue }
             if let onDisk = try Files.status(path), current == nil || inodeOf(current!) != UInt64(onDisk.st_ino) {
                 current = try FileDescriptor.open(path, O_RDONLY)
+                pendingOffset = -pending.count   // a line cut by the rotation began in the old file
                 continue
             }
             if !observe(directory: directory).isSupervised {
