@@ -60,6 +60,10 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
             if message.hasPrefix("warning:") {
                 emit((state.openLine != nil ? "\n" : "") + style.yellow("  \(change.address): \(message)") + "\n")
                 state.openLine = nil
+            } else if message.hasPrefix("waiting for") && !tty {
+                // A dependent may wait minutes: a log (the boot unit's journal) says why.
+                emit((state.openLine != nil ? "\n" : "") + "  \(change.address): \(message)\n")
+                state.openLine = nil
             } else if tty && state.running == 1 {
                 emit("\r\u{1B}[K\(change.address): \(change.verb)… \(message)")
                 state.openLine = change.address
