@@ -116,10 +116,10 @@ public struct ProcessObservation: Sendable, Equatable {
         guard let exit = lastExit else { return nil }
         var text: String
         switch exit.status {
+        case _ where exit.oomKilled: text = "was oom-killed (\(exit.status))"
         case .code(let code): text = "exited with code \(code)"
         case .signal(let signal): text = "was killed by signal \(signal)"
         }
-        if exit.oomKilled { text += " (out of memory)" }
         if let ms = lastRunMilliseconds { text += " after \(ms < 10_000 ? "\(Int(ms)) ms" : "\(Int(ms / 1000)) s")" }
         if state == .restarting || (state == .running && restarts > 0) {
             text += " (\(state == .restarting ? "restarting" : "restarted"), attempt \(restarts + (state == .restarting ? 1 : 0)))"
