@@ -238,10 +238,13 @@ public struct Engine: Sendable {
                     reporter.start(change)
                     let t0 = Monotonic.nanoseconds()
                     do {
-                        if change.isMembershipOnly {
-                            try updateMembership(change, context)
-                        } else {
-                            try await reconciler.apply(change, context)
+                        // Every crash checkpoint passed during the change names its resource.
+                        try await Checkpoint.$resource.withValue(change.address.description) {
+                            if change.isMembershipOnly {
+                                try updateMembership(change, context)
+                            } else {
+                                try await reconciler.apply(change, context)
+                            }
                         }
                         reporter.complete(change, milliseconds: Monotonic.milliseconds(since: t0))
                         return (i, nil)
@@ -305,8 +308,11 @@ public struct Engine: Sendable {
         for dir in ["\(store.directory)/containers", store.recordsDirectory] {
             if (try? Files.list(dir))?.isEmpty == true { rmdir(dir) }
         }
+        Checkpoint.pass("empty state directories removed")
         try? Files.removeTree(store.cacheDirectory)
+        Checkpoint.pass("state cache removed")
         unlink(store.lockPath)
+        Checkpoint.pass("state lock file removed")
         rmdir(store.directory)   // kept when something else lives there (a pool file, say)
     }
 }
