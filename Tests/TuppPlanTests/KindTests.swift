@@ -39,6 +39,14 @@ private func conditions<C: ResourceCondition>(_ kind: KindObservation, _ address
         #expect(o.resources.isEmpty)
     }
 
+    @Test func aDestroyInterruptedAfterTheFileWentIsFinished() {
+        let record = Record(PoolKind.address, status: .deleting, attributes: PoolKind.attributes(storage))
+        let gone = pool(mounted: false, fileSize: nil)
+        #expect(PoolKind.interpret(PoolFacts(storage: storage, observation: gone), record: record, destroying: true)[PoolKind.address] != nil)
+        #expect(PoolKind.interpret(PoolFacts(storage: storage, observation: gone), record: record)[PoolKind.address] == nil,
+                "apply creates it again")
+    }
+
     @Test func unmountedShrunkAndOpenPoolsAreRepairedInPlace() {
         let o = PoolKind.interpret(PoolFacts(storage: storage, observation: pool(mounted: false)))
         #expect(conditions(o, PoolKind.address, PoolCondition.self) == [.notMounted(file: "/pool.img", root: "/pool")])

@@ -95,8 +95,10 @@ struct NetworkReconciler: Reconciler {
             deleting.status = .deleting
             try context.save(deleting)
             if !record.isExternal, observed?.external != true {
+                // Also when the rule is already gone: a removal killed between the rule and
+                // the table left an empty table to remove.
                 if let subnet = record.attributes[NetworkAttribute.subnet]?.string.flatMap(IPv4Network.init),
-                   natSubnets?.contains(subnet) == true {
+                   natSubnets?.contains(subnet) == true || record.attributes[NetworkAttribute.nat] == .bool(true) {
                     try masquerading.disable(subnet, table: table)
                 }
                 if let bridge = record.bridgeName ?? observed?.attributes[NetworkAttribute.bridge]?.string {

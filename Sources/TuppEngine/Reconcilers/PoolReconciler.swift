@@ -25,7 +25,7 @@ struct PoolReconciler: Reconciler {
             }
         }
         observation.facts[PoolFacts.self] = facts
-        observation.merge(PoolKind.interpret(facts))
+        observation.merge(PoolKind.interpret(facts, record: observation.records[PoolKind.address], destroying: context.destroying))
     }
 
     func apply(_ change: Plan.ResourceChange, _ context: ApplyContext) async throws {
@@ -50,7 +50,9 @@ struct PoolReconciler: Reconciler {
                 try await Pool.create(storage)
             } else {
                 if storage.device != nil && !Pool.observe(storage).mounted {
-                    try Pool.mount(storage)
+                    // Not `mount`: a create killed between making the file and formatting
+                    // it left a blank file, which `create` formats (and only a blank one).
+                    try await Pool.create(storage)
                 }
                 if PoolKind.needsGrow(storage, Pool.observe(storage)) {
                     try Pool.grow(storage)
