@@ -63,8 +63,11 @@ struct TestPool {
 
 /// Gate for every integration test here.
 func storageHostReady() throws -> Bool {
-    try Host.require(.root, .btrfs, .command("/usr/sbin/mkfs.btrfs"), .command("/usr/bin/btrfs"))
+    try Host.require(storageFeatures)
 }
+
+/// What the storage tests need; `.requires(storageFeatures)` gates a parameterized one.
+let storageFeatures: [Host.Feature] = [.root, .btrfs, .command("/usr/sbin/mkfs.btrfs"), .command("/usr/bin/btrfs")]
 
 /// Writes a Python tarfile program's output: `script` gets `out` (the archive path) and
 /// `tarfile`, `io` imported, with a helper `add(tf, name, data=b"", **attributes)`.

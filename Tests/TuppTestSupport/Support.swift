@@ -18,6 +18,11 @@ public enum Host {
     /// reads as before; the `else` is never taken.
     @discardableResult
     public static func require(_ features: Feature..., sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
+        try require(features, sourceLocation: sourceLocation)
+    }
+
+    @discardableResult
+    public static func require(_ features: [Feature], sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
         let missing = features.filter { !$0.available }
         guard missing.isEmpty else {
             try unavailable("needs \(missing.map(\.name).joined(separator: ", "))", sourceLocation: sourceLocation)
@@ -61,7 +66,9 @@ extension Trait where Self == ConditionTrait {
     /// The gate as a trait, for parameterized tests: Swift Testing does not report a
     /// cancelled test case, but it does report a skipped test. With CI=true the test runs
     /// (and fails on its own `Host.require`).
-    public static func requires(_ features: Host.Feature...) -> Self {
+    public static func requires(_ features: Host.Feature...) -> Self { requires(features) }
+
+    public static func requires(_ features: [Host.Feature]) -> Self {
         let missing = features.filter { !$0.available }.map(\.name)
         return .enabled(if: Host.isCI || missing.isEmpty,
                         Comment(rawValue: "skipped: needs \(missing.joined(separator: ", ")) (CI=true makes this a failure)"))
