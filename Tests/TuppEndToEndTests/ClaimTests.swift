@@ -218,10 +218,12 @@ import TuppTestSupport
                                         "-e", "signal=none", "-o", log, Built.tupp, "--state-dir", i.state] + arguments,
                                        environment: ["NO_COLOR=1"])
             #expect(traced.status == 0, "\(traced)")
-            let spawns = try Self.processCreations(in: try #require(try Files.readText(log)))
-            #expect(spawns.contains { $0.program.hasSuffix("tupp-shim") } || arguments[0] == "destroy", "\(spawns)")
-            #expect(spawns.contains { $0.program.hasSuffix("mkfs.btrfs") } || arguments[0] == "destroy", "\(spawns)")
-            #expect(spawns.contains { $0.program.hasSuffix("nft") }, "\(spawns)")
+            let text = try #require(try Files.readText(log))
+            let spawns = try Self.processCreations(in: text)
+            let seen = "\(spawns) in \(arguments[0])'s trace:\n\(text.split(separator: "\n").prefix(40).joined(separator: "\n"))"
+            #expect(spawns.contains { $0.program.hasSuffix("tupp-shim") } || arguments[0] == "destroy", "\(seen)")
+            #expect(spawns.contains { $0.program.hasSuffix("mkfs.btrfs") } || arguments[0] == "destroy", "\(seen)")
+            #expect(spawns.contains { $0.program.hasSuffix("nft") }, "\(seen)")
             for spawn in spawns {
                 #expect(spawn.flags.contains("CLONE_VM") && spawn.flags.contains("CLONE_VFORK"),
                         "tupp created \(spawn.program) with \(spawn.flags): a fork of the Swift process")

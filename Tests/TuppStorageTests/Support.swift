@@ -51,7 +51,13 @@ struct TestPool {
         where mount.mountPoint.hasPrefix(canonicalRoot + "/") {
             umount2(mount.mountPoint, Int32(MNT_DETACH))
         }
-        do { try Pool.unmountAndDetach(config) } catch { Issue.record("teardown: \(render(error))", sourceLocation: sourceLocation) }
+        do {
+            try Pool.unmountAndDetach(config)
+        } catch {
+            let holders = ProcEntry.holders(of: canonicalRoot)
+            Issue.record("teardown: \(render(error)); holding it: \(holders.isEmpty ? "no process of this namespace" : holders.joined(separator: "; "))",
+                         sourceLocation: sourceLocation)
+        }
         do { try Pool.removeFile(config) } catch { Issue.record("teardown: \(render(error))", sourceLocation: sourceLocation) }
         let left = Inventory.take(Inventory.Scope(directories: [directory.path]))
         #expect(left.isEmpty, "the pool left behind:\n\(left)", sourceLocation: sourceLocation)

@@ -378,6 +378,25 @@ public struct ProcEntry: Sendable {
         return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Processes holding something under `path` open — a descriptor, their working
+    /// directory or root — as "pid P (command): fd N → target"; why a mount is busy.
+    public static func holders(of path: String) -> [String] {
+        var found: [String] = []
+        for entry in all() + [read(getpid())].compactMap({ $0 }) {
+            var links: [(String, String)] = []
+            for fd in (try? Files.list("/proc/\(entry.pid)/fd")) ?? [] {
+                if let target = readLink("/proc/\(entry.pid)/fd/\(fd)") { links.append(("fd \(fd)", target)) }
+            }
+            for what in ["cwd", "root"] {
+                if let target = readLink("/proc/\(entry.pid)/\(what)") { links.append((what, target)) }
+            }
+            for (what, target) in links where target == path || target.hasPrefix(path + "/") {
+                found.append("pid \(entry.pid) (\(entry.commandLine)): \(what) → \(target)")
+            }
+        }
+        return found
+    }
+
     /// The process is still the one this entry describes (same pid, same start time).
     public var isAlive: Bool { ProcEntry.read(pid)?.startTime == startTime }
 }
