@@ -41,7 +41,7 @@ func ready() throws -> Bool {
 
 extension Installation {
     /// The pid of a container's init as /proc shows it (not as tupp reports it).
-    func pid(_ name: String) -> Int32? { processes(of: name)?.initProcess.pid }
+    func pid(_ name: String) throws -> Int32? { processes(of: name)?.initProcess.pid }
 
     /// SIGKILLs a container's command and waits (up to ten seconds) until its supervisor
     /// has gone — it records the end before it exits (restart policy "no") — so what comes

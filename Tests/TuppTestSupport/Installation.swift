@@ -229,8 +229,9 @@ public final class Installation: @unchecked Sendable {
         root.remove()
     }
 
-    /// The old name of `finish()`.
+    /// The old names of `finish()`.
     public func cleanup(sourceLocation: SourceLocation = #_sourceLocation) { finish(sourceLocation: sourceLocation) }
+    public func cleanupLeavingNothing(sourceLocation: SourceLocation = #_sourceLocation) { finish(sourceLocation: sourceLocation) }
 
     /// Removes what `found` lists, by pid, mount point, device and name.
     func forceCleanup(_ found: Inventory) {

@@ -72,10 +72,16 @@ extension Installation {
         }
     }
 
-    /// The container's first address without its prefix length, as `ping` wants it.
+    /// The container's first address without its prefix length, as `ping` wants it; nil
+    /// when it does not run or has no address.
     public func liveAddress(of name: String) throws -> String? {
-        try liveAddresses(of: name).first.map { String($0.prefix { $0 != "/" }) }
+        guard processes(of: name) != nil else { return nil }
+        return try liveAddresses(of: name).first.map { String($0.prefix { $0 != "/" }) }
     }
+
+    /// `liveAddress(of:)`: the address inside the container's network namespace (once what
+    /// `tupp status` reported, which is the recorded one).
+    public func address(of name: String) throws -> String? { try liveAddress(of: name) }
 
     /// Runs `command` in the container's namespaces through nsenter (not tupp exec):
     /// mount (and with it the root), uts, ipc, net and pid of its init.

@@ -276,7 +276,7 @@ struct ContainerReconciler: Reconciler {
                 process = try start(spec, rootfs: rootfs)
             } else {
                 let config = try config(spec, rootfs: rootfs)
-                if change.changes(ContainerAttribute.resources) || unfinished || change.conditions(ContainerCondition.self).contains(where: {
+                if change.changes(ContainerAttribute.resources) || change.conditions(ContainerCondition.self).contains(where: {
                     if case .limitChanged = $0 { true } else { false }
                 }) {
                     let update = try runtime.updateResources(config, directory: directory(name))
