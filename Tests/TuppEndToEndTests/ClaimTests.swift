@@ -201,9 +201,9 @@ import TuppTestSupport
 
     /// "It never forks from the multithreaded Swift process": strace shows every process
     /// tupp's own threads create made with CLONE_VM|CLONE_VFORK (posix_spawn) — the
-    /// supervisor, mkfs.btrfs, busybox, nft — while tupp-shim, single-threaded C, forks.
+    /// supervisor, mkfs.btrfs, busybox — while tupp-shim, single-threaded C, forks.
     @Test func tuppOnlySpawnsNeverForks() throws {
-        guard try ready(), try Host.require(.command("/usr/bin/strace"), .command("/usr/sbin/nft")) else { return }
+        guard try ready(), try Host.require(.command("/usr/bin/strace")) else { return }
         let i = try Installation()
         let forwarding = (try? Files.readText("/proc/sys/net/ipv4/ip_forward")) ?? "0\n"
         defer {
@@ -223,7 +223,6 @@ import TuppTestSupport
             let seen = "\(spawns) in \(arguments[0])'s trace:\n\(text.split(separator: "\n").prefix(40).joined(separator: "\n"))"
             #expect(spawns.contains { $0.program.hasSuffix("tupp-shim") } || arguments[0] == "destroy", "\(seen)")
             #expect(spawns.contains { $0.program.hasSuffix("mkfs.btrfs") } || arguments[0] == "destroy", "\(seen)")
-            #expect(spawns.contains { $0.program.hasSuffix("nft") }, "\(seen)")
             for spawn in spawns {
                 #expect(spawn.flags.contains("CLONE_VM") && spawn.flags.contains("CLONE_VFORK"),
                         "tupp created \(spawn.program) with \(spawn.flags): a fork of the Swift process")
@@ -256,7 +255,8 @@ import TuppTestSupport
         for line in log.split(separator: "\n") {
             let words = line.split(separator: " ", maxSplits: 1)
             guard words.count == 2, let tid = Int(words[0]) else { continue }
-            let call = words[1]
+            // strace pads the pid column: "3818  execve(…)".
+            let call = words[1].drop { $0 == " " }
             if threads.isEmpty { threads.insert(tid) }
             if call.hasPrefix("execve(") {
                 programs[tid] = String(call.dropFirst("execve(\"".count).prefix { $0 != "\"" })
@@ -351,12 +351,14 @@ import TuppTestSupport
         }
         let commands = [["plan", m], ["plan", "--json", m], ["plan", "--destroy", m], ["status"], ["validate", m]]
 
-        // Fresh: nothing of tupp's exists, and nothing is made.
+        // Fresh: nothing of tupp's exists, and nothing is made. Without root, what cannot be
+        // read (the nftables rule set) is an error that says so.
         var before = Self.tree(i.root.path)
         for arguments in commands {
             for prefix in [[], nobody] {
                 let out = try readOnly(arguments, as: prefix)
-                #expect(out.status == 0 || arguments[0] == "status", "\(prefix.isEmpty ? "root" : "nobody"): \(arguments): \(out)")
+                let said = out.status == 0 || (!prefix.isEmpty && out.output.contains("not permitted"))
+                #expect(said || arguments[0] == "status", "\(prefix.isEmpty ? "root" : "nobody"): \(arguments): \(out)")
                 #expect(Self.tree(i.root.path) == before, "\(prefix.isEmpty ? "root" : "nobody"): \(arguments) wrote")
             }
         }

@@ -334,7 +334,8 @@ extension Installation {
     /// What iproute2 says about a link: everything a change by tupp would show in.
     func linkFacts(_ name: String) throws -> String {
         let link = try Spawn.run(["/sbin/ip", "-d", "-j", "link", "show", "dev", name]).stdout
-        let addresses = try Spawn.run(["/sbin/ip", "-j", "addr", "show", "dev", name]).stdout
+        // IPv4: the kernel gives an up bridge an IPv6 link-local address of its own.
+        let addresses = try Spawn.run(["/sbin/ip", "-4", "-j", "addr", "show", "dev", name]).stdout
         // Counters and the operational state move with traffic, and a bridge without a MAC
         // of its own takes its lowest port's (the kernel's doing); identity and settings do not.
         guard case .array(let links) = try JSON.parse(Array(link.utf8)), let l = links.first,
