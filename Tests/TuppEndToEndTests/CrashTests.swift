@@ -15,9 +15,10 @@ import TuppTestSupport
 /// plan is readable, the next apply converges (a second one has nothing to do), the
 /// containers run and answer, and the inventory shows exactly what the manifest declares.
 @Suite(.serialized) struct CrashTests {
-    /// Pool, image, a masqueraded network, containers a and b on it; `a` and `network`
-    /// replace parts of a's entry and of the network's.
-    static func manifest(a: String = "    network: { attach: net }\n    hostname: alpha", command: String = "sleep infinity",
+    /// Pool, image, a masqueraded network, containers a (with a port published on
+    /// loopback) and b on it; `a` and `network` replace parts of a's entry and of the network's.
+    static func manifest(a: String = "    network: { attach: net, ports: [\"127.0.0.1:{{PORT}}:80\"] }\n    hostname: alpha",
+                         command: String = "sleep infinity",
                          network: String = "nat: true", withB: Bool = true) -> String {
         smallManifest(service("a", extra: a).replacing("sleep infinity", with: command)
                       + (withB ? service("b", extra: "    network: { attach: net }") : ""))
@@ -33,7 +34,7 @@ import TuppTestSupport
         var resource: String? {
             guard let colon = label.firstRange(of: ": ") else { return nil }
             let head = String(label[..<colon.lowerBound])
-            return ["pool.", "image.", "network.", "container."].contains { head.hasPrefix($0) } ? head : nil
+            return ["pool.", "image.", "volume.", "network.", "container.", "ports."].contains { head.hasPrefix($0) } ? head : nil
         }
         var step: String { resource.map { String(label.dropFirst($0.count + 2)) } ?? label }
         var description: String { label }
@@ -156,8 +157,9 @@ import TuppTestSupport
         defer { i.finish() }
         // Every value the change touches is declared at the start too: converging back to
         // the start must undo the change (an omitted address or MTU would be kept).
-        let start = Self.manifest(a: "    network: { attach: net, address: {{NET}}.76 }\n    hostname: alpha", network: "nat: true, mtu: 1500")
-        let changed = Self.manifest(a: "    network: { attach: net, address: {{NET}}.77 }\n    hostname: omega\n    restart: on-failure",
+        let start = Self.manifest(a: "    network: { attach: net, address: {{NET}}.76, ports: [\"127.0.0.1:{{PORT}}:80\"] }\n    hostname: alpha",
+                                  network: "nat: true, mtu: 1500")
+        let changed = Self.manifest(a: "    network: { attach: net, address: {{NET}}.77, ports: [\"127.0.0.1:{{PORT}}:81\"] }\n    hostname: omega\n    restart: on-failure",
                                     network: "nat: true, mtu: 1400")
         try keepingForwarding {
             try crashEverywhere(i, start: start, change: changed) { before, point throws in
@@ -190,7 +192,7 @@ import TuppTestSupport
         let i = try Installation()
         defer { i.finish() }
         // Without its own IPC namespace: a replacement.
-        let changed = Self.manifest(a: "    network: { attach: net }\n    hostname: alpha\n    namespaces: [mount, uts, net, pid]")
+        let changed = Self.manifest(a: "    network: { attach: net, ports: [\"127.0.0.1:{{PORT}}:80\"] }\n    hostname: alpha\n    namespaces: [mount, uts, net, pid]")
         try keepingForwarding {
             try crashEverywhere(i, start: Self.base, change: changed) { before, point throws in
                 let a = try i.initProcess(of: "a")

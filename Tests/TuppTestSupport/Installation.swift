@@ -46,8 +46,11 @@ public final class Installation: @unchecked Sendable {
     /// The project of manifests written here without a `project:` key: the directory's name.
     public var project: String { Names.project(fromDirectory: Paths.basename(root.path)) }
 
+    /// A host port for this test to publish (31000 + N; ports other tests publish are below).
+    public var port: Int { 31000 + subnetOctet }
+
     /// Writes a manifest into the test directory; `{{ROOT}}`, `{{BRIDGE}}`, `{{SUBNET}}`,
-    /// `{{NET}}` (10.214.N) are substituted.
+    /// `{{NET}}` (10.214.N) and `{{PORT}}` are substituted.
     @discardableResult
     public func manifest(_ name: String, _ text: String) throws -> String {
         let path = "\(root.path)/\(name)"
@@ -56,6 +59,7 @@ public final class Installation: @unchecked Sendable {
             .replacing("{{BRIDGE}}", with: bridge)
             .replacing("{{SUBNET}}", with: subnet)
             .replacing("{{NET}}", with: "10.214.\(subnetOctet)")
+            .replacing("{{PORT}}", with: String(port))
         try Files.writeAtomically(path, text: filled, mode: 0o644)
         track(path)
         return path
@@ -165,10 +169,14 @@ public final class Installation: @unchecked Sendable {
             if found.poolFiles != [Paths.canonical(file) ?? file] { problems.append("pool files: \(found.poolFiles), expected \(file)") }
         }
 
-        // nftables: tupp's table while a network masquerades.
-        let nat = manifest.networks.values.contains(where: \.nat)
-        let table = "ip tupp_\(installationID)"
-        if found.nftTables != (nat ? [table] : []) { problems.append("nft tables: \(found.nftTables), expected \(nat ? [table] : [])") }
+        // nftables: tupp's table while a network masquerades, its port table while a
+        // running container publishes a port.
+        var tables: [String] = []
+        if manifest.networks.values.contains(where: \.nat) { tables.append("ip tupp_\(installationID)") }
+        if running.contains(where: { manifest.containers[$0]?.network?.ports.isEmpty == false }) {
+            tables.append("ip \(PortRules.tableName(installation: installationID))")
+        }
+        if found.nftTables.sorted() != tables.sorted() { problems.append("nft tables: \(found.nftTables), expected \(tables)") }
         problems += found.namedNetns.map { "unexpected netns /run/netns/\($0)" }
 
         // Processes: one supervisor per running container, the container's own processes.
