@@ -6,6 +6,12 @@ import TuppManifest
 public struct DesiredContext: Sendable {
     /// The identity of each image's source ("sha256:…").
     public var imageDigests: [String: String]
+    /// What each image gives its containers (its config), by image name; an image not
+    /// listed has none, or an unknown one when its source carries a config.
+    public var imageDefaults: [String: ImageDefaults] = [:]
+    /// The chain IDs of each image's planned content, bottom to top, when known (layered
+    /// images: from the config); what the layers kept for a pull are.
+    public var imageLayers: [String: [String]] = [:]
     /// Every attached container's address, explicit or allocated (`AddressAllocator`).
     public var addresses: [String: IPv4Interface]
     /// Containers the plan keeps without declaring them (other projects'): their names on
@@ -17,9 +23,12 @@ public struct DesiredContext: Sendable {
     /// Planning a destroy: installation-wide resources keep only what the kept containers need.
     public var destroying: Bool
 
-    public init(imageDigests: [String: String] = [:], addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [],
-                hostResolvers: HostResolvers? = nil, destroying: Bool = false) {
+    public init(imageDigests: [String: String] = [:], imageDefaults: [String: ImageDefaults] = [:], imageLayers: [String: [String]] = [:],
+                addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [], hostResolvers: HostResolvers? = nil,
+                destroying: Bool = false) {
         self.imageDigests = imageDigests
+        self.imageDefaults = imageDefaults
+        self.imageLayers = imageLayers
         self.addresses = addresses
         self.kept = kept
         self.hostResolvers = hostResolvers
@@ -60,8 +69,9 @@ public enum DesiredState {
         for name in manifest.containers.keys.sorted() {
             let c = manifest.containers[name]!
             let names = NameSettings(c, peers: c.network.flatMap { peers[$0.attach] } ?? [:], resolvers: resolvers)
+            let defaults = context.imageDefaults[c.image] ?? (manifest.images[c.image]?.source.carriesConfig == true ? .unknown : .none)
             out.append(ContainerKind.desired(c, network: c.network.flatMap { manifest.networks[$0.attach] },
-                                             address: context.addresses[name], names: names))
+                                             address: context.addresses[name], names: names, image: defaults))
         }
         let publishing = context.destroying ? Manifest() : manifest
         if let ports = PortsKind.desired(PortsKind.published(publishing, addresses: context.addresses, kept: context.kept)) {

@@ -71,9 +71,15 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var hostname: String?
     public var namespaces: [Namespace]
     public var mounts: [Mount]
+    /// What runs: the manifest's entrypoint and command over the image config's.
     public var command: [String]
+    /// The manifest's env over the image config's.
     public var env: [String: String]
     public var workdir: String
+    /// The image config's User and StopSignal, carried for the runtime's `user` and the
+    /// stop signal; not applied yet (the manifest has no `user` or `stopSignal` field).
+    public var user: String?
+    public var stopSignal: String?
     public var restart: RestartPolicy
     public var capabilities: [Capability]
     /// Seconds between SIGTERM and SIGKILL.
@@ -82,17 +88,21 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var network: Attachment?
     /// /etc/resolv.conf and /etc/hosts.
     public var names: NameSettings
+    /// The container as declared, while its image's config is known only once the image
+    /// is pulled: apply completes command, env and workdir with `resolved(with:)`.
+    public var awaitingImageConfig: Container?
 
-    public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings()) {
+    public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
+                image: ImageDefaults = .none) {
         self.names = names
         name = c.name
-        image = c.image
+        self.image = c.image
         hostname = c.effectiveHostname
         namespaces = c.namespaces.sorted()
         mounts = c.mounts
-        command = c.command
-        env = Dictionary(c.env.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
-        workdir = c.workdir
+        command = []
+        env = [:]
+        workdir = "/"
         restart = c.restart
         capabilities = c.effectiveCapabilities
         stopTimeout = c.stopTimeout
@@ -101,6 +111,36 @@ public struct ContainerSpec: ResourceSpec, Equatable {
             self.network = Attachment(network: network.name, bridge: network.bridge, interface: attachment.interface,
                                       address: address, gateway: network.gateway, mtu: network.mtu, ports: attachment.ports)
         }
+        switch image {
+        case .none: apply(RunSettings(c, config: nil))
+        case .config(let config): apply(RunSettings(c, config: config))
+        case .unknown:
+            apply(RunSettings(c, config: nil))
+            awaitingImageConfig = c
+        }
+    }
+
+    mutating func apply(_ run: RunSettings) {
+        command = run.command
+        env = run.env
+        workdir = run.workdir
+        user = run.user
+        stopSignal = run.stopSignal
+    }
+
+    /// The spec once the image's config is known (after its pull).
+    public func resolved(with config: ImageConfig?) -> ContainerSpec {
+        guard let declared = awaitingImageConfig else { return self }
+        var spec = self
+        spec.apply(RunSettings(declared, config: config))
+        spec.awaitingImageConfig = nil
+        return spec
+    }
+
+    /// Why the container cannot start as planned: nothing to run.
+    public var problem: String? {
+        guard command.isEmpty, awaitingImageConfig == nil else { return nil }
+        return "container.\(name) has nothing to run: neither the manifest nor the config of image.\(image) gives an entrypoint or command; declare `command:`"
     }
 }
 
@@ -246,24 +286,32 @@ public struct ContainerFacts: Sendable {
 /// network's bridge. Pure.
 public enum ContainerKind {
     public static func desired(_ c: Container, network: Network?, address: IPv4Interface?,
-                               names: NameSettings = NameSettings()) -> DesiredResource {
-        let spec = ContainerSpec(c, network: network, address: address, names: names)
+                               names: NameSettings = NameSettings(), image: ImageDefaults = .none) -> DesiredResource {
+        let spec = ContainerSpec(c, network: network, address: address, names: names, image: image)
         var dependencies = [ResourceAddress(.image, c.image)]
         if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
-        return DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
-                               protect: c.protect, spec: spec)
+        var resource = DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
+                                       protect: c.protect, spec: spec)
+        if spec.awaitingImageConfig != nil {
+            resource.notes.append("its command, environment and working directory take the defaults of image.\(c.image)'s config, known once it is pulled")
+        }
+        return resource
     }
 
+    /// The effective values: what runs after the image config's defaults. While those
+    /// are not known (`awaitingImageConfig`), command and workdir are left out.
     public static func attributes(_ c: ContainerSpec) -> Attributes {
         var a: Attributes = [
             ContainerAttribute.image: .string(c.image),
             ContainerAttribute.namespaces: .strings(c.namespaces.map(\.rawValue)),
-            ContainerAttribute.command: .strings(c.command),
-            ContainerAttribute.workdir: .string(c.workdir),
             ContainerAttribute.restart: .string(c.restart.rawValue),
             ContainerAttribute.capabilities: .strings(c.capabilities.map(\.name)),
             ContainerAttribute.stopTimeout: .string(Units.formatDuration(c.stopTimeout)),
         ]
+        if c.awaitingImageConfig == nil {
+            a[ContainerAttribute.command] = .strings(c.command)
+            a[ContainerAttribute.workdir] = .string(c.workdir)
+        }
         if let hostname = c.hostname { a[ContainerAttribute.hostname] = .string(hostname) }
         if !c.mounts.isEmpty { a[ContainerAttribute.mounts] = .strings(c.mounts.map(describe)) }
         for (key, value) in c.env { a[ContainerAttribute.env.child(key)] = .string(value) }

@@ -1,0 +1,49 @@
+import TuppManifest
+
+/// What observation learnt about a registry image's reference.
+public enum RegistryResolution: Sendable, Equatable {
+    /// Pinned by digest: the reference says it, no request was made.
+    case pinned(String)
+    /// A tag the registry resolved (one HEAD).
+    case resolved(String)
+    /// The registry was not asked (`--refresh=false`).
+    case notAsked
+    /// The registry did not answer (refused, timed out, only 5xx); why, for the warning.
+    case unreachable(String)
+
+    /// False when the registry was asked and did not answer: asking it more is futile.
+    public var answered: Bool {
+        if case .unreachable = self { false } else { true }
+    }
+}
+
+extension ImageKind {
+    /// The digest a registry image is planned with, and the warning the plan shows.
+    ///
+    /// `pulled`: the digest of the image as pulled from the same source (nil when not
+    /// pulled, or pulled from another reference or platform). A tag the registry was not
+    /// asked about, or could not be asked about, is taken as unchanged — the image stays
+    /// what was pulled; an image not pulled yet has no digest until apply pulls it.
+    public static func registryDigest(_ registry: RegistryImage, name: String, resolution: RegistryResolution,
+                                      pulled: String?) -> (digest: String?, warning: String?) {
+        switch resolution {
+        case .pinned(let digest), .resolved(let digest):
+            return (digest, nil)
+        case .notAsked:
+            return (pulled, nil)
+        case .unreachable(let why):
+            let host = registry.reference.split(separator: "/").first.map(String.init) ?? registry.reference
+            if let pulled {
+                return (pulled, "image.\(name): registry \(host) did not answer (\(why)); \(registry.reference) is taken as unchanged (\(pulled), as pulled)")
+            }
+            return (nil, "image.\(name): registry \(host) did not answer (\(why)); \(registry.reference) cannot be pulled until it does")
+        }
+    }
+
+    /// The digest recorded for image `name` when it was pulled from `image`'s source.
+    public static func pulledDigest(_ image: Image, record: Record?) -> String? {
+        guard let record, record.status == .ready,
+              record.attributes[ImageAttribute.source] == .string(image.source.description) else { return nil }
+        return record.attributes[ImageAttribute.digest]?.string
+    }
+}
