@@ -21,6 +21,8 @@ public struct SavedPlan: Sendable, Equatable {
     public var prune: Bool
     public var destroy: Bool
     public var includeStorage: Bool
+    /// Made with `--refresh=false`: applied without asking registries either.
+    public var refresh: Bool
     /// The project planned for (nil in plans of a tupp without projects).
     public var project: String?
     public var fingerprints: [String: String]
@@ -35,12 +37,15 @@ public struct SavedPlan: Sendable, Equatable {
         prune = run.options.prune
         destroy = run.options.destroy
         includeStorage = run.options.includeStorage
+        refresh = run.options.refresh
         project = run.options.project
         fingerprints = Dictionary(uniqueKeysWithValues: run.observation.fingerprints.map { ($0.key.description, $0.value) })
         actions = Dictionary(uniqueKeysWithValues: run.plan.actionable.map { ($0.address.description, $0.action.rawValue) })
     }
 
-    public var options: PlanOptions { PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project) }
+    public var options: PlanOptions {
+        PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project, refresh: refresh)
+    }
 
     /// SHA-256 over every manifest file's path and bytes, in order.
     public static func digest(_ loaded: LoadedManifest) -> String {
@@ -74,6 +79,7 @@ public struct SavedPlan: Sendable, Equatable {
             ("plan", plan),
             ("project", project.map(JSON.Node.string) ?? .null),
             ("prune", .bool(prune)),
+            ("refresh", .bool(refresh)),
             ("state_dir", .string(stateDirectory)),
             ("tupp_saved_plan", .int(Self.formatVersion)),
             ("tupp_version", .string(tuppVersion)),
@@ -113,12 +119,15 @@ public struct SavedPlan: Sendable, Equatable {
         return SavedPlan(tuppVersion: version, created: json["created"]?.double ?? 0, stateDirectory: state,
                          manifests: manifests, manifestDigest: digest, prune: json["prune"]?.bool ?? true,
                          destroy: json["destroy"]?.bool ?? false, includeStorage: json["include_storage"]?.bool ?? false,
-                         project: json["project"]?.string, fingerprints: fingerprints, actions: actions)
+                         refresh: json["refresh"]?.bool ?? true, project: json["project"]?.string, fingerprints: fingerprints,
+                         actions: actions)
     }
 
     init(tuppVersion: String, created: Double, stateDirectory: String, manifests: [String], manifestDigest: String,
-         prune: Bool, destroy: Bool, includeStorage: Bool, project: String?, fingerprints: [String: String], actions: [String: String]) {
+         prune: Bool, destroy: Bool, includeStorage: Bool, refresh: Bool, project: String?, fingerprints: [String: String],
+         actions: [String: String]) {
         self.project = project
+        self.refresh = refresh
         self.tuppVersion = tuppVersion
         self.created = created
         self.stateDirectory = stateDirectory

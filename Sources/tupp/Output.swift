@@ -29,6 +29,9 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
         var running = 0
         /// The address whose "…" line is open (printed without its newline).
         var openLine: ResourceAddress?
+        /// While an image is pulled on a tty: one line per layer, redrawn in place; the
+        /// cursor sits on the line below the block.
+        var layerLines: [String] = []
     }
 
     init(operation: String) {
@@ -60,10 +63,50 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
             if message.hasPrefix("warning:") {
                 emit((state.openLine != nil ? "\n" : "") + style.yellow("  \(change.address): \(message)") + "\n")
                 state.openLine = nil
-            } else if tty && state.running == 1 {
+            } else if tty && state.running == 1 && state.layerLines.isEmpty {
                 emit("\r\u{1B}[K\(change.address): \(change.verb)… \(message)")
                 state.openLine = change.address
             }
+        }
+    }
+
+    /// On a tty one line per layer with its bytes and rate, redrawn as they move; else a
+    /// line when each layer is in place.
+    func layer(_ change: Plan.ResourceChange, _ event: LayerEvent) {
+        let line = "  " + Self.layerLine(event)
+        lock.withLock { state in
+            guard tty else {
+                if event.phase == .done || event.phase == .present {
+                    if state.openLine != nil { emit("\n") }
+                    state.openLine = nil
+                    emit(line + "\n")
+                }
+                return
+            }
+            if state.layerLines.isEmpty {
+                if state.openLine != nil { emit("\n") }
+                state.openLine = nil
+                state.layerLines = (0..<event.count).map { "  layer \($0 + 1)/\(event.count): waiting" }
+                emit(state.layerLines.joined(separator: "\n") + "\n")
+            }
+            guard event.index < state.layerLines.count, state.layerLines[event.index] != line else { return }
+            state.layerLines[event.index] = line
+            // Up to the layer's line, rewrite it, back down below the block.
+            let up = state.layerLines.count - event.index
+            emit("\u{1B}[\(up)A\r\u{1B}[K\(line)\u{1B}[\(up)B\r")
+        }
+    }
+
+    /// "layer 2/3 sha256:0123456789ab  downloading 12.0 MiB / 30.0 MiB (25.1 MiB/s)".
+    static func layerLine(_ e: LayerEvent) -> String {
+        let digest = e.digest.hasPrefix("sha256:") ? "sha256:" + e.digest.dropFirst(7).prefix(12) : e.digest
+        let head = "layer \(e.index + 1)/\(e.count) \(digest)"
+        let rate = e.bytesPerSecond > 0 ? " (\(Units.formatSize(UInt64(e.bytesPerSecond)))/s)" : ""
+        switch e.phase {
+        case .present: return "\(head)  already in the pool"
+        case .downloading: return "\(head)  downloading \(Units.formatSize(e.bytes)) / \(Units.formatSize(e.total))\(rate)"
+        case .unpacking: return "\(head)  unpacking \(Units.formatSize(e.total))"
+        case .done: return "\(head)  done, \(Units.formatSize(e.total))\(rate.isEmpty ? "" : rate.replacing(" (", with: " (unpacked at "))"
         }
     }
 
@@ -79,6 +122,7 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
     private func finish(_ change: Plan.ResourceChange, _ result: String) {
         lock.withLock { state in
             state.running -= 1
+            state.layerLines = []
             if state.openLine == change.address && !tty {
                 emit(" \(result)\n")
             } else {
@@ -106,6 +150,8 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
 /// JSON lines: planned, start, progress, complete, errored, summary.
 final class JSONReporter: ApplyReporter, @unchecked Sendable {
     let version: String
+    /// Per layer of the image being pulled: its last phase and when a line was last written.
+    private let layers = Mutex<[String: (LayerEvent.Phase, Double)]>([:])
 
     init(version: String) { self.version = version }
 

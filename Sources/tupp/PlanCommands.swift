@@ -27,6 +27,7 @@ struct PlanCommand: AsyncParsableCommand {
               tupp plan --detailed-exitcode site/    in CI: fail the job on drift
               tupp plan --format markdown > plan.md  a pull-request comment
               tupp plan --json | jq .summary
+              tupp plan --refresh=false              no registry requests (tags stay as pulled)
             """
     )
 
@@ -50,6 +51,9 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Plan the removal of everything the manifest declares (what destroy would do).")
     var destroy = false
 
+    @Option(help: ArgumentHelp("false: ask no registry what image tags point to now; every image stays what was pulled.", valueName: "bool"))
+    var refresh = true
+
     @Option(help: ArgumentHelp("Save the plan for `tupp apply FILE`, which refuses it if the host or manifest changed meanwhile.", valueName: "file"))
     var out: String?
 
@@ -59,7 +63,8 @@ struct PlanCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try loadManifests(paths, project: project)
         let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
-        let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy, project: loaded.project))
+        let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy, project: loaded.project,
+                                                                             refresh: refresh))
         if let out, run.plan.errors.isEmpty {
             let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
             try saved.write(to: out, plan: PlanJSON.render(run.plan, tuppVersion: Tupp.version))
@@ -93,6 +98,7 @@ struct ApplyCommand: AsyncParsableCommand {
               tupp apply manifests/tupperware.yaml
               tupp plan --out reviewed.plan && tupp apply reviewed.plan
               tupp apply --json site/ | jq -c 'select(.type=="complete")'
+              tupp apply --refresh=false             keep every image as pulled, ask no registry
             """
     )
 
@@ -106,6 +112,9 @@ struct ApplyCommand: AsyncParsableCommand {
 
     @Flag(help: "Keep resources that left the manifest.")
     var noPrune = false
+
+    @Option(help: ArgumentHelp("false: ask no registry what image tags point to now (images not pulled yet are still pulled).", valueName: "bool"))
+    var refresh = true
 
     @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
     var lockTimeout: Double = 60
@@ -121,7 +130,7 @@ struct ApplyCommand: AsyncParsableCommand {
             return
         }
         let loaded = try loadManifests(paths, project: project)
-        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project), json: json,
+        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project, refresh: refresh), json: json,
                            lockTimeout: lockTimeout, global: global, command: "apply")
     }
 }
