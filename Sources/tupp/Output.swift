@@ -169,6 +169,27 @@ final class JSONReporter: ApplyReporter, @unchecked Sendable {
         line("progress", [("address", .string(change.address.description)), ("message", .string(message))])
     }
 
+    /// A `progress` line with a `layer` object: on each change of phase and at most once a
+    /// second while it downloads.
+    func layer(_ change: Plan.ResourceChange, _ event: LayerEvent) {
+        let key = "\(change.address) \(event.index)"
+        let now = wallClock()
+        let due = layers.withLock { seen -> Bool in
+            if let (phase, at) = seen[key], phase == event.phase, now - at < 1 { return false }
+            seen[key] = (event.phase, now)
+            return true
+        }
+        guard due else { return }
+        line("progress", [
+            ("address", .string(change.address.description)), ("message", .string(TextReporter.layerLine(event))),
+            ("layer", JSON.object([
+                ("index", .int(Int64(event.index))), ("count", .int(Int64(event.count))), ("digest", .string(event.digest)),
+                ("phase", .string(event.phase.rawValue)), ("bytes", .int(Int64(clamping: event.bytes))),
+                ("total", .int(Int64(clamping: event.total))), ("bytes_per_second", .double(event.bytesPerSecond.rounded())),
+            ])),
+        ])
+    }
+
     func complete(_ change: Plan.ResourceChange, milliseconds: Double) {
         line("complete", [("address", .string(change.address.description)), ("actions", .array(change.action.jsonActions.map { .string($0) })),
                           ("elapsed_ms", .double((milliseconds * 10).rounded() / 10))])

@@ -113,9 +113,11 @@ struct ImageReconciler: Reconciler {
             for leftover in leftovers { try images.removeLeftover(leftover) }
             try context.save(Record(change.address, status: .creating, attributes: change.after ?? [:], protect: image.protect))
             let meter = RateMeter()
+            // Layered images report each layer instead of a byte count.
+            let layered = image.source.carriesConfig
             let progress: (ImportProgress) -> Void = { p in
                 if meter.first() { Checkpoint.pass("importing images/\(name)") }
-                if let line = meter.line(bytes: p.bytesRead) { context.progress(line) }
+                if !layered, let line = meter.line(bytes: p.bytesRead) { context.progress(line) }
             }
             let layerProgress: @Sendable (LayerProgress) -> Void = { p in
                 context.layerProgress(LayerEvent(p))
