@@ -357,9 +357,16 @@ private func digest(_ registry: TestRegistry, _ name: String) throws -> String {
         let m = try site.manifest(["app": "private/app:1"], containers: quiet("web", image: "app"))
         let environment = ["REGISTRY_AUTH_FILE=\(auth)"]
 
+        // Refused without credentials, and with a wrong password (which holds the right one).
+        let wrongAuth = "\(site.i.root.path)/wrong.json"
+        let wrong = try Spawn.checked(["sh", "-c", #"printf %s "$1" | base64 -w0"#, "sh", "\(TestRegistry.user):wrong-\(TestRegistry.password)"])
+            .stdout.trimmingCharacters()
+        try Files.writeAtomically(wrongAuth, text: #"{"auths": {"\#(site.registry.host)": {"auth": "\#(wrong)"}}}"#, mode: 0o600)
         let denied = try site.i.tupp(["plan", m])
-        #expect(denied.status == 1 && denied.output.contains("access denied") || denied.output.contains("asks for a user name"), "\(denied)")
-        var outputs = [denied.output]
+        #expect(denied.status == 1 && denied.output.contains("asks for a user name"), "\(denied)")
+        let refused = try site.i.tupp(["apply", m], environment: ["REGISTRY_AUTH_FILE=\(wrongAuth)"])
+        #expect(refused.status == 1 && refused.output.contains("access denied") && refused.output.contains(wrongAuth), "\(refused)")
+        var outputs = [denied.output, refused.output]
         for arguments in [["plan", m], ["plan", "--json", m], ["plan", "--out", "\(site.i.root.path)/saved.plan", m],
                           ["apply", "\(site.i.root.path)/saved.plan"], ["apply", "--json", m], ["status", "--json"], ["plan", "--destroy", m]] {
             let run = try site.i.tupp(arguments, environment: environment)
