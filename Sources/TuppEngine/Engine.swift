@@ -55,7 +55,8 @@ public struct Engine: Sendable {
         store = StateStore(directory: stateDirectory)
         runtime = Runtime(shimPath: shimPath, cacheDirectory: store.cacheDirectory)
         self.logger = logger
-        reconcilers = [PoolReconciler(), ImageReconciler(), LayerReconciler(), NetworkReconciler(), ContainerReconciler(), PortsReconciler()]
+        reconcilers = [PoolReconciler(), ImageReconciler(), LayerReconciler(), VolumeReconciler(), NetworkReconciler(),
+                       ContainerReconciler(), PortsReconciler()]
     }
 
     public var installation: String { store.installationID }
@@ -126,6 +127,7 @@ public struct Engine: Sendable {
         // Which projects declare each resource is the record's to say, whatever the kind.
         for (address, record) in observation.records {
             observation.state.resources[address]?.projects = record.projects
+            observation.state.resources[address]?.recorded = record.attributes
         }
         return observation
     }

@@ -21,6 +21,8 @@ public struct SavedPlan: Sendable, Equatable {
     public var prune: Bool
     public var destroy: Bool
     public var includeStorage: Bool
+    public var pruneVolumes: Bool
+    public var includeVolumes: Bool
     /// Made with `--refresh=false`: applied without asking registries either.
     public var refresh: Bool
     /// The project planned for (nil in plans of a tupp without projects).
@@ -37,6 +39,8 @@ public struct SavedPlan: Sendable, Equatable {
         prune = run.options.prune
         destroy = run.options.destroy
         includeStorage = run.options.includeStorage
+        pruneVolumes = run.options.pruneVolumes
+        includeVolumes = run.options.includeVolumes
         refresh = run.options.refresh
         project = run.options.project
         fingerprints = Dictionary(uniqueKeysWithValues: run.observation.fingerprints.map { ($0.key.description, $0.value) })
@@ -44,7 +48,8 @@ public struct SavedPlan: Sendable, Equatable {
     }
 
     public var options: PlanOptions {
-        PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project, refresh: refresh)
+        PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project, pruneVolumes: pruneVolumes,
+                    includeVolumes: includeVolumes, refresh: refresh)
     }
 
     /// SHA-256 over every manifest file's path and bytes, in order.
@@ -74,11 +79,13 @@ public struct SavedPlan: Sendable, Equatable {
             ("destroy", .bool(destroy)),
             ("fingerprints", strings(fingerprints)),
             ("include_storage", .bool(includeStorage)),
+            ("include_volumes", .bool(includeVolumes)),
             ("manifest_digest", .string(manifestDigest)),
             ("manifests", .array(manifests.map { .string($0) })),
             ("plan", plan),
             ("project", project.map(JSON.Node.string) ?? .null),
             ("prune", .bool(prune)),
+            ("prune_volumes", .bool(pruneVolumes)),
             ("refresh", .bool(refresh)),
             ("state_dir", .string(stateDirectory)),
             ("tupp_saved_plan", .int(Self.formatVersion)),
@@ -119,13 +126,16 @@ public struct SavedPlan: Sendable, Equatable {
         return SavedPlan(tuppVersion: version, created: json["created"]?.double ?? 0, stateDirectory: state,
                          manifests: manifests, manifestDigest: digest, prune: json["prune"]?.bool ?? true,
                          destroy: json["destroy"]?.bool ?? false, includeStorage: json["include_storage"]?.bool ?? false,
+                         pruneVolumes: json["prune_volumes"]?.bool ?? false, includeVolumes: json["include_volumes"]?.bool ?? false,
                          refresh: json["refresh"]?.bool ?? true, project: json["project"]?.string, fingerprints: fingerprints,
                          actions: actions)
     }
 
     init(tuppVersion: String, created: Double, stateDirectory: String, manifests: [String], manifestDigest: String,
-         prune: Bool, destroy: Bool, includeStorage: Bool, refresh: Bool, project: String?, fingerprints: [String: String],
-         actions: [String: String]) {
+         prune: Bool, destroy: Bool, includeStorage: Bool, pruneVolumes: Bool = false, includeVolumes: Bool = false,
+         refresh: Bool = true, project: String?, fingerprints: [String: String], actions: [String: String]) {
+        self.pruneVolumes = pruneVolumes
+        self.includeVolumes = includeVolumes
         self.project = project
         self.refresh = refresh
         self.tuppVersion = tuppVersion

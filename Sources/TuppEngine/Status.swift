@@ -1,4 +1,5 @@
 import TuppFacts
+import TuppManifest
 import TuppPlan
 import TuppRuntime
 import TuppSystem
@@ -20,6 +21,12 @@ public struct ContainerStatus: Sendable {
     public var lastExit: String?
     public var lastExitAt: Double?
     public var error: String?
+    /// OOM kills in the container's cgroup since it started; nil without a memory controller.
+    public var oomKills: Int?
+    /// What its cgroup counts now: bytes of memory, processes, CPU time.
+    public var memoryBytes: Int?
+    public var pids: Int?
+    public var cpuSeconds: Double?
 }
 
 extension Engine {
@@ -42,8 +49,17 @@ extension Engine {
                 ports: values[ContainerAttribute.networkPorts].map { value -> [String] in
                     if case .list(let items) = value { items.compactMap(\.string) } else { [] }
                 } ?? [],
-                restarts: process.restarts, lastExit: process.lastExit.map { "\($0.status)" }, lastExitAt: process.lastExit?.at,
-                error: process.error))
+                restarts: process.restarts,
+                lastExit: process.lastExit.map { $0.oomKilled ? "oom-killed (\($0.status))" : "\($0.status)" },
+                lastExitAt: process.lastExit?.at, error: process.error, oomKills: process.oomKills))
+            if process.isRunning, let layout = try? CgroupLayout.host(),
+               let seen = runtime.observeResources(directory: store.containerDirectory(address.name),
+                                                   expecting: ContainerKind.resourceLimits(values), layout: layout) {
+                out[out.count - 1].memoryBytes = seen.usage.memory
+                out[out.count - 1].pids = seen.usage.pids
+                out[out.count - 1].cpuSeconds = seen.usage.cpuNanoseconds.map { Double($0) / 1e9 }
+                out[out.count - 1].oomKills = seen.oomKills ?? process.oomKills
+            }
         }
         for name in names where !out.contains(where: { $0.name == name }) {
             throw SystemError.failure("status", "container \(name)", "no such container in \(store.directory)")
@@ -93,9 +109,17 @@ extension Engine {
 extension Engine {
     /// The argv that runs `command` in the running container `name`; the CLI execv()s it
     /// so the command's exit status becomes its own.
+    /// `user`: as this user (`tupp exec -u`) instead of the container's.
     public func execArguments(_ name: String, command: [String], env: [String: String] = [:], tty: Bool = false,
-                              workdir: String? = nil) throws -> [String] {
-        runtime.execCommand(directory: try runningContainerDirectory(name), command: command, env: env, tty: tty, workdir: workdir)
+                              workdir: String? = nil, user: String? = nil) throws -> [String] {
+        let directory = try runningContainerDirectory(name)
+        guard let user else {
+            return runtime.execCommand(directory: directory, command: command, env: env, tty: tty, workdir: workdir)
+        }
+        guard let spec = UserSpec(user) else {
+            throw SystemError.failure("exec", "container \(name)", "user \"\(user)\" is not NAME, UID, NAME:GROUP or UID:GID")
+        }
+        return try runtime.execCommand(directory: directory, command: command, env: env, tty: tty, workdir: workdir, user: spec)
     }
 
     /// Copies the container's output to `output`; with `follow`, until the container stops.

@@ -7,6 +7,7 @@ public struct Manifest: Sendable, Equatable {
     public var images: [String: Image] = [:]
     public var networks: [String: Network] = [:]
     public var containers: [String: Container] = [:]
+    public var volumes: [String: Volume] = [:]
     /// Where each element came from, keyed by path ("containers.web.hostname").
     public var sources = SourceMap()
 
@@ -158,10 +159,11 @@ public enum RestartPolicy: String, Sendable, CaseIterable {
 }
 
 public struct Mount: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable { case bind, tmpfs }
+    /// A host path, a tmpfs, or a volume of the pool (`volumes.NAME`, bound from ROOT/volumes/NAME).
+    public enum Kind: String, Sendable, CaseIterable { case bind, tmpfs, volume }
 
     public var kind: Kind
-    /// Host path for bind mounts; nil for tmpfs.
+    /// Host path for bind mounts, the volume's name for volume mounts; nil for tmpfs.
     public var source: String?
     public var target: String
     public var options: [String]
@@ -192,6 +194,35 @@ public struct Container: Sendable, Equatable {
             self.interface = interface
             self.address = address
             self.ports = ports
+        }
+    }
+
+    /// What confines the container's processes (issue 15): seccomp, cgroup limits, the
+    /// user, a read-only root, rlimits, devices, /dev/shm's size, ambient capabilities.
+    public struct Confinement: Sendable, Equatable {
+        public var seccomp: SeccompSetting
+        public var resources: ResourceLimits
+        /// nil: the image's user, else root.
+        public var user: UserSpec?
+        public var readOnly: Bool
+        /// Bytes of /dev/shm; nil: 64 MiB.
+        public var shmSize: UInt64?
+        public var ulimits: [Ulimit]
+        public var devices: [DeviceGrant]
+        /// Capabilities also raised in the ambient set, so a non-root user keeps them.
+        public var ambient: [Capability]
+
+        public init(seccomp: SeccompSetting = .default, resources: ResourceLimits = ResourceLimits(), user: UserSpec? = nil,
+                    readOnly: Bool = false, shmSize: UInt64? = nil, ulimits: [Ulimit] = [], devices: [DeviceGrant] = [],
+                    ambient: [Capability] = []) {
+            self.seccomp = seccomp
+            self.resources = resources
+            self.user = user
+            self.readOnly = readOnly
+            self.shmSize = shmSize
+            self.ulimits = ulimits
+            self.devices = devices
+            self.ambient = ambient
         }
     }
 
@@ -234,13 +265,16 @@ public struct Container: Sendable, Equatable {
     public var stopTimeout: Double
     public var protect: Bool
     public var nameService: NameService
+    public var confinement: Confinement
 
     public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
                 mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String]?, entrypoint: [String]? = nil,
                 env: [(key: String, value: String)] = [], workdir: String? = nil, restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
-                stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService()) {
+                stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService(),
+                confinement: Confinement = Confinement()) {
         self.nameService = nameService
+        self.confinement = confinement
         self.name = name
         self.image = image
         self.hostname = hostname
@@ -278,7 +312,7 @@ public struct Container: Sendable, Equatable {
             && a.env.map(\.key) == b.env.map(\.key) && a.env.map(\.value) == b.env.map(\.value)
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
-            && a.nameService == b.nameService
+            && a.nameService == b.nameService && a.confinement == b.confinement
     }
 }
 
@@ -295,6 +329,23 @@ public struct Mark: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var description: String { "\(line):\(column)" }
 
     public static func < (a: Mark, b: Mark) -> Bool { (a.line, a.column) < (b.line, b.column) }
+}
+
+/// `seccomp:` of a container.
+public enum SeccompSetting: Sendable, Equatable, CustomStringConvertible {
+    /// Docker's default allowlist, adjusted to the container's capabilities.
+    case `default`
+    case unconfined
+    /// A profile in the Docker/OCI JSON format, read from this file.
+    case profile(path: String)
+
+    public var description: String {
+        switch self {
+        case .default: "default"
+        case .unconfined: "unconfined"
+        case .profile(let path): path
+        }
+    }
 }
 
 /// Where manifest elements came from, for errors that point at them.

@@ -17,6 +17,9 @@ public enum MountOptions {
         case .bind:
             if bindFlags.contains(option) { return nil }
             return "unknown bind mount option \"\(option)\"; known: \((flags.union(bindFlags)).sorted().joined(separator: ", "))"
+        case .volume:
+            // A volume is one subvolume: nothing below it to recurse into or propagate.
+            return "unknown volume mount option \"\(option)\"; known: \(flags.sorted().joined(separator: ", "))"
         case .tmpfs:
             let parts = option.split(separator: "=", maxSplits: 1)
             if parts.count == 2, tmpfsKeys.contains(String(parts[0])) {

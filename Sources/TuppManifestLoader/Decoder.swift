@@ -68,7 +68,7 @@ struct DocumentDecoder {
                 }
             }
         }
-        for kind in ["images", "networks", "containers"] {
+        for kind in ["images", "volumes", "networks", "containers"] {
             guard let section = fields.take(kind), var entries = mapping(section, kind, allowNull: true) else { continue }
             for (keyNode, value) in entries.all() {
                 let name = keyText(keyNode)
@@ -94,6 +94,7 @@ struct DocumentDecoder {
                 switch kind {
                 case "images": same = scratch.images[name] == manifest.images[name]
                 case "networks": same = scratch.networks[name] == manifest.networks[name]
+                case "volumes": same = scratch.volumes[name] == manifest.volumes[name]
                 default: same = scratch.containers[name] == manifest.containers[name]
                 }
                 if !same && diagnostics.count == errorsBefore {
@@ -108,6 +109,7 @@ struct DocumentDecoder {
         switch kind {
         case "images": decodeImage(name, value, into: &manifest)
         case "networks": decodeNetwork(name, value, into: &manifest)
+        case "volumes": decodeVolume(name, value, into: &manifest)
         default: decodeContainer(name, value, into: &manifest)
         }
     }
@@ -201,6 +203,48 @@ struct DocumentDecoder {
             self.error(node, "registry reference \"\(text)\": \(error.detail ?? "not [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST]")")
             return nil
         }
+    }
+
+    mutating func decodeVolume(_ name: String, _ node: Node, into manifest: inout Manifest) {
+        let what = "volume \"\(name)\""
+        let prefix = "volumes.\(name)"
+        guard var fields = mapping(node, what, allowNull: true) else { return }
+        var settings = VolumeSettings()
+        var valid = true
+        if let n = fields.take("size") {
+            manifest.sources["\(prefix).size"] = location(n)
+            if let size = sizeValue(n) {
+                // btrfs counts metadata too: a limit below a few MiB fails the first writes.
+                if size < 1 << 20 {
+                    error(n, "volume size \(Units.formatSize(size)) is too small: at least 1MiB")
+                    valid = false
+                }
+                settings.size = size
+            } else { valid = false }
+        }
+        if let n = fields.take("owner") {
+            manifest.sources["\(prefix).owner"] = location(n)
+            if let text = string(n, "\(what) owner", allowNumbers: true) {
+                if let owner = VolumeOwner(text) { settings.owner = owner } else {
+                    error(n, "owner \"\(text)\" is not UID:GID, e.g. \"999:999\" (numeric ids: names would be looked up on the host, not in the container)")
+                    valid = false
+                }
+            } else { valid = false }
+        }
+        if let n = fields.take("mode") {
+            manifest.sources["\(prefix).mode"] = location(n)
+            // An unquoted 0700 is a number to YAML; its digits are what the user wrote.
+            if case .scalar(let text, _) = n.value, let mode = VolumeSettings.parseMode(text) {
+                settings.mode = mode
+            } else {
+                error(n, "mode must be 3 or 4 octal digits such as \"0700\" (got \(describe(n)))")
+                valid = false
+            }
+        }
+        let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
+        finish(&fields, in: what)
+        guard valid else { return }
+        manifest.volumes[name] = Volume(name: name, settings: settings, protect: protect)
     }
 
     static func splitOCIReference(_ text: String) -> (String, String?) {
@@ -350,10 +394,11 @@ struct DocumentDecoder {
         }
 
         var add: [Capability] = [], drop: [Capability] = []
+        var ambient: [Capability] = []
         if let n = fields.take("capabilities") {
             note("capabilities", n)
             if var cfields = mapping(n, "\(what) capabilities") {
-                for (key, into) in [("add", 0), ("drop", 1)] {
+                for (key, into) in [("add", 0), ("drop", 1), ("ambient", 2)] {
                     guard let ln = cfields.take(key) else { continue }
                     guard let items = list(ln, "capabilities \(key)") else { continue }
                     for item in items {
@@ -362,7 +407,11 @@ struct DocumentDecoder {
                             error(item, "unknown capability \"\(text)\"\(suggestion(text.uppercased().replacingPrefix("CAP_"), Capability.all.map(\.name)))")
                             continue
                         }
-                        if into == 0 { add.append(cap) } else { drop.append(cap) }
+                        switch into {
+                        case 0: add.append(cap)
+                        case 1: drop.append(cap)
+                        default: ambient.append(cap)
+                        }
                     }
                 }
                 finish(&cfields, in: "\(what) capabilities")
@@ -376,6 +425,8 @@ struct DocumentDecoder {
         }
         let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
         let nameService = decodeNameService(&fields, what: what, path: prefix, manifest: &manifest)
+        var confinement = decodeConfinement(&fields, what: what, path: prefix, manifest: &manifest)
+        confinement.ambient = ambient
         finish(&fields, in: what)
         // Stored even when a field was bad, so whole-manifest checks still run on the rest;
         // the load fails on the diagnostics already recorded.
@@ -384,7 +435,7 @@ struct DocumentDecoder {
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
             network: attachment, command: command, entrypoint: entrypoint, env: env, workdir: workdir, restart: restart,
             capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect,
-            nameService: nameService)
+            nameService: nameService, confinement: confinement)
     }
 
     /// A program and its arguments (`command`, `entrypoint`): a non-empty list of strings.
@@ -414,9 +465,9 @@ struct DocumentDecoder {
         var kind: Mount.Kind?
         if let n = fields.take("type"), let text = string(n, "\(what) type") {
             kind = Mount.Kind(rawValue: text)
-            if kind == nil { error(n, "mount type must be bind or tmpfs (got \"\(text)\")\(suggestion(text, ["bind", "tmpfs"]))") }
+            if kind == nil { error(n, "mount type must be bind, tmpfs or volume (got \"\(text)\")\(suggestion(text, ["bind", "tmpfs", "volume"]))") }
         } else if !fields.had("type") {
-            error(node, "\(what) needs \"type\" (bind or tmpfs)")
+            error(node, "\(what) needs \"type\" (bind, tmpfs or volume)")
         }
         var target: String?
         if let n = fields.take("target") {
@@ -427,10 +478,16 @@ struct DocumentDecoder {
         if let n = fields.take("source") {
             manifest.sources["\(path).source"] = location(n)
             if let s = string(n, "\(what) source") {
-                if kind == .tmpfs { error(n, "tmpfs mounts take no \"source\"") } else { source = resolvePath(s) }
+                switch kind {
+                case .tmpfs?: error(n, "tmpfs mounts take no \"source\"")
+                case .volume?: source = s   // a key of `volumes`, checked by the validator
+                default: source = resolvePath(s)
+                }
             }
         } else if kind == .bind {
             error(node, "\(what) is a bind mount and needs \"source\" (a host path)")
+        } else if kind == .volume {
+            error(node, "\(what) is a volume mount and needs \"source\" (a key of `volumes`)")
         }
         var options: [String] = []
         if let n = fields.take("options"), let items = list(n, "\(what) options") {
@@ -512,6 +569,117 @@ struct DocumentDecoder {
             }
         }
         return out
+    }
+
+    /// `seccomp`, `resources`, `user`, `readOnly`, `shmSize`, `ulimits` and `devices` of a container.
+    mutating func decodeConfinement(_ fields: inout Fields, what: String, path: String, manifest: inout Manifest) -> Container.Confinement {
+        var c = Container.Confinement()
+        if let n = fields.take("seccomp"), let text = string(n, "\(what) seccomp") {
+            manifest.sources["\(path).seccomp"] = location(n)
+            switch text {
+            case "default": c.seccomp = .default
+            case "unconfined": c.seccomp = .unconfined
+            default:
+                if text.isEmpty { error(n, "seccomp is default, unconfined or the path of a profile (Docker/OCI JSON)") }
+                else { c.seccomp = .profile(path: resolvePath(text)) }
+            }
+        }
+        if let n = fields.take("user"), let text = string(n, "\(what) user", allowNumbers: true) {
+            manifest.sources["\(path).user"] = location(n)
+            if let user = UserSpec(text) { c.user = user } else { error(n, "user \"\(text)\" is not NAME, UID, NAME:GROUP or UID:GID") }
+        }
+        if let n = fields.take("readOnly") { c.readOnly = bool(n, "\(what) readOnly") ?? false }
+        if let n = fields.take("shmSize") {
+            manifest.sources["\(path).shmSize"] = location(n)
+            c.shmSize = sizeValue(n)
+        }
+        if let n = fields.take("resources"), var r = mapping(n, "\(what) resources") {
+            manifest.sources["\(path).resources"] = location(n)
+            func int(_ key: String, _ range: ClosedRange<Int>) -> Int? {
+                guard let v = r.take(key) else { return nil }
+                guard case .int(let i)? = scalar(v), range.contains(Int(i)) else {
+                    error(v, "resources.\(key) must be a whole number \(range.lowerBound)…\(range.upperBound)")
+                    return nil
+                }
+                return Int(i)
+            }
+            if let v = r.take("memory"), let bytes = sizeValue(v) {
+                if bytes < 1 << 20 { error(v, "resources.memory must be at least 1MiB") } else { c.resources.memory = Int(bytes) }
+            }
+            if let v = r.take("memorySwap"), let bytes = sizeValue(v) { c.resources.memorySwap = Int(bytes) }
+            if let v = r.take("cpus") {
+                switch scalar(v) {
+                case .int(let i)? where i >= 1 && i <= 1024: c.resources.cpus = Double(i)
+                case .float(let d)? where d >= 0.01 && d <= 1024: c.resources.cpus = d
+                default: error(v, "resources.cpus must be a number of CPUs from 0.01 to 1024, e.g. 1.5")
+                }
+            }
+            c.resources.cpuWeight = int("cpuWeight", 1...10000)
+            c.resources.pids = int("pids", 1...4_194_304)
+            c.resources.ioWeight = int("ioWeight", 1...10000)
+            finish(&r, in: "\(what) resources")
+            if c.resources.memorySwap != nil && c.resources.memory == nil {
+                error(n, "resources.memorySwap is memory plus swap: it needs resources.memory")
+            } else if let swap = c.resources.memorySwap, let memory = c.resources.memory, swap < memory {
+                error(n, "resources.memorySwap (memory plus swap) must be at least resources.memory")
+            }
+        }
+        if let n = fields.take("ulimits"), var entries = mapping(n, "\(what) ulimits") {
+            manifest.sources["\(path).ulimits"] = location(n)
+            for (k, v) in entries.all() {
+                let key = keyText(k)
+                guard let name = Ulimit.Name(rawValue: key) else {
+                    error(k, "unknown ulimit \"\(key)\"\(suggestion(key, Ulimit.Name.allCases.map(\.rawValue)))")
+                    continue
+                }
+                func limit(_ node: Node) -> UInt64?? {
+                    switch scalar(node) {
+                    case .int(let i)? where i >= 0: return .some(UInt64(i))
+                    case .int(-1)?: return .some(nil)
+                    case .string("unlimited")?: return .some(nil)
+                    default:
+                        error(node, "ulimit \(key) takes a number ≥ 0, -1 or \"unlimited\"")
+                        return nil
+                    }
+                }
+                if case .mapping = v.value, var pair = mapping(v, "ulimit \(key)") {
+                    let soft = pair.take("soft").flatMap(limit)
+                    let hard = pair.take("hard").flatMap(limit)
+                    finish(&pair, in: "ulimit \(key)")
+                    guard let soft, let hard else {
+                        error(v, "ulimit \(key) needs both soft and hard")
+                        continue
+                    }
+                    if let s = soft, let h = hard, s > h { error(v, "ulimit \(key): soft \(s) is above hard \(h)") }
+                    c.ulimits.append(Ulimit(name, soft: soft, hard: hard))
+                } else if let both = limit(v) {
+                    c.ulimits.append(Ulimit(name, both))
+                }
+            }
+        }
+        if let n = fields.take("devices"), let items = list(n, "\(what) devices") {
+            manifest.sources["\(path).devices"] = location(n)
+            for item in items {
+                var devicePath: String?
+                var permissions = "rwm"
+                if case .mapping = item.value, var d = mapping(item, "device") {
+                    devicePath = d.take("path").flatMap { string($0, "device path") }
+                    if let p = d.take("permissions").flatMap({ string($0, "device permissions") }) { permissions = p }
+                    finish(&d, in: "device")
+                } else if let text = string(item, "device") {
+                    devicePath = text
+                }
+                guard let devicePath else { error(item, "a device needs \"path\" (e.g. /dev/fuse)"); continue }
+                if !devicePath.hasPrefix("/dev/") || devicePath.contains("/../") || devicePath.hasSuffix("/..") {
+                    error(item, "device \(devicePath) must be a path below /dev")
+                } else if permissions.isEmpty || !permissions.allSatisfy({ "rwm".contains($0) }) {
+                    error(item, "device permissions \"\(permissions)\" must be letters of r, w, m")
+                } else {
+                    c.devices.append(DeviceGrant(path: devicePath, permissions: permissions))
+                }
+            }
+        }
+        return c
     }
 
     /// `dns`, `dnsSearch`, `dnsOptions` and `hosts` of a container.

@@ -25,9 +25,10 @@ struct Validator {
 
     mutating func checkStorage() {
         guard let storage = manifest.storage else {
-            if manifest.sources["storage"] == nil && (!manifest.images.isEmpty || !manifest.containers.isEmpty) {
-                let first = (manifest.images.keys.sorted().map { "images.\($0)" } + manifest.containers.keys.sorted().map { "containers.\($0)" }).first!
-                error(first, "images and containers need a pool: add a `storage:` section with `root:` (and `device:` to back it with a loop file)")
+            if manifest.sources["storage"] == nil && (!manifest.images.isEmpty || !manifest.containers.isEmpty || !manifest.volumes.isEmpty) {
+                let first = (manifest.images.keys.sorted().map { "images.\($0)" } + manifest.volumes.keys.sorted().map { "volumes.\($0)" }
+                    + manifest.containers.keys.sorted().map { "containers.\($0)" }).first!
+                error(first, "images, volumes and containers need a pool: add a `storage:` section with `root:` (and `device:` to back it with a loop file)")
             }
             return
         }
@@ -119,6 +120,7 @@ struct Validator {
                 error(mp, "mount target \(mount.target) is also used by mounts[\(first)]")
             }
             targets[mount.target] = targets[mount.target] ?? i
+            if mount.kind == .volume, let volume = mount.source { checkVolumeMount(volume, at: "\(p).mounts[\(i)].source") }
         }
         if var attachment = c.network {
             let np = "\(p).network"
@@ -156,6 +158,15 @@ struct Validator {
                 error("\(np).attach", "network \"\(attachment.attach)\" is not declared\(hint)")
             }
         }
+    }
+
+    /// A volume mount names a declared volume (one that failed to decode was reported already).
+    mutating func checkVolumeMount(_ volume: String, at path: String) {
+        guard manifest.volumes[volume] == nil, manifest.sources["volumes.\(volume)"] == nil else { return }
+        let known = manifest.volumes.keys.sorted()
+        let hint = Suggest.closest(to: volume, in: known).map { "; did you mean \"\($0)\"?" }
+            ?? (known.isEmpty ? "; no volumes are declared (add it under `volumes:`)" : "; declared: \(known.joined(separator: ", "))")
+        error(path, "volume \"\(volume)\" is not declared\(hint)")
     }
 
     /// Duplicate explicit addresses, and whether every network has room for the

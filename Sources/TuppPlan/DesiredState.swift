@@ -22,6 +22,8 @@ public struct DesiredContext: Sendable {
     public var hostResolvers: HostResolvers?
     /// Planning a destroy: installation-wide resources keep only what the kept containers need.
     public var destroying: Bool
+    /// The content digest of each seccomp profile file the manifest names.
+    public var seccompDigests: [String: String] = [:]
 
     public init(imageDigests: [String: String] = [:], imageDefaults: [String: ImageDefaults] = [:], imageLayers: [String: [String]] = [:],
                 addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [], hostResolvers: HostResolvers? = nil,
@@ -61,6 +63,10 @@ public enum DesiredState {
         for name in manifest.images.keys.sorted() {
             out.append(ImageKind.desired(manifest.images[name]!, digest: context.imageDigests[name], pool: pool))
         }
+        let seeds = VolumeKind.seeds(manifest)
+        for name in manifest.volumes.keys.sorted() {
+            out.append(VolumeKind.desired(manifest.volumes[name]!, seed: seeds[name], pool: pool))
+        }
         for name in manifest.networks.keys.sorted() {
             out.append(NetworkKind.desired(manifest.networks[name]!))
         }
@@ -70,8 +76,10 @@ public enum DesiredState {
             let c = manifest.containers[name]!
             let names = NameSettings(c, peers: c.network.flatMap { peers[$0.attach] } ?? [:], resolvers: resolvers)
             let defaults = context.imageDefaults[c.image] ?? (manifest.images[c.image]?.source.carriesConfig == true ? .unknown : .none)
+            var digest: String?
+            if case .profile(let path) = c.confinement.seccomp { digest = context.seccompDigests[path] }
             out.append(ContainerKind.desired(c, network: c.network.flatMap { manifest.networks[$0.attach] },
-                                             address: context.addresses[name], names: names, image: defaults))
+                                             address: context.addresses[name], names: names, seccompDigest: digest, image: defaults))
         }
         let publishing = context.destroying ? Manifest() : manifest
         if let ports = PortsKind.desired(PortsKind.published(publishing, addresses: context.addresses, kept: context.kept)) {

@@ -194,16 +194,23 @@ public struct PlanOptions: Sendable {
     public var destroy = false
     /// With `destroy`: also delete the pool's image file.
     public var includeStorage = false
+    /// Delete owned volumes that left the manifest (volumes are never pruned otherwise).
+    public var pruneVolumes = false
+    /// With `destroy`: also delete the declared volumes (kept otherwise).
+    public var includeVolumes = false
     /// The project planned for: pruning and destroy are scoped to it, shared resources
     /// kept while other projects declare them. nil: every owned resource is this plan's.
     public var project: String?
 
-    public init(prune: Bool = true, destroy: Bool = false, includeStorage: Bool = false, project: String? = nil, refresh: Bool = true) {
+    public init(prune: Bool = true, destroy: Bool = false, includeStorage: Bool = false, project: String? = nil,
+                pruneVolumes: Bool = false, includeVolumes: Bool = false, refresh: Bool = true) {
         self.prune = prune
         self.refresh = refresh
         self.destroy = destroy
         self.includeStorage = includeStorage
         self.project = project
+        self.pruneVolumes = pruneVolumes
+        self.includeVolumes = includeVolumes
     }
 }
 
@@ -254,13 +261,19 @@ public enum Planner {
                     continue
                 }
                 guard o.owned, !o.external else { continue }
+                if d.address.kind == .volume && !options.includeVolumes && VolumeKind.holdsData(o) {
+                    plan.warnings.append(VolumeKind.keptNote(o, destroying: true))
+                    continue
+                }
                 if d.protect || o.protect {
                     plan.errors.append("\(d.address) is protected (protect: true); remove the flag and apply before destroying it")
                     changes[d.address] = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: o.attributes)
                     continue
                 }
-                changes[d.address] = Plan.ResourceChange(address: d.address, action: .delete, before: o.attributes, after: nil, spec: d.spec)
+                changes[d.address] = Plan.ResourceChange(address: d.address, action: .delete, before: o.attributes, after: nil,
+                                                         notes: d.address.kind == .volume ? VolumeKind.deletionNotes(o) : [], spec: d.spec)
             }
+            checkVolumeDeletions(&plan, changes, desired: desired, observed: observed, options: options)
             return finish(plan, changes)
         }
 
@@ -268,6 +281,7 @@ public enum Planner {
         for d in desired.sorted(by: { $0.address < $1.address }) {
             let o = observed.resources[d.address]
             var change = diff(d, o, errors: &plan.errors)
+            if d.address.kind == .volume { VolumeKind.judge(&change, drift: plan.drift) }
             if let project = options.project, !d.address.kind.isInstallationWide {
                 ProjectRules.declare(d, o, project: project, &change, errors: &plan.errors)
             }
@@ -280,6 +294,9 @@ public enum Planner {
                         change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is replaced", effect: .replace))
                     } else if dep.kind == .network && (depChange.action == .replace || depChange.action == .create) {
                         change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is \(depChange.action == .replace ? "replaced" : "created"): plugged again", effect: .inPlace))
+                    } else if dep.kind == .volume && depChange.action == .create && d.address.kind == .container {
+                        // A volume deleted by hand lives on in the container's mount namespace until it restarts.
+                        change.reasons.append(Plan.Reason(dependency: dep, message: "\(dep) is created", effect: .restart))
                     }
                 }
                 settle(&change, protect: d.protect || (o?.protect ?? false), errors: &plan.errors)
@@ -304,6 +321,10 @@ public enum Planner {
                 plan.warnings.append("pool.\(address.name) is no longer declared; it is left as is (tupp never deletes a pool implicitly)")
                 continue
             }
+            if address.kind == .volume && VolumeKind.holdsData(o) && (!options.pruneVolumes || !options.prune) {
+                plan.warnings.append(VolumeKind.keptNote(o, destroying: false))
+                continue
+            }
             if !options.prune {
                 plan.warnings.append("\(address) is not in the manifest; kept because of --no-prune")
                 continue
@@ -313,7 +334,7 @@ public enum Planner {
                 continue
             }
             changes[address] = Plan.ResourceChange(address: address, action: .delete, before: o.attributes, after: nil,
-                                                   notes: [Plan.notInManifest])
+                                                   notes: [Plan.notInManifest] + (address.kind == .volume ? VolumeKind.deletionNotes(o) : []))
         }
         // An image still used by a container that stays cannot be deleted.
         for (address, change) in changes where address.kind == .image && change.action == .delete {
@@ -322,6 +343,7 @@ public enum Planner {
                 plan.errors.append("\(address) is not in the manifest but container(s) \(users.joined(separator: ", ")) still use it")
             }
         }
+        checkVolumeDeletions(&plan, changes, desired: desired, observed: observed, options: options)
         return finish(plan, changes)
     }
 
@@ -376,9 +398,8 @@ public enum Planner {
             change.action = .replace
         default: change.action = .update
         }
-        let note = ContainerKind.snapshotNote(change.address)
-        if change.action == .replace && change.address.kind == .container && !change.notes.contains(note) {
-            change.notes.append(note)
+        if change.action == .replace && change.address.kind == .container {
+            for note in ContainerKind.replacementNotes(change) where !change.notes.contains(note) { change.notes.append(note) }
         }
     }
 
@@ -387,15 +408,37 @@ public enum Planner {
         return r.message ?? ""
     }
 
-    /// Orders changes for execution: deletes first (containers, networks, images, pool),
-    /// then everything else in dependency order.
+    /// Orders changes for execution: deletes first (containers, networks, images), then
+    /// everything else in dependency order, then volume deletes — after the containers that
+    /// stay have been restarted without them — and last the pool's.
     static func finish(_ plan: Plan, _ changes: [ResourceAddress: Plan.ResourceChange]) -> Plan {
         var plan = plan
         let deletes = changes.values.filter { $0.action == .delete }.sorted { a, b in
             a.address.kind != b.address.kind ? a.address.kind > b.address.kind : a.address.name < b.address.name
         }
+        let late: Set<ResourceKind> = [.volume, .pool]
         let rest = changes.values.filter { $0.action != .delete }.sorted { $0.address < $1.address }
-        plan.changes = deletes + rest
+        plan.changes = deletes.filter { !late.contains($0.address.kind) } + rest + deletes.filter { late.contains($0.address.kind) }
         return plan
+    }
+
+    /// A volume is never deleted while a container that stays mounts it, and never with
+    /// the pool's file unless volumes are included.
+    static func checkVolumeDeletions(_ plan: inout Plan, _ changes: [ResourceAddress: Plan.ResourceChange], desired: [DesiredResource],
+                                     observed: ObservedState, options: PlanOptions) {
+        for (address, change) in changes.sorted(by: { $0.key < $1.key }) where address.kind == .volume && change.action == .delete {
+            let users = VolumeKind.usersAfter(address, desired: desired, observed: observed, changes: changes, destroying: options.destroy)
+            if !users.isEmpty {
+                plan.errors.append("\(address) cannot be deleted: container \(users.joined(separator: ", container ")) mounts it and is not removed by this plan; remove the mount (or the container) first")
+            }
+        }
+        guard options.destroy, options.includeStorage, let pool = changes[PoolKind.address], pool.action == .delete,
+              pool.before?[PoolAttribute.deviceFile] != nil else { return }
+        let kept = observed.resources.values.filter {
+            $0.address.kind == .volume && $0.owned && VolumeKind.holdsData($0) && changes[$0.address]?.action != .delete
+        }.map(\.address).sorted()
+        if !kept.isEmpty {
+            plan.errors.append("pool.\(pool.address.name): --include-storage would delete \(kept.map(\.description).joined(separator: ", ")) with the pool's file; add --include-volumes to delete declared volumes too (undeclared ones first need apply --prune-volumes), or keep the file")
+        }
     }
 }

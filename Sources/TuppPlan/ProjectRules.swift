@@ -14,7 +14,10 @@ public enum ProjectRules {
         }
         let recorded = o.projects ?? [:]
         let others = recorded.filter { $0.key != project }
-        let differing = change.reasons.compactMap(\.path)
+        // What another project declared is what tupp recorded; a difference the host shows
+        // now (drift) is repaired, not a conflict.
+        let declared = o.recorded ?? o.attributes
+        let differing = d.attributes.keys.sorted().filter { declared[$0] != d.attributes[$0] }
         if !others.isEmpty && recorded[project] == nil && d.address.kind == .container {
             errors.append("\(d.address) belongs to project \(describe(others)); container names are unique on a host — rename the one at \(here)")
             change = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes)

@@ -1,9 +1,10 @@
 /// The kinds of resources tupp manages, in dependency order: a container needs its
-/// image and network, an image needs the pool (and its layers, which the image pulls
-/// make; only their removal is planned). Each kind has its attribute schema, desired
-/// state and interpretation in Kinds/, and its reconciler in TuppEngine.
+/// image, volumes and network; a volume is seeded from an image; an image needs the pool
+/// (and its layers, which the image pulls make; only their removal is planned). Each kind
+/// has its attribute schema, desired state and interpretation in Kinds/, and its
+/// reconciler in TuppEngine.
 public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
-    case pool, image, layer, network, container, ports
+    case pool, image, layer, volume, network, container, ports
 
     public static func < (a: ResourceKind, b: ResourceKind) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
@@ -15,6 +16,7 @@ public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
         case .pool: PoolAttribute.schema
         case .image: ImageAttribute.schema
         case .layer: LayerAttribute.schema
+        case .volume: VolumeAttribute.schema
         case .network: NetworkAttribute.schema
         case .container: ContainerAttribute.schema
         case .ports: PortsAttribute.schema
@@ -243,6 +245,9 @@ public struct ObservedResource: Sendable, Equatable {
     /// A foreign object tupp uses but never changes or deletes (an existing bridge such as
     /// docker0 whose address matches the declared network).
     public var external: Bool
+    /// What tupp applied, as recorded (nil without a record): what another project declared,
+    /// as opposed to what the host shows now.
+    public var recorded: Attributes?
     /// The projects that declare it, with where (from its record): empty for a record
     /// made before projects existed; nil when no record tells (leftovers of this
     /// installation without a record, which any project's apply clears).

@@ -117,9 +117,9 @@ public enum PlanText {
         return a.keys.sorted().map { "\(indent)\(mark) \($0.name.padding(width)) = \(display($0, a[$0]!))\n" }.joined()
     }
 
-    /// Byte counts also in binary units, for the reader.
+    /// Byte counts (sizes, a volume's usage) also in binary units, for the reader.
     static func display(_ path: AttributePath, _ value: Value) -> String {
-        if path.name.hasSuffix("size"), case .int(let bytes) = value, bytes >= 1024 {
+        if path.name.hasSuffix("size") || path.name.hasPrefix("usage."), case .int(let bytes) = value, bytes >= 1024 {
             return "\(bytes) (\(Units.formatSize(UInt64(bytes))))"
         }
         return value.description

@@ -1,3 +1,5 @@
+import TuppManifest
+
 /// The cgroup files behind `resources:`, as plain values: what to write for a set of
 /// limits, how a file's text reads back, and where the two differ (drift). No I/O.
 ///

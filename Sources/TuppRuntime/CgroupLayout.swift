@@ -1,4 +1,5 @@
 import Glibc
+import TuppManifest
 import TuppSystem
 
 /// The cgroup hierarchies of this host and what they can enforce.

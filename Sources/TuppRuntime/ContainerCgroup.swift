@@ -1,5 +1,6 @@
 import Glibc
 import TuppBase
+import TuppManifest
 import TuppSystem
 
 /// Where containers' cgroups go: a parent directory per installation in every hierarchy

@@ -129,6 +129,9 @@ public struct ContainerConfig: Sendable, Equatable {
                     throw refuse("mounts", "bind to \(mount.target) needs an absolute source")
                 }
             }
+            if mount.kind == .volume {
+                throw refuse("mounts", "volume \(mount.source ?? "?") at \(mount.target) must be given as a bind of its subvolume")
+            }
             for option in mount.options where option.isEmpty || option.contains(",") {
                 throw refuse("mounts", "option \"\(option)\" of \(mount.target) is empty or holds a comma")
             }

@@ -1,3 +1,4 @@
+import TuppManifest
 import TuppSystem
 
 /// What start resolves from a ContainerConfig before it writes the spec: the user's

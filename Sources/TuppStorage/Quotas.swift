@@ -1,5 +1,6 @@
 import CTuppSys
 import Glibc
+import TuppFacts
 import TuppSystem
 
 /// btrfs quotas through the ioctls btrfs-progs uses (libbtrfsutil has none of them):

@@ -1,6 +1,7 @@
 import CTuppSys
 import Glibc
 import TuppFacts
+import TuppManifest
 import TuppSystem
 
 /// Volumes: data that outlives containers and images. Each is a btrfs subvolume
@@ -227,15 +228,6 @@ public struct VolumeStore: Sendable {
         if bytes != nil { try ensureQuotas(checkpoint: checkpoint) }
         checkpoint("volume \(name): \(bytes == nil ? "remove" : "set") qgroup limit")
         try Quotas.setLimit(try openRoot(), subvolume: try Btrfs.info(volume, path: path).id, bytes: bytes, describedAs: path)
-    }
-
-    /// Changes what `difference` says differs.
-    public func apply(_ difference: VolumeDifference, to name: String, checkpoint: Checkpoint = { _ in }) throws {
-        switch difference {
-        case .owner(_, let declared): try setOwnerAndMode(name, owner: declared, mode: nil, checkpoint: checkpoint)
-        case .mode(_, let declared): try setOwnerAndMode(name, owner: nil, mode: declared, checkpoint: checkpoint)
-        case .size(_, let declared): try setLimit(name, bytes: declared, checkpoint: checkpoint)
-        }
     }
 
     // MARK: - Quotas

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CTuppSys
 import Glibc
+import TuppFacts
 import TuppStorage
 import TuppSystem
 import TuppTestSupport

@@ -38,6 +38,10 @@ struct StatusCommand: ParsableCommand {
                     ("ports", .array(s.ports.map { .string($0) })),
                     ("restarts", .int(Int64(s.restarts))), ("last_exit", s.lastExit.map(JSON.Node.string) ?? .null),
                     ("last_exit_at", s.lastExitAt.map(JSON.Node.double) ?? .null), ("error", s.error.map(JSON.Node.string) ?? .null),
+                    ("oom_kills", s.oomKills.map { .int(Int64($0)) } ?? .null),
+                    ("memory_bytes", s.memoryBytes.map { .int(Int64($0)) } ?? .null),
+                    ("pids_current", s.pids.map { .int(Int64($0)) } ?? .null),
+                    ("cpu_seconds", s.cpuSeconds.map { .double(($0 * 1000).rounded() / 1000) } ?? .null),
                 ])
             }
             emit(JSON.Node.array(items).serialized() + "\n")
@@ -47,9 +51,12 @@ struct StatusCommand: ParsableCommand {
             emit("No containers.\n")
             return
         }
-        emitTable([["NAME", "PROJECT", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "RESTARTS", "LAST EXIT"]] + statuses.map { s in
+        emitTable([["NAME", "PROJECT", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "MEMORY", "PIDS", "CPU", "RESTARTS", "LAST EXIT"]]
+                  + statuses.map { s in
             [s.name, s.project ?? "-", s.state, s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-", s.image ?? "-",
-             s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","), String(s.restarts), s.lastExit ?? "-"]
+             s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","),
+             s.memoryBytes.map { Units.formatSize(UInt64($0)) } ?? "-", s.pids.map(String.init) ?? "-",
+             s.cpuSeconds.map { "\(($0 * 100).rounded() / 100)s" } ?? "-", String(s.restarts), s.lastExit ?? "-"]
         })
     }
 }
@@ -91,10 +98,10 @@ struct ListCommand: ParsableCommand {
             emit("No projects.\n")
             return
         }
-        emitTable([["PROJECT", "CONTAINERS", "STATES", "NETWORKS", "IMAGES"]] + projects.map { p in
+        emitTable([["PROJECT", "CONTAINERS", "STATES", "NETWORKS", "IMAGES", "VOLUMES"]] + projects.map { p in
             let states = p.containerStates.keys.sorted().map { "\(p.containerStates[$0]!) \($0)" }.joined(separator: ", ")
             return [p.name, String(p.resources["container"] ?? 0), states.isEmpty ? "-" : states,
-                    String(p.resources["network"] ?? 0), String(p.resources["image"] ?? 0)]
+                    String(p.resources["network"] ?? 0), String(p.resources["image"] ?? 0), String(p.resources["volume"] ?? 0)]
         })
     }
 }
@@ -128,6 +135,7 @@ struct ExecCommand: ParsableCommand {
               tupp exec -t tupperware sh             an interactive shell (a pty)
               tupp exec tupperware -- ps             what runs inside
               tupp exec -e DEBUG=1 -w /tmp tupperware -- env
+              tupp exec -u nobody tupperware -- id
             """
     )
 
@@ -141,6 +149,9 @@ struct ExecCommand: ParsableCommand {
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Working directory inside the container.", valueName: "dir"))
     var workdir: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Run as this user instead of the container's (NAME, UID, NAME:GROUP or UID:GID, looked up in the container).", valueName: "user"))
+    var user: String?
 
     @Argument(help: "The container.")
     var name: String
@@ -164,7 +175,7 @@ struct ExecCommand: ParsableCommand {
             let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             environment[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
         }
-        let shim = try engine.execArguments(name, command: argv, env: environment, tty: tty, workdir: workdir)
+        let shim = try engine.execArguments(name, command: argv, env: environment, tty: tty, workdir: workdir, user: user)
         // Replace this process: the shim joins the namespaces single-threaded and its
         // exit status becomes ours.
         let cArgs = shim.map { strdup($0) } + [nil]

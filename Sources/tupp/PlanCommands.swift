@@ -51,6 +51,12 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Plan the removal of everything the manifest declares (what destroy would do).")
     var destroy = false
 
+    @Flag(help: "Also plan the deletion of volumes that left the manifest (kept otherwise).")
+    var pruneVolumes = false
+
+    @Flag(help: "With --destroy: also plan the deletion of the declared volumes (kept otherwise).")
+    var includeVolumes = false
+
     @Option(help: ArgumentHelp("false: ask no registry what image tags point to now; every image stays what was pulled.", valueName: "bool"))
     var refresh = true
 
@@ -64,6 +70,7 @@ struct PlanCommand: AsyncParsableCommand {
         let loaded = try loadManifests(paths, project: project)
         let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
         let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy, project: loaded.project,
+                                                                             pruneVolumes: pruneVolumes, includeVolumes: includeVolumes,
                                                                              refresh: refresh))
         if let out, run.plan.errors.isEmpty {
             let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
@@ -90,7 +97,8 @@ struct ApplyCommand: AsyncParsableCommand {
             Takes the host lock, reads the live host, plans, and applies in dependency order, \
             printing one line per resource. Given a plan saved by `tupp plan --out FILE`, it \
             applies exactly that plan, or refuses it when the manifest or the host changed since. Resources tupp created that left the manifest are \
-            removed (--no-prune keeps them). On failure it stops and reports what was applied, \
+            removed (--no-prune keeps them) — except volumes, which are kept with their data unless \
+            --prune-volumes is given, and never deleted while a container mounts them. On failure it stops and reports what was applied, \
             what failed and what was not attempted; running apply again converges.
 
             Examples:
@@ -98,6 +106,7 @@ struct ApplyCommand: AsyncParsableCommand {
               tupp apply manifests/tupperware.yaml
               tupp plan --out reviewed.plan && tupp apply reviewed.plan
               tupp apply --json site/ | jq -c 'select(.type=="complete")'
+              tupp apply --prune-volumes             also delete volumes that left the manifest
               tupp apply --refresh=false             keep every image as pulled, ask no registry
             """
     )
@@ -112,6 +121,9 @@ struct ApplyCommand: AsyncParsableCommand {
 
     @Flag(help: "Keep resources that left the manifest.")
     var noPrune = false
+
+    @Flag(help: "Also delete volumes that left the manifest, with their data (kept otherwise).")
+    var pruneVolumes = false
 
     @Option(help: ArgumentHelp("false: ask no registry what image tags point to now (images not pulled yet are still pulled).", valueName: "bool"))
     var refresh = true
@@ -130,7 +142,8 @@ struct ApplyCommand: AsyncParsableCommand {
             return
         }
         let loaded = try loadManifests(paths, project: project)
-        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project, refresh: refresh), json: json,
+        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project, pruneVolumes: pruneVolumes,
+                                                        refresh: refresh), json: json,
                            lockTimeout: lockTimeout, global: global, command: "apply")
     }
 }
@@ -142,12 +155,14 @@ struct DestroyCommand: AsyncParsableCommand {
         discussion: """
             Shows the destroy plan, then stops and removes the project's containers, networks \
             and images in reverse dependency order and unmounts the pool. What other projects \
-            also declare (a shared network, the pool) is kept for them. The pool's image file \
-            and its data are kept unless --include-storage is given.
+            also declare (a shared network, the pool) is kept for them. Volumes are kept with \
+            their data unless --include-volumes is given; the pool's image file and its data are \
+            kept unless --include-storage is given (refused while it holds volumes that are kept).
 
             Examples:
               tupp destroy manifests/tupperware.yaml
               tupp destroy --include-storage         also delete the pool's image file
+              tupp destroy --include-volumes --include-storage    everything, data included
             """
     )
 
@@ -158,6 +173,9 @@ struct DestroyCommand: AsyncParsableCommand {
 
     @Flag(help: "Also delete the pool's image file and every byte in it.")
     var includeStorage = false
+
+    @Flag(help: "Also delete the declared volumes and their data.")
+    var includeVolumes = false
 
     @Flag(help: "Stream JSON lines instead of text.")
     var json = false
@@ -170,7 +188,8 @@ struct DestroyCommand: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try loadManifests(paths, project: project)
-        try await runApply(loaded, options: PlanOptions(destroy: true, includeStorage: includeStorage, project: loaded.project), json: json,
+        try await runApply(loaded, options: PlanOptions(destroy: true, includeStorage: includeStorage, project: loaded.project,
+                                                        includeVolumes: includeVolumes), json: json,
                            lockTimeout: lockTimeout, global: global, command: "destroy")
     }
 }

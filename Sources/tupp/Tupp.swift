@@ -20,13 +20,14 @@ struct Tupp: AsyncParsableCommand {
               tupp plan tupperware.yaml              show what apply would change
               tupp apply tupperware.yaml             make the host match the manifest
               tupp exec -t tupperware sh             a shell inside the container
+              tupp volume list                       volumes: sizes, snapshots, users
               tupp destroy tupperware.yaml           remove everything the manifest declares
 
             Without a file argument, tupp reads ./tupperware.yaml.
             """,
         version: version,
         subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, DestroyCommand.self, StatusCommand.self, ListCommand.self,
-                      ExecCommand.self, LogsCommand.self]
+                      ExecCommand.self, LogsCommand.self, VolumeCommand.self]
     )
 }
 
@@ -40,7 +41,9 @@ extension Tupp {
             globals.append(args.removeFirst())
             if first == "--state-dir", !args.isEmpty { globals.append(args.removeFirst()) }
         }
-        if !globals.isEmpty, !args.isEmpty { args.insert(contentsOf: globals, at: 1) } else { args = globals + args }
+        // After the subcommand, or after `volume SUBCOMMAND` for the nested ones.
+        let at = args.first == VolumeCommand.configuration.commandName && args.count > 1 && !args[1].hasPrefix("-") ? 2 : 1
+        if !globals.isEmpty, !args.isEmpty { args.insert(contentsOf: globals, at: at) } else { args = globals + args }
         await main(args)
     }
 }

@@ -42,7 +42,7 @@ struct Validate: ParsableCommand {
         for loaded in projects {
             let m = loaded.manifest
             let files = loaded.files.map(\.path).joined(separator: ", ")
-            print("\(files): valid — project \(loaded.project): \(m.storage == nil ? "no pool" : "1 pool"), \(count(m.images.count, "image")), \(count(m.networks.count, "network")), \(count(m.containers.count, "container"))")
+            print("\(files): valid — project \(loaded.project): \(m.storage == nil ? "no pool" : "1 pool"), \(count(m.images.count, "image")), \(count(m.volumes.count, "volume")), \(count(m.networks.count, "network")), \(count(m.containers.count, "container"))")
         }
     }
 }

@@ -104,6 +104,45 @@ import TuppTestSupport
         #expect(m.containers["web"]?.image == "box")
     }
 
+    @Test func volumesAndVolumeMountsDecode() throws {
+        let m = try load("""
+            version: 1
+            storage: { root: /p }
+            images: { box: { busybox: /bin/busybox } }
+            volumes:
+              pgdata: { size: 10GiB, owner: "999:999", mode: 0700, protect: true }
+              plain:
+            containers:
+              db:
+                image: box
+                command: [sh]
+                mounts:
+                  - { type: volume, source: pgdata, target: /var/lib/postgresql/data }
+                  - { type: volume, source: plain, target: /etc/app, readonly: true, options: [nosuid] }
+            """)
+        #expect(m.volumes["pgdata"] == Volume(name: "pgdata", settings: VolumeSettings(size: 10 << 30, owner: VolumeOwner(uid: 999, gid: 999),
+                                                                                        mode: 0o700), protect: true))
+        #expect(m.volumes["plain"] == Volume(name: "plain"), "every field is optional; an unquoted 0700 is read as its digits")
+        #expect(m.containers["db"]?.mounts == [
+            Mount(kind: .volume, source: "pgdata", target: "/var/lib/postgresql/data"),
+            Mount(kind: .volume, source: "plain", target: "/etc/app", options: ["nosuid"], readonly: true),
+        ], "a volume's source is its name, not a path")
+        #expect(m.sources["volumes.pgdata"]?.mark == Mark(line: 5, column: 3))
+
+        // Declared in two files: identically is one volume, differently an error at the second.
+        let a = Array("version: 1\nstorage: { root: /p }\nvolumes: { data: { size: 1GiB } }\n".utf8)
+        #expect((try? ManifestLoader.load(files: [("/t/a.yaml", a), ("/t/b.yaml", a)]).get())?.manifest.volumes.count == 1)
+        let b = Array("version: 1\nvolumes: { data: { size: 2GiB } }\n".utf8)
+        guard case .failure(let f) = ManifestLoader.load(files: [("/t/a.yaml", a), ("/t/b.yaml", b)]) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(f.diagnostics.map(\.message) == ["volume \"data\" is already declared differently at /t/a.yaml:3:12; names are global across files, so declarations must match"])
+        #expect(diagnostics(Array("version: 1\nstorage: { root: /p }\nvolumes: { data: { mode: 755, owner: \"0:0\" } }\n".utf8)).isEmpty)
+        #expect(diagnostics(Array("version: 1\nstorage: { root: /p }\nvolumes: { data: { modes: 755 } }\n".utf8)).first?.message
+            == "unknown key \"modes\" in volume \"data\"; did you mean \"mode\"?")
+    }
+
     @Test func identicalRedeclarationIsAccepted() throws {
         let m = try load("""
             version: 1

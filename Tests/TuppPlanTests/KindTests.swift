@@ -405,3 +405,94 @@ private func conditions<C: ResourceCondition>(_ kind: KindObservation, _ address
         #expect(ContainerSpec(shared, network: net, address: nil).hostname == nil)
     }
 }
+
+@Suite struct PortsKindTests {
+    let web = PublishedContainer(name: "web", address: IPv4Address("10.9.0.10")!, bridge: "tupp0",
+                                 subnet: IPv4Network("10.9.0.0/24")!, ports: [try! PortPublication.parse("8080:80")])
+
+    /// The table as the kernel would list it when it holds `rules` exactly.
+    func table(_ rules: [PortRule], localnet: [String: Bool] = [:]) -> PortRuleFacts {
+        PortRuleFacts(tableExists: true, rules: rules.enumerated().map { ObservedPortRule(handle: $0.offset + 1, chain: $0.element.chain, rule: $0.element) },
+                      routeLocalnet: localnet, forwarding: true)
+    }
+
+    var desired: PortRuleSet { PortRuleSet.desired([web]) }
+
+    @Test func aTableAsDeclaredHasNothingToDo() {
+        let o = PortsKind.interpret(desired: desired, facts: PortsFacts(table: table(desired.rules, localnet: ["tupp0": true])), record: nil)
+        let d = PortsKind.desired([web])!
+        #expect(o[PortsKind.address]?.attributes == d.attributes)
+        #expect(o[PortsKind.address]?.conditions.isEmpty == true)
+        #expect(Planner.plan(desired: [d], observed: ObservedState(o.resources)).actionable.isEmpty)
+    }
+
+    @Test func aDeletedRuleIsDriftRepairedInPlace() {
+        var record = Record(PortsKind.address, status: .ready, attributes: PortsKind.desired([web])!.attributes)
+        record.status = .ready
+        // Both DNAT rules gone: the publication's attribute disappears, and it was recorded.
+        let kept = desired.rules.filter { if case .forward = $0 { false } else { true } }
+        let o = PortsKind.interpret(desired: desired, facts: PortsFacts(table: table(kept)), record: record)
+        #expect(o[PortsKind.address]?.drift.first?.message.contains("were deleted outside tupp") == true)
+        let change = Planner.plan(desired: [PortsKind.desired([web])!], observed: ObservedState(o.resources)).actionable.first
+        #expect(change?.action == .update && change?.effect == .inPlace)
+        // Only the prerouting rule gone: a condition (the output rule still shows the publication).
+        let noPrerouting = desired.rules.filter { if case .forward(let f) = $0 { f.chain == .output } else { true } }
+        let partial = PortsKind.interpret(desired: desired, facts: PortsFacts(table: table(noPrerouting)), record: record)
+        #expect(partial[PortsKind.address]?.conditions.contains { $0.description.hasPrefix("port table: + prerouting:") } == true)
+    }
+
+    @Test func aForeignRuleInTheTableIsRemoved() {
+        var observed = table(desired.rules)
+        observed.rules.append(ObservedPortRule(handle: 99, chain: "prerouting", rule: nil))
+        let o = PortsKind.interpret(desired: desired, facts: PortsFacts(table: observed), record: nil)
+        #expect(o[PortsKind.address]?.conditions.contains { $0.description.contains("a rule tupp did not write") } == true)
+    }
+
+    @Test func conflictsAndUnreadableTablesAreProblems() {
+        let o = PortsKind.interpret(desired: desired, facts: PortsFacts(table: PortRuleFacts(tableExists: false), conflicts: ["port taken"]),
+                                    record: nil)
+        #expect(o.problems == ["port taken"])
+        let broken = PortsKind.interpret(desired: desired, facts: PortsFacts(table: nil, error: "EPERM"), record: nil)
+        #expect(broken.problems.first?.contains("cannot read the nftables port table: EPERM") == true)
+    }
+
+    @Test func keptContainersPublicationsCount() {
+        var m = Manifest()
+        m.networks["n"] = Network(name: "n", bridge: "b0", subnet: IPv4Network("10.9.0.0/24")!)
+        let kept = KeptContainer(name: "other", network: "n", address: IPv4Interface("10.9.0.7/24")!, bridge: "b0",
+                                 ports: [try! PortPublication.parse("9090:90")])
+        let published = PortsKind.published(m, addresses: [:], kept: [kept])
+        #expect(published.map(\.name) == ["other"])
+        #expect(PortsKind.desired(published)?.attributes[PortsAttribute.key(protocol: .tcp, address: nil, ports: PortRange(9090))] == .string("other:90"))
+        #expect(PortsKind.desired(PortsKind.published(m, addresses: [:], kept: [])) == nil, "nothing published: no table")
+    }
+}
+
+@Suite struct ContainerNameFilesTests {
+    @Test func namesFilesAreReadBackAndRepaired() {
+        var hosts = HostsFile.parse(try! HostsFile.render(container: "a", hostname: nil, address: nil,
+                                                         extras: ["x.internal": IPv4Address("192.0.2.1")!],
+                                                         peers: ["b": IPv4Address("10.0.0.2")!]))
+        #expect(hosts?.extras == ["192.0.2.1\tx.internal"] && hosts?.peers == ["10.0.0.2\tb"])
+        hosts = HostsFile.parse("127.0.0.1 localhost\n")
+        #expect(hosts == nil, "a file tupp did not write is not read as one")
+        #expect(HostsFile.display(["10.0.0.2\tb"]) == ["b 10.0.0.2"])
+        #expect(HostsFile.lines(fromDisplay: ["b 10.0.0.2"]) == ["10.0.0.2\tb"])
+    }
+
+    @Test func peersFollowEveryContainerOfTheNetworkAcrossProjects() {
+        var m = Manifest()
+        m.networks["n"] = Network(name: "n", bridge: "b0", subnet: IPv4Network("10.9.0.0/24")!)
+        m.containers["a"] = Container(name: "a", image: "i", network: .init(attach: "n", address: IPv4Interface("10.9.0.2/24")), command: ["x"])
+        let kept = KeptContainer(name: "z", network: "n", address: IPv4Interface("10.9.0.9/24")!, bridge: "b0", ports: [])
+        let context = DesiredContext(kept: [kept])
+        let a = DesiredState.resources(m, context).first { $0.address == ResourceAddress(.container, "a") }
+        #expect(a?.attributes[ContainerAttribute.peers] == .strings(["z 10.9.0.9"]))
+        // z (another project's) learns about a: its record still lists nobody.
+        var record = Record(ResourceAddress(.container, "z"), status: .ready)
+        record.attributes[ContainerAttribute.peers] = .strings([])
+        #expect(DesiredState.neighbourPeers(m, context, records: ["z": record]) == ["z": ["10.9.0.2\ta"]])
+        record.attributes[ContainerAttribute.peers] = .strings(["a 10.9.0.2"])
+        #expect(DesiredState.neighbourPeers(m, context, records: ["z": record]).isEmpty)
+    }
+}

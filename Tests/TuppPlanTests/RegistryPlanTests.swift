@@ -68,7 +68,8 @@ private let appConfig = ImageConfig(entrypoint: ["/docker-entrypoint.sh"], cmd: 
         #expect(web.attributes[ContainerAttribute.workdir] == .string("/srv"))
         #expect(web.attributes[ContainerAttribute.env.child("NGINX_VERSION")] == .string("1.27"))
         let spec = web.spec(ContainerSpec.self)!
-        #expect(spec.problem == nil && spec.awaitingImageConfig == nil && spec.user == "101:101" && spec.stopSignal == "SIGQUIT")
+        #expect(spec.problem == nil && spec.awaitingImageConfig == nil && spec.stopSignal == "SIGQUIT")
+        #expect(spec.confinement.user == UserSpec("101:101") && web.attributes[ContainerAttribute.user] == .string("101:101"))
     }
 
     @Test func anImageConfigWithNothingToRunIsAPlanError() {
@@ -86,7 +87,7 @@ private let appConfig = ImageConfig(entrypoint: ["/docker-entrypoint.sh"], cmd: 
         let spec = web.spec(ContainerSpec.self)!
         #expect(spec.awaitingImageConfig != nil && spec.problem == nil)
         #expect(web.attributes[ContainerAttribute.command] == nil && web.attributes[ContainerAttribute.workdir] == nil)
-        #expect(web.notes == ["its command, environment and working directory take the defaults of image.app's config, known once it is pulled"])
+        #expect(web.notes == ["its command, environment, working directory and user take the defaults of image.app's config, known once it is pulled"])
         let resolved = spec.resolved(with: appConfig)
         #expect(resolved.command == ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"] && resolved.workdir == "/srv")
         #expect(ContainerKind.attributes(resolved) == DesiredState.resources(m, DesiredContext(imageDefaults: ["app": .config(appConfig)]))

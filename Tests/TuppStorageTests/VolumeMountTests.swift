@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppFacts
 import TuppManifest
 import TuppRuntime
 import TuppStorage

@@ -2,6 +2,7 @@ import CTuppSys
 import Glibc
 import Testing
 import TuppFacts
+import TuppManifest
 @testable import TuppStorage
 import TuppSystem
 import TuppTestSupport

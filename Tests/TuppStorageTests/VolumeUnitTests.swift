@@ -1,10 +1,11 @@
 import Testing
 import TuppFacts
+import TuppManifest
 import TuppSystem
 @testable import TuppStorage
 
-/// The pure parts of volumes: names, the judgement of differences, the layout, and the
-/// send stream check on hand-made streams. No root, no pool.
+/// The pure parts of volumes in storage: names, the layout, and the send stream check on
+/// hand-made streams. No root, no pool. (The judgement is TuppPlan's: VolumeKindTests.)
 @Suite("Volumes: pure judgement")
 struct VolumeUnitTests {
     // MARK: Names
@@ -33,47 +34,6 @@ struct VolumeUnitTests {
         let later = VolumeNames.timestampTag(secondsSinceEpoch: 1_700_000_001)
         #expect(earlier < later)
         try VolumeNames.validate(tag: later)
-    }
-
-    // MARK: Differences
-
-    static func facts(owner: VolumeOwner = VolumeOwner(uid: 0, gid: 0), mode: UInt32 = 0o755, limit: UInt64? = nil) -> VolumeFacts {
-        VolumeFacts(name: "data",
-                    subvolume: SubvolumeInfo(path: "volumes/data", id: 260, uuid: "u", parentUUID: nil, readOnly: false,
-                                             generation: 9, createdAt: 0),
-                    owner: owner, mode: mode, usage: QgroupUsage(referenced: 16384, exclusive: 16384, limit: limit))
-    }
-
-    @Test func onlyDeclaredAttributesDiffer() {
-        let on = QuotaStatus(enabled: true)
-        #expect(VolumeSettings().differences(from: Self.facts(owner: VolumeOwner(uid: 5, gid: 6), mode: 0o700), quotas: .disabled).isEmpty)
-        let declared = VolumeSettings(size: 1 << 30, owner: VolumeOwner(uid: 999, gid: 999), mode: 0o700)
-        #expect(declared.differences(from: Self.facts(), quotas: on) == [
-            .owner(observed: VolumeOwner(uid: 0, gid: 0), declared: VolumeOwner(uid: 999, gid: 999)),
-            .mode(observed: 0o755, declared: 0o700),
-            .size(observed: nil, declared: 1 << 30),
-        ])
-        #expect(declared.differences(from: Self.facts(owner: VolumeOwner(uid: 999, gid: 999), mode: 0o700, limit: 1 << 30), quotas: on).isEmpty)
-    }
-
-    @Test func sizeDriftIsRepairedBothWays() {
-        let on = QuotaStatus(enabled: true)
-        // A limit changed by hand.
-        #expect(VolumeSettings(size: 100).differences(from: Self.facts(limit: 50), quotas: on) == [.size(observed: 50, declared: 100)])
-        // A limit nobody declares any more.
-        #expect(VolumeSettings().differences(from: Self.facts(limit: 50), quotas: on) == [.size(observed: 50, declared: nil)])
-        // Quotas off: a declared size differs (applying it turns them on); no size, nothing.
-        #expect(VolumeSettings(size: 100).differences(from: Self.facts(limit: 50), quotas: .disabled) == [.size(observed: nil, declared: 100)])
-        #expect(VolumeSettings().differences(from: Self.facts(limit: 50), quotas: .disabled).isEmpty)
-    }
-
-    @Test func quotasAreOnOnlyWhileSomeVolumeHasASize() {
-        let on = QuotaStatus(enabled: true)
-        #expect(QuotaPolicy.action(declaredSizes: [nil, 5], status: .disabled, poolFilesystemIsTupps: true) == .enable)
-        #expect(QuotaPolicy.action(declaredSizes: [nil, 5], status: on, poolFilesystemIsTupps: true) == nil)
-        #expect(QuotaPolicy.action(declaredSizes: [nil], status: on, poolFilesystemIsTupps: true) == .disable)
-        #expect(QuotaPolicy.action(declaredSizes: [], status: on, poolFilesystemIsTupps: false) == nil)
-        #expect(QuotaPolicy.action(declaredSizes: [nil], status: .disabled, poolFilesystemIsTupps: true) == nil)
     }
 
     // MARK: Layout

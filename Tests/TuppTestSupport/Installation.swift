@@ -95,7 +95,7 @@ public final class Installation: @unchecked Sendable {
     /// Removes everything, politely first (tupp destroy), then by force.
     public func cleanup() {
         if !manifests.isEmpty {
-            _ = try? tupp(["destroy", "--include-storage", "--lock-timeout", "5"] + manifests)
+            _ = try? tupp(["destroy", "--include-storage", "--include-volumes", "--lock-timeout", "5"] + manifests)
         }
         for pid in processesMentioning(root.path) { kill(pid, SIGKILL) }
         let table = (try? MountInfo.read()) ?? []

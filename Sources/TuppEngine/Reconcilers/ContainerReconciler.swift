@@ -44,12 +44,53 @@ struct ContainerReconciler: Reconciler {
             facts.hostsFiles[name] = (try? Files.readText(ContainerNameFiles.hostsPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
             facts.resolvFiles[name] = (try? Files.readText(ContainerNameFiles.resolvConfPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
         }
+        observeConfinement(context, records: records, processes: facts.processes, into: &facts, &observation)
         if let resolvers = try? ResolvConf.readHost() {
             observation.desiredContext.hostResolvers = HostResolvers(host: resolvers.host, resolvedUpstream: resolvers.resolvedUpstream)
         }
         observation.facts[ContainerFacts.self] = facts
         observation.merge(ContainerKind.interpret(declared: Set(context.manifest.containers.keys), records: records, facts: facts,
                                                   images: observation.state, installation: context.installation))
+    }
+
+    /// Seccomp profile files (digest, and that they parse), limits the host cannot
+    /// enforce, and cgroup limit files changed by hand.
+    func observeConfinement(_ context: ObserveContext, records: [String: Record], processes: [String: ProcessObservation],
+                            into facts: inout ContainerFacts, _ observation: inout Observation) {
+        for (name, c) in context.manifest.containers.sorted(by: { $0.key < $1.key }) {
+            if case .profile(let path) = c.confinement.seccomp, observation.desiredContext.seccompDigests[path] == nil {
+                do {
+                    guard let bytes = try Files.read(path, limit: 1 << 22) else {
+                        throw SystemError.failure("read seccomp profile", path, "no such file")
+                    }
+                    _ = try SeccompProfile.parse(bytes, describedAs: path)
+                    observation.desiredContext.seccompDigests[path] = SavedPlan.sha256(bytes)
+                } catch {
+                    observation.state.problems.append("container.\(name): seccomp profile \(path): \(error)")
+                }
+            }
+        }
+        let limited = context.manifest.containers.filter { !$0.value.confinement.resources.declared.isEmpty }
+        let layout: CgroupLayout
+        do {
+            layout = try CgroupLayout.host()
+        } catch {
+            if !limited.isEmpty { observation.state.problems.append("cannot enforce resources: \(error)") }
+            return
+        }
+        if !context.destroying {
+            for (name, c) in limited.sorted(by: { $0.key < $1.key }) {
+                for refusal in layout.refusals(for: c.confinement.resources) {
+                    observation.state.problems.append("container.\(name): \(refusal) on this host; remove the limit or enable the controller")
+                }
+            }
+        }
+        for (name, record) in records where processes[name]?.isRunning == true {
+            let limits = ContainerKind.resourceLimits(record.attributes)
+            guard let seen = context.runtime.observeResources(directory: context.store.containerDirectory(name), expecting: limits,
+                                                              layout: layout) else { continue }
+            facts.limitDrift[name] = seen.drift.map(\.description)
+        }
     }
 
     func apply(_ change: Plan.ResourceChange, _ context: ApplyContext) async throws {
@@ -163,8 +204,8 @@ struct ContainerReconciler: Reconciler {
 
         /// The runtime's view of a planned container: its spec, rooted at its snapshot, with
         /// its name files mounted.
-        func config(_ spec: ContainerSpec, rootfs: String) -> ContainerConfig {
-            var config = ContainerConfig(spec, rootfs: rootfs)
+        func config(_ spec: ContainerSpec, rootfs: String) throws -> ContainerConfig {
+            var config = try ContainerConfig(spec, rootfs: rootfs, installation: context.installation)
             config.mounts = ContainerNameFiles.mounts(runtimeDirectory: directory(spec.name))
                 .filter { file in !spec.mounts.contains { $0.target == file.target } } + config.mounts
             return config
@@ -173,7 +214,7 @@ struct ContainerReconciler: Reconciler {
         /// Starts the supervisor and command; the network is plugged in the sync window,
         /// before the command runs.
         func start(_ spec: ContainerSpec, rootfs: String) throws -> ProcessObservation {
-            try runtime.start(config(spec, rootfs: rootfs), directory: directory(spec.name)) { starting in
+            try runtime.start(try config(spec, rootfs: rootfs), directory: directory(spec.name)) { starting in
                 Checkpoint.pass("supervisor of \(spec.name) started")
                 guard let plug = plug(for: spec, netnsPath: starting.netnsPath) else { return }
                 try host.plug(plug)
@@ -202,7 +243,18 @@ struct ContainerReconciler: Reconciler {
                 try writeNameFiles(spec)
                 process = try start(spec, rootfs: rootfs)
             } else {
-                try runtime.updateSettings(config(spec, rootfs: rootfs), directory: directory(name))
+                let config = try config(spec, rootfs: rootfs)
+                if change.changes(ContainerAttribute.resources) || change.conditions(ContainerCondition.self).contains(where: {
+                    if case .limitChanged = $0 { true } else { false }
+                }) {
+                    let update = try runtime.updateResources(config, directory: directory(name))
+                    Checkpoint.pass("limits of \(name) written")
+                    guard update.refused.isEmpty else {
+                        throw SystemError.failure("change the limits of", "container \(name)",
+                                                  update.refused.map(\.description).joined(separator: "; ") + " — not forced; free the memory or stop the container first")
+                    }
+                }
+                try runtime.updateSettings(config, directory: directory(name))
                 if change.changes(ContainerAttribute.dns) || change.changes(ContainerAttribute.hosts) || change.changes(ContainerAttribute.peers) {
                     try writeNameFiles(spec)
                     Checkpoint.pass("name files of \(name) rewritten")

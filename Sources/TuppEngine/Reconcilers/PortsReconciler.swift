@@ -19,6 +19,9 @@ struct PortsReconciler: Reconciler {
                                              kept: observation.desiredContext.kept)
         let desired = PortRuleSet.desired(containers)
         let table = Self.table(installation: context.installation)
+        // Nothing published and nothing recorded: the table is not read (libnftables is not
+        // even loaded). A table left by hand without a record is another tool's business.
+        guard !desired.isEmpty || observation.records[PortsKind.address] != nil else { return }
         var facts = PortsFacts(table: nil)
         do {
             facts.table = try PublishedPorts.observe(table: table, bridges: desired.localnetBridges)

@@ -27,6 +27,17 @@ public enum ContainerAttribute {
     public static let networkPorts = network.child("ports")
     /// The container's /etc/resolv.conf, line by line.
     public static let dns = AttributePath("dns")
+    /// Confinement (issue 15): changing any of these restarts the process...
+    public static let user = AttributePath("user")
+    public static let readOnly = AttributePath("read_only")
+    public static let seccomp = AttributePath("seccomp")
+    public static let shmSize = AttributePath("shm_size")
+    public static let ulimits = AttributePath("ulimits")
+    public static let devices = AttributePath("devices")
+    public static let ambient = AttributePath("capabilities_ambient")
+    /// ...except cgroup limits, written into the live cgroup: `resources.memory`, …
+    public static let resources = AttributePath("resources")
+
     /// Its /etc/hosts lines of the manifest's `hosts:`.
     public static let hosts = AttributePath("hosts")
     /// Its /etc/hosts lines of the other containers on its network (of every project):
@@ -45,6 +56,14 @@ public enum ContainerAttribute {
         AttributeRule(stopTimeout, .inPlace),
         AttributeRule(hostname, .inPlace, optional: true),
         AttributeRule(network, .inPlace, family: true, optional: true),
+        AttributeRule(user, .restart, optional: true),
+        AttributeRule(readOnly, .restart, optional: true),
+        AttributeRule(seccomp, .restart),
+        AttributeRule(shmSize, .restart, optional: true),
+        AttributeRule(ulimits, .restart, optional: true),
+        AttributeRule(devices, .restart, optional: true),
+        AttributeRule(ambient, .restart, optional: true),
+        AttributeRule(resources, .inPlace, family: true, optional: true),
         AttributeRule(dns, .inPlace, optional: true),
         AttributeRule(hosts, .inPlace, optional: true),
         AttributeRule(peers, .inPlace, optional: true),
@@ -76,9 +95,9 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     /// The manifest's env over the image config's.
     public var env: [String: String]
     public var workdir: String
-    /// The image config's User and StopSignal, carried for the runtime's `user` and the
-    /// stop signal; not applied yet (the manifest has no `user` or `stopSignal` field).
-    public var user: String?
+    /// The image config's StopSignal, carried for the stop signal (not applied yet: the
+    /// manifest has no `stopSignal` field). The image's User is `confinement.user`'s
+    /// default.
     public var stopSignal: String?
     public var restart: RestartPolicy
     public var capabilities: [Capability]
@@ -88,13 +107,20 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var network: Attachment?
     /// /etc/resolv.conf and /etc/hosts.
     public var names: NameSettings
+    /// The manifest's confinement; its user defaults to the image config's User.
+    public var confinement: Container.Confinement
+    /// The seccomp profile file's content digest ("sha256:…"), when `seccomp` names one: an
+    /// edited profile restarts the process like a changed setting.
+    public var seccompDigest: String?
     /// The container as declared, while its image's config is known only once the image
-    /// is pulled: apply completes command, env and workdir with `resolved(with:)`.
+    /// is pulled: apply completes command, env, workdir and user with `resolved(with:)`.
     public var awaitingImageConfig: Container?
 
     public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
-                image: ImageDefaults = .none) {
+                seccompDigest: String? = nil, image: ImageDefaults = .none) {
         self.names = names
+        confinement = c.confinement
+        self.seccompDigest = seccompDigest
         name = c.name
         self.image = c.image
         hostname = c.effectiveHostname
@@ -112,19 +138,20 @@ public struct ContainerSpec: ResourceSpec, Equatable {
                                       address: address, gateway: network.gateway, mtu: network.mtu, ports: attachment.ports)
         }
         switch image {
-        case .none: apply(RunSettings(c, config: nil))
-        case .config(let config): apply(RunSettings(c, config: config))
+        case .none: apply(RunSettings(c, config: nil), declared: c)
+        case .config(let config): apply(RunSettings(c, config: config), declared: c)
         case .unknown:
-            apply(RunSettings(c, config: nil))
+            apply(RunSettings(c, config: nil), declared: c)
             awaitingImageConfig = c
         }
     }
 
-    mutating func apply(_ run: RunSettings) {
+    mutating func apply(_ run: RunSettings, declared c: Container) {
         command = run.command
         env = run.env
         workdir = run.workdir
-        user = run.user
+        // An image's User that is no NAME|UID[:GROUP|GID] is ignored: root, as without one.
+        confinement.user = c.confinement.user ?? run.user.flatMap(UserSpec.init)
         stopSignal = run.stopSignal
     }
 
@@ -132,7 +159,7 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public func resolved(with config: ImageConfig?) -> ContainerSpec {
         guard let declared = awaitingImageConfig else { return self }
         var spec = self
-        spec.apply(RunSettings(declared, config: config))
+        spec.apply(RunSettings(declared, config: config), declared: declared)
         spec.awaitingImageConfig = nil
         return spec
     }
@@ -197,12 +224,14 @@ public enum ContainerCondition: ResourceCondition, Equatable {
     /// Started without tupp's /etc/hosts and /etc/resolv.conf (by an older tupp): they are
     /// bind-mounted at start.
     case nameFilesMissing
+    /// A cgroup limit file reads otherwise than tupp wrote it: rewritten in place.
+    case limitChanged(String)
 
     public var effect: ChangeEffect {
         switch self {
         case .leftovers, .createUnfinished, .snapshotMissing, .snapshotOfOlderImage: .replace
         case .stopping, .notRunning, .nameFilesMissing: .restart
-        case .hostVethDown, .hostVethMissing, .interfaceDown: .inPlace
+        case .hostVethDown, .hostVethMissing, .interfaceDown, .limitChanged: .inPlace
         }
     }
 
@@ -226,6 +255,7 @@ public enum ContainerCondition: ResourceCondition, Equatable {
         case .hostVethMissing(let veth): "host veth \(veth) is missing"
         case .interfaceDown(let interface): "\(interface) is down inside the container"
         case .nameFilesMissing: "it has no /etc/hosts and /etc/resolv.conf of tupp's; they are mounted at restart"
+        case .limitChanged(let what): "cgroup limit changed outside tupp: \(what)"
         }
     }
 }
@@ -268,6 +298,9 @@ public struct ContainerFacts: Sendable {
     /// The /etc/hosts and /etc/resolv.conf tupp wrote for each container (nil: absent).
     public var hostsFiles: [String: String]
     public var resolvFiles: [String: String]
+    /// Cgroup limit files that read otherwise than tupp wrote them, per container
+    /// ("memory.limit_in_bytes: 33554432 → 67108864").
+    public var limitDrift: [String: [String]] = [:]
 
     public init(contents: PoolContents?, host: NetworkSnapshot?, processes: [String: ProcessObservation],
                 namespaces: [String: NetworkSnapshot] = [:], hostnames: [String: String] = [:],
@@ -286,14 +319,18 @@ public struct ContainerFacts: Sendable {
 /// network's bridge. Pure.
 public enum ContainerKind {
     public static func desired(_ c: Container, network: Network?, address: IPv4Interface?,
-                               names: NameSettings = NameSettings(), image: ImageDefaults = .none) -> DesiredResource {
-        let spec = ContainerSpec(c, network: network, address: address, names: names, image: image)
+                               names: NameSettings = NameSettings(), seccompDigest: String? = nil,
+                               image: ImageDefaults = .none) -> DesiredResource {
+        let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest, image: image)
         var dependencies = [ResourceAddress(.image, c.image)]
         if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
+        for volume in Set(c.mounts.filter { $0.kind == .volume }.compactMap(\.source)).sorted() {
+            dependencies.append(ResourceAddress(.volume, volume))
+        }
         var resource = DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
                                        protect: c.protect, spec: spec)
         if spec.awaitingImageConfig != nil {
-            resource.notes.append("its command, environment and working directory take the defaults of image.\(c.image)'s config, known once it is pulled")
+            resource.notes.append("its command, environment, working directory and user take the defaults of image.\(c.image)'s config, known once it is pulled")
         }
         return resource
     }
@@ -323,13 +360,48 @@ public enum ContainerKind {
             a[ContainerAttribute.networkAddress] = .string(n.address.description)
             if !n.ports.isEmpty { a[ContainerAttribute.networkPorts] = .strings(n.ports.map(\.description)) }
         }
+        let k = c.confinement
+        if let user = k.user { a[ContainerAttribute.user] = .string(user.description) }
+        if k.readOnly { a[ContainerAttribute.readOnly] = .bool(true) }
+        switch k.seccomp {
+        case .profile(let path): a[ContainerAttribute.seccomp] = .string("\(path) (\(c.seccompDigest ?? "unread"))")
+        default: a[ContainerAttribute.seccomp] = .string(k.seccomp.description)
+        }
+        if let shm = k.shmSize { a[ContainerAttribute.shmSize] = .int(Int64(shm)) }
+        if !k.ulimits.isEmpty { a[ContainerAttribute.ulimits] = .strings(k.ulimits.map(\.description)) }
+        if !k.devices.isEmpty { a[ContainerAttribute.devices] = .strings(k.devices.map { "\($0.path):\($0.permissions)" }) }
+        if !k.ambient.isEmpty { a[ContainerAttribute.ambient] = .strings(k.ambient.map(\.name)) }
+        for (key, value) in resourceAttributes(k.resources) { a[ContainerAttribute.resources.child(key)] = value }
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
         a[ContainerAttribute.peers] = .strings(HostsFile.display(c.names.peerLines(container: c.name)))
         return a
     }
 
-    /// "tmpfs /tmp (size=64m)", "bind /srv/data → /data (ro)".
+    /// The limits `attributes` (a record's) hold.
+    public static func resourceLimits(_ attributes: Attributes) -> ResourceLimits {
+        func int(_ key: String) -> Int? {
+            if case .int(let v)? = attributes[ContainerAttribute.resources.child(key)] { Int(v) } else { nil }
+        }
+        return ResourceLimits(memory: int("memory"), memorySwap: int("memorySwap"),
+                              cpus: attributes[ContainerAttribute.resources.child("cpus")]?.string.flatMap(Double.init),
+                              cpuWeight: int("cpuWeight"), pids: int("pids"), ioWeight: int("ioWeight"))
+    }
+
+    /// The declared cgroup limits, keyed as in the manifest.
+    static func resourceAttributes(_ r: ResourceLimits) -> [(String, Value)] {
+        var out: [(String, Value)] = []
+        if let v = r.memory { out.append(("memory", .int(Int64(v)))) }
+        if let v = r.memorySwap { out.append(("memorySwap", .int(Int64(v)))) }
+        if let v = r.cpus { out.append(("cpus", .string(String(v)))) }
+        if let v = r.cpuWeight { out.append(("cpuWeight", .int(Int64(v)))) }
+        if let v = r.pids { out.append(("pids", .int(Int64(v)))) }
+        if let v = r.ioWeight { out.append(("ioWeight", .int(Int64(v)))) }
+        return out
+    }
+
+    /// "tmpfs /tmp (size=64m)", "bind /srv/data → /data (ro)", "volume pgdata → /var/lib/db"
+    /// (read back by `parseMount`).
     public static func describe(_ m: Mount) -> String {
         var options = m.options
         if m.readonly && !options.contains("ro") { options.append("ro") }
@@ -337,6 +409,7 @@ public enum ContainerKind {
         switch m.kind {
         case .tmpfs: return "tmpfs \(m.target)\(suffix)"
         case .bind: return "bind \(m.source ?? "?") → \(m.target)\(suffix)"
+        case .volume: return "volume \(m.source ?? "?") → \(m.target)\(suffix)"
         }
     }
 
@@ -443,6 +516,11 @@ public enum ContainerKind {
                                                     recorded: recorded, observed: value))
                     }
                 }
+            }
+
+            for what in facts.limitDrift[name] ?? [] {
+                resource.drift.append(Drift(address, "cgroup limit changed outside tupp: \(what)"))
+                resource.conditions.append(ContainerCondition.limitChanged(what))
             }
 
             // Live network: the host end on the bridge, the address and route inside.

@@ -1,19 +1,6 @@
-import TuppFacts
+import TuppManifest
 
 // What observation returns about volumes and quotas: plain values, no I/O.
-
-/// Owner of a volume's root directory.
-public struct VolumeOwner: Sendable, Equatable, Hashable, CustomStringConvertible {
-    public var uid: UInt32
-    public var gid: UInt32
-
-    public init(uid: UInt32, gid: UInt32) {
-        self.uid = uid
-        self.gid = gid
-    }
-
-    public var description: String { "\(uid):\(gid)" }
-}
 
 /// A subvolume's qgroup as the quota tree holds it at the last transaction commit.
 public struct QgroupUsage: Sendable, Equatable {

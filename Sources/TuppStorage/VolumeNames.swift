@@ -1,43 +1,7 @@
 import Glibc
 import TuppSystem
 
-// What a manifest declares about a volume (`volumes.NAME`), and how volumes and
-// snapshots are named.
-
-/// What is declared about a volume (the manifest's `volumes.NAME`). Every field is
-/// optional: what is not declared is neither set nor compared.
-public struct VolumeSettings: Sendable, Equatable {
-    /// Limit on the bytes the volume references (its qgroup's max_rfer).
-    public var size: UInt64?
-    public var owner: VolumeOwner?
-    /// Permission bits of the root directory, e.g. 0o700.
-    public var mode: UInt32?
-
-    public init(size: UInt64? = nil, owner: VolumeOwner? = nil, mode: UInt32? = nil) {
-        self.size = size
-        self.owner = owner
-        self.mode = mode
-    }
-
-    /// Root directory of a new volume that is not seeded and declares neither: like a
-    /// Docker volume's.
-    public static let defaultOwner = VolumeOwner(uid: 0, gid: 0)
-    public static let defaultMode: UInt32 = 0o755
-}
-
-/// Where a new volume's first content comes from: what the image has at the mount target
-/// (Docker's copy-up). Resolved inside the image, so a symlink there cannot lead out.
-public struct VolumeSeed: Sendable, Equatable {
-    /// An image of the same pool (images/IMAGE).
-    public var image: String
-    /// The mount target, an absolute path in the image.
-    public var path: String
-
-    public init(image: String, path: String) {
-        self.image = image
-        self.path = path
-    }
-}
+// How volumes and snapshots are named.
 
 /// `NAME` or `NAME@TAG`: a volume, or one of its snapshots.
 public struct VolumeReference: Sendable, Equatable, CustomStringConvertible {
