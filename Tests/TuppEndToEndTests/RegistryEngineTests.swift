@@ -7,7 +7,7 @@ import TuppTestSupport
 /// OCI layouts with a static busybox, for images a container can run:
 /// - `base`: busybox and its applets, /etc/base;
 /// - `v1`: base + a layer with /srv/version "1" and 200 KB of data; its config runs
-///   `/bin/sh -c 'exec sleep 1001'` in /srv with GREETING=hello;
+///   `/bin/sh -c 'exec sleep 1001'` in /srv as 1000:1000 with GREETING=hello;
 /// - `v2`: base + another layer (/srv/version "2"), the same config with GREETING=hi;
 /// - `other`: base + a layer of its own (shares the base layer with v1).
 private let runnableImagesScript = #"""
@@ -28,9 +28,9 @@ for v in 1 2; do
   umoci repack --image L:v$v V$v >/dev/null
 done
 umoci config --image L:v1 --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'exec sleep 1001' \
-  --config.env PATH=/bin --config.env GREETING=hello --config.workingdir /srv
+  --config.env PATH=/bin --config.env GREETING=hello --config.workingdir /srv --config.user 1000:1000
 umoci config --image L:v2 --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'exec sleep 1001' \
-  --config.env PATH=/bin --config.env GREETING=hi --config.workingdir /srv
+  --config.env PATH=/bin --config.env GREETING=hi --config.workingdir /srv --config.user 1000:1000
 umoci unpack --image L:base O >/dev/null
 echo other > O/rootfs/etc/other
 umoci repack --image L:other O >/dev/null
@@ -305,8 +305,8 @@ private func digest(_ registry: TestRegistry, _ name: String) throws -> String {
     }
 
     /// A container without `command` runs the image's Entrypoint + Cmd with its Env in its
-    /// WorkingDir (seen in /proc from outside); `command:` replaces Cmd (`-c …` here), the
-    /// image's Entrypoint (/bin/sh) stays.
+    /// WorkingDir as its User (seen in /proc from outside); `command:` replaces Cmd
+    /// (`-c …` here), the image's Entrypoint (/bin/sh) stays; `user:` replaces User.
     @Test func theImagesDefaultsRunWhenTheContainerSaysNothing() throws {
         guard try registryReady() else { return }
         let site = try RegistrySite()
@@ -316,31 +316,36 @@ private func digest(_ registry: TestRegistry, _ name: String) throws -> String {
         let plan = try site.i.tupp("plan", m).stdout
         #expect(plan.contains(#"+ command      = ["/bin/sh", "-c", "exec sleep 1001"]"#), "the effective values: \(plan)")
         #expect(plan.contains(#"+ workdir      = "/srv""#) && plan.contains(#"+ env.GREETING = "hello""#), "\(plan)")
+        #expect(plan.contains(#"+ user         = "1000:1000""#), "\(plan)")
         try site.i.apply(m)
         let pool = "\(site.i.root.path)/pool"
 
-        func witness() throws -> (argv: [String], env: [String], inSrv: Bool) {
+        func witness() throws -> (argv: [String], env: [String], inSrv: Bool, uid: String?) {
             let pid = try #require(try site.i.pid("web"))
             let argv = try #require(try Files.read("/proc/\(pid)/cmdline")).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             let env = try #require(try Files.read("/proc/\(pid)/environ")).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             var cwd = stat(), srv = stat()
             let inSrv = stat("/proc/\(pid)/cwd", &cwd) == 0 && stat("\(pool)/containers/web/srv", &srv) == 0
                 && cwd.st_dev == srv.st_dev && cwd.st_ino == srv.st_ino
-            return (argv, env, inSrv)
+            let status = try #require(try Files.readText("/proc/\(pid)/status"))
+            let uid = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }?.split(separator: "\t").dropFirst().first.map(String.init)
+            return (argv, env, inSrv, uid)
         }
         let first = try witness()
         #expect(first.argv == ["sleep", "1001"], "the image's sh -c 'exec sleep 1001': \(first.argv)")
         #expect(first.env.contains("GREETING=hello") && first.env.contains("PATH=/bin") && first.env.contains("EXTRA=1"), "\(first.env)")
         #expect(first.inSrv, "working directory is the image's /srv")
+        #expect(first.uid == "1000", "the image's User")
 
         let replaced = try site.manifest(["app": "e2e/app:1"],
-                                         containers: quiet("web", image: "app", extra: "    command: [\"-c\", \"exec sleep 1002\"]"))
+                                         containers: quiet("web", image: "app", extra: "    command: [\"-c\", \"exec sleep 1002\"]\n    user: \"2000\""))
         let restart = try site.i.tupp("plan", replaced).stdout
         #expect(restart.contains(#"["/bin/sh", "-c", "exec sleep 1001"] -> ["/bin/sh", "-c", "exec sleep 1002"] # restarts the process"#), "\(restart)")
         try site.i.apply(replaced)
         let second = try witness()
         #expect(second.argv == ["sleep", "1002"], "the image's Entrypoint with the manifest's command: \(second.argv)")
         #expect(second.env.contains("GREETING=hello") && !second.env.contains("EXTRA=1") && second.inSrv)
+        #expect(second.uid == "2000", "the manifest's user")
     }
 
     /// With Basic auth: the password from the auth file reaches the registry, and appears
