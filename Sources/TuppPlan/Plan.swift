@@ -380,6 +380,7 @@ public enum Planner {
             change.reasons.append(Plan.Reason(condition))
         }
         if d.address.kind == .pool { PoolKind.check(&change, errors: &errors) }
+        if d.address.kind == .image { ImageKind.check(&change) }
         return change
     }
 

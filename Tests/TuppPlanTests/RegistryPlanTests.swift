@@ -2,7 +2,7 @@ import Testing
 import TuppBase
 import TuppFacts
 import TuppManifest
-import TuppPlan
+@testable import TuppPlan
 import TuppRender
 
 // Registry images in the plan, with plain values: what a tag resolves to, what a registry
@@ -239,5 +239,50 @@ private let appConfig = ImageConfig(entrypoint: ["/docker-entrypoint.sh"], cmd: 
         #expect(text.contains("# layer.222222222222 will be destroyed"))
         #expect(text.contains("- size     = 3145728 (3MiB)"))
         #expect(text.contains("! no image uses it; frees 3MiB"))
+    }
+}
+
+@Suite struct RegistryRenamingTests {
+    func plan(from: String, to: String, digests: (String, String) = (digestA, digestA), platforms: (String?, String?) = (nil, nil)) -> Plan {
+        func manifest(_ reference: String, _ platform: String?) -> Manifest {
+            var m = Manifest()
+            m.images["app"] = Image(name: "app", source: .registry(RegistryImage(reference: reference, platform: platform)))
+            m.containers["web"] = Container(name: "web", image: "app", command: ["/bin/true"])
+            return m
+        }
+        let before = DesiredState.resources(manifest(from, platforms.0), DesiredContext(imageDigests: ["app": digests.0]))
+        let now = DesiredState.resources(manifest(to, platforms.1), DesiredContext(imageDigests: ["app": digests.1]))
+        return Planner.plan(desired: now, observed: matching(before))
+    }
+
+    func action(_ plan: Plan, _ address: String) -> Plan.Action? { plan.changes.first { $0.address.description == address }?.action }
+
+    @Test func pinningATagToItsDigestChangesNothingButTheRecord() {
+        let p = plan(from: "h/app:1", to: "h/app@\(digestA)")
+        #expect(action(p, "image.app") == .update && action(p, "container.web") == .noop)
+        #expect(p.changes.first { $0.address.description == "image.app" }?.reasons.first?.effect == .inPlace)
+    }
+
+    @Test func anotherDigestOrPlatformIsAnotherImage() {
+        #expect(action(plan(from: "h/app:1", to: "h/app:2", digests: (digestA, digestB)), "image.app") == .replace)
+        #expect(action(plan(from: "h/app:1", to: "h/app:1", platforms: (nil, "linux/arm64/v8")), "image.app") == .replace)
+        #expect(action(plan(from: "h/app:1", to: "h/app:1", digests: (digestA, digestB)), "container.web") == .replace)
+    }
+
+    @Test func aNameWhoseDigestIsNotKnownIsReplaced() {
+        // --refresh=false with a new tag: nothing says it is the same content.
+        var m = Manifest()
+        m.images["app"] = Image(name: "app", source: .registry(RegistryImage(reference: "h/app:2")))
+        let now = DesiredState.resources(m, DesiredContext())
+        var old = Manifest()
+        old.images["app"] = Image(name: "app", source: .registry(RegistryImage(reference: "h/app:1")))
+        let p = Planner.plan(desired: now, observed: matching(DesiredState.resources(old, DesiredContext(imageDigests: ["app": digestA]))))
+        #expect(action(p, "image.app") == .replace)
+    }
+
+    @Test func registryNamesAreReadBack() {
+        #expect(ImageKind.registryName("registry: h:5000/a:1 (linux/arm64/v8)")! == ("h:5000/a:1", "linux/arm64/v8"))
+        #expect(ImageKind.registryName("registry: h/a@\(digestA)")! == ("h/a@\(digestA)", nil))
+        #expect(ImageKind.registryName("oci: /layout:v1") == nil)
     }
 }

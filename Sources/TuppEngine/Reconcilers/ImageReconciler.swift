@@ -143,6 +143,8 @@ struct ImageReconciler: Reconciler {
             for leftover in leftovers { try images.removeLeftover(leftover) }
             guard var record = context.record(change.address) else { return }
             record.protect = change.spec(ImageSpec.self)?.image.protect ?? record.protect
+            // A new name for the same content (a tag pinned to its digest): recorded.
+            record.attributes.merge(change.after ?? [:]) { _, new in new }
             try context.save(record)
         case .noop:
             break

@@ -40,6 +40,31 @@ extension ImageKind {
         }
     }
 
+    /// A registry image named differently with the same digest and platform — a tag pinned
+    /// to the digest it points to, the usual GitOps step — is the same content: its new
+    /// name is recorded in place; nothing is pulled, no container is replaced.
+    public static func check(_ change: inout Plan.ResourceChange) {
+        guard let before = change.before, let after = change.after, let digest = after[ImageAttribute.digest],
+              before[ImageAttribute.digest] == digest,
+              let old = before[ImageAttribute.source]?.string, let new = after[ImageAttribute.source]?.string,
+              let was = registryName(old), let now = registryName(new), was.platform == now.platform else { return }
+        for index in change.reasons.indices where change.reasons[index].path == ImageAttribute.source {
+            change.reasons[index].effect = .inPlace
+        }
+    }
+
+    /// The reference and platform of a registry source's description, nil for another kind.
+    static func registryName(_ source: String) -> (reference: String, platform: String?)? {
+        let prefix = "registry: "
+        guard source.hasPrefix(prefix) else { return nil }
+        let rest = source.dropFirst(prefix.count)
+        // A reference never holds '(': the last one opens the platform.
+        if rest.hasSuffix(")"), let open = rest.lastIndex(of: "("), open > rest.startIndex {
+            return (String(rest[..<rest.index(before: open)]), String(rest[rest.index(after: open)...].dropLast()))
+        }
+        return (String(rest), nil)
+    }
+
     /// The digest recorded for image `name` when it was pulled from `image`'s source.
     public static func pulledDigest(_ image: Image, record: Record?) -> String? {
         guard let record, record.status == .ready,
