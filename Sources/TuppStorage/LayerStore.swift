@@ -98,6 +98,7 @@ public struct LayerStore: Sendable {
         let layersDirectory = try openLayersDirectory()
         try Btrfs.deleteSubvolume(in: layersDirectory, named: Digest.encoded(chainID), describedAs: "\(poolRoot)/\(layer.subvolume.path)")
         unlink(metadataPath(chainID))
+        rmdir("\(poolRoot)/\(Self.directory)/\(Self.metadata)")   // gone with the last layer
     }
 
     /// Deletes the temporary subvolume `name` (in layers/) of a layer import that did not
@@ -132,6 +133,7 @@ public struct LayerStore: Sendable {
         for file in (try? Files.list(directory)) ?? [] where file.hasSuffix(".json") && !live.contains(String(file.dropLast(5))) {
             unlink("\(directory)/\(file)")
         }
+        rmdir(directory)   // gone with the last layer; kept (ENOTEMPTY) otherwise
     }
 
     /// Deletes every layer no image uses, interrupted layer imports, downloads left
