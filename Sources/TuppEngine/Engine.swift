@@ -14,8 +14,8 @@ public struct PlannedRun: Sendable {
     public var plan: Plan
     public var observation: Observation
     public var options: PlanOptions
-    /// Other projects' containers whose /etc/hosts this apply rewrites: name → peer lines.
-    var neighbourPeers: [String: [String]] = [:]
+    /// Other projects' containers whose /etc/hosts this apply rewrites: name → their network's members.
+    var neighbourPeers: [String: NetworkMembers] = [:]
 }
 
 /// Why apply did not start changing the host.
@@ -85,9 +85,9 @@ public struct Engine: Sendable {
             }
         }
         let records = observation.records(of: .container)
-        for (name, lines) in DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records).sorted(by: { $0.key < $1.key }) {
+        for (name, members) in DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records).sorted(by: { $0.key < $1.key }) {
             let project = records[name]?.projects.keys.sorted().first.map { " (project \($0))" } ?? ""
-            plan.warnings.append("container.\(name)\(project) keeps running; its /etc/hosts is rewritten to list \(lines.isEmpty ? "no other container" : HostsFile.display(lines).joined(separator: ", "))")
+            plan.warnings.append("container.\(name)\(project) keeps running; its /etc/hosts is rewritten to list \(members.summary(except: name))")
         }
         var run = PlannedRun(plan: plan, observation: observation, options: options)
         run.neighbourPeers = DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records)
@@ -283,7 +283,7 @@ public struct Engine: Sendable {
     /// so), and their records follow. Best effort: a container that stopped meanwhile
     /// gets its file when it starts again.
     func refreshNeighbours(_ run: PlannedRun) {
-        for (name, lines) in run.neighbourPeers {
+        for (name, members) in run.neighbourPeers {
             guard var record = run.observation.records[ResourceAddress(.container, name)],
                   runtime.observe(directory: store.containerDirectory(name)).isRunning else { continue }
             let extras = HostsFile.lines(fromDisplay: record.attributes[ContainerAttribute.hosts].flatMap { value -> [String]? in
@@ -292,9 +292,11 @@ public struct Engine: Sendable {
             do {
                 let text = try HostsFile.render(container: name, hostname: record.attributes[ContainerAttribute.hostname]?.string,
                                                 address: record.containerAddress?.address, extras: HostsFile.entries(extras),
-                                                peers: HostsFile.entries(lines))
-                _ = try ContainerNameFiles.write(ContainerNameFiles.hostsPath(runtimeDirectory: store.containerDirectory(name)), text)
-                record.attributes[ContainerAttribute.peers] = .strings(HostsFile.display(lines))
+                                                peers: members.addresses)
+                let path = ContainerNameFiles.hostsPath(runtimeDirectory: store.containerDirectory(name))
+                _ = try ContainerNameFiles.write(path, text)
+                record.attributes[ContainerAttribute.peers] = members.summary(except: name)
+                record.hostsStamp = try ContainerNameFiles.stamp(path)
                 try store.save(record)
             } catch {
                 logger.warning("container.\(name): its /etc/hosts was not rewritten: \(error)")

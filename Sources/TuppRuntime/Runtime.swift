@@ -228,6 +228,15 @@ public struct Runtime: Sendable {
                                    usage: cgroup.usage(), oomKills: cgroup.oomKills())
     }
 
+    /// The limit files `limits` are enforced through that read otherwise than written (changed
+    /// by hand); nil when the container has no cgroup. Reads only those files: a plan asks
+    /// this of every container with limits.
+    public func limitDrift(directory: String, expecting limits: ResourceLimits, layout: CgroupLayout) -> [CgroupFiles.Drift]? {
+        guard let cgroup = cgroup(directory: directory) else { return nil }
+        let expected = CgroupFiles.settings(for: limits, on: layout)
+        return CgroupFiles.drift(expected: expected, observed: cgroup.read(expected))
+    }
+
     /// Changes the limits of a running (or stopped) container in place — the process
     /// keeps running — and records them in DIR/spec for its next start. A memory limit
     /// below the current usage is not applied but returned in `refused`.

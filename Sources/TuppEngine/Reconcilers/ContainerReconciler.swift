@@ -1,4 +1,5 @@
 import Logging
+import TuppBase
 import TuppFacts
 import TuppManifest
 import TuppNetworking
@@ -20,6 +21,11 @@ struct ContainerReconciler: Reconciler {
         let names = ContainerKind.names(declared: context.manifest.containers.keys, records: records.keys, host: host,
                                         installation: context.installation)
         var facts = ContainerFacts(contents: observation.facts[PoolFacts.self]?.contents, host: host, processes: [:])
+        var t = Monotonic.nanoseconds()
+        func lap(_ what: String) {
+            context.logger.debug("  containers: \(what) in \((Monotonic.milliseconds(since: t) * 100).rounded() / 100) ms")
+            t = Monotonic.nanoseconds()
+        }
         // One pass over the supervisors, then one netns snapshot per running container.
         var netnsPaths: [(String, String)] = []
         for name in names {
@@ -30,27 +36,40 @@ struct ContainerReconciler: Reconciler {
                 netnsPaths.append((name, "/proc/\(process.shimPID)/ns/net"))
             }
         }
+        lap("\(names.count) supervisors")
         for (i, result) in NetlinkSession.snapshots(ofNamespaces: netnsPaths.map(\.1)).enumerated() {
             if case .success(let snapshot) = result { facts.namespaces[netnsPaths[i].0] = snapshot }
         }
+        lap("\(netnsPaths.count) network namespaces")
         // Live hostnames, read inside each UTS namespace on one thread.
         let named = names.filter { facts.processes[$0]!.isRunning && records[$0]?.attributes[ContainerAttribute.hostname] != nil }
         for (name, hostname) in zip(named, context.runtime.hostnames(of: named.map { facts.processes[$0]! })) {
             if let hostname { facts.hostnames[name] = hostname }
         }
-        // The name files tupp wrote, read back.
+        lap("hostnames")
+        // The name files tupp wrote: /etc/hosts by its stamp (read only when it changed), the
+        // small resolv.conf whole.
         for name in names where facts.processes[name]!.isRunning {
             let directory = context.store.containerDirectory(name)
-            facts.hostsFiles[name] = (try? Files.readText(ContainerNameFiles.hostsPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
+            let hosts = ContainerNameFiles.hostsPath(runtimeDirectory: directory)
+            if let stamp = (try? ContainerNameFiles.stamp(hosts)) ?? nil {
+                facts.hostsStamps[name] = stamp
+                if stamp != records[name]?.hostsStamp {
+                    facts.hostsFiles[name] = (try? Files.readText(hosts, limit: 16 << 20)) ?? nil
+                }
+            }
             facts.resolvFiles[name] = (try? Files.readText(ContainerNameFiles.resolvConfPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
         }
+        lap("name files")
         observeConfinement(context, records: records, processes: facts.processes, into: &facts, &observation)
+        lap("cgroups and seccomp profiles")
         if let resolvers = try? ResolvConf.readHost() {
             observation.desiredContext.hostResolvers = HostResolvers(host: resolvers.host, resolvedUpstream: resolvers.resolvedUpstream)
         }
         observation.facts[ContainerFacts.self] = facts
         observation.merge(ContainerKind.interpret(declared: Set(context.manifest.containers.keys), records: records, facts: facts,
                                                   images: observation.state, installation: context.installation))
+        lap("judgement")
     }
 
     /// Seccomp profile files (digest, and that they parse), limits the host cannot
@@ -85,11 +104,13 @@ struct ContainerReconciler: Reconciler {
                 }
             }
         }
+        // Containers with limits: their limit files, read back (the others have none to drift).
         for (name, record) in records where processes[name]?.isRunning == true {
             let limits = ContainerKind.resourceLimits(record.attributes)
-            guard let seen = context.runtime.observeResources(directory: context.store.containerDirectory(name), expecting: limits,
-                                                              layout: layout) else { continue }
-            facts.limitDrift[name] = seen.drift.map(\.description)
+            guard !limits.declared.isEmpty,
+                  let drift = context.runtime.limitDrift(directory: context.store.containerDirectory(name), expecting: limits,
+                                                         layout: layout) else { continue }
+            facts.limitDrift[name] = drift.map(\.description)
         }
     }
 
@@ -179,6 +200,7 @@ struct ContainerReconciler: Reconciler {
             context.logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
             record.status = .ready
             record.setContainerFacts(hostVeth: veth, snapshot: snapshot.uuid, process: started, specDigest: specDigest(name))
+            record.hostsStamp = try hostsStamp(name)
             try context.save(record)
         }
 
@@ -195,11 +217,17 @@ struct ContainerReconciler: Reconciler {
             let dir = directory(spec.name)
             try Files.createDirectory(dir, mode: 0o700)
             let hosts = try HostsFile.render(container: spec.name, hostname: spec.hostname, address: spec.network?.address.address,
-                                             extras: spec.names.extraHosts, peers: spec.names.peers)
+                                             extras: spec.names.extraHosts, peers: spec.names.members.addresses)
             let resolv = try ResolvConf.render(spec.names.resolver, container: spec.name)
             let wroteHosts = try ContainerNameFiles.write(ContainerNameFiles.hostsPath(runtimeDirectory: dir), hosts)
             let wroteResolv = try ContainerNameFiles.write(ContainerNameFiles.resolvConfPath(runtimeDirectory: dir), resolv)
             return wroteHosts || wroteResolv
+        }
+
+        /// The stamp of the /etc/hosts just written, for the record: the next plan reads the
+        /// file back only when it changed.
+        func hostsStamp(_ name: String) throws -> String? {
+            try ContainerNameFiles.stamp(ContainerNameFiles.hostsPath(runtimeDirectory: directory(name)))
         }
 
         /// The runtime's view of a planned container: its spec, rooted at its snapshot, with
@@ -281,6 +309,7 @@ struct ContainerReconciler: Reconciler {
             record.protect = spec.protect
             record.setContainerFacts(hostVeth: hostVeth(name), snapshot: record.containerSnapshotUUID, process: process,
                                      specDigest: specDigest(name))
+            record.hostsStamp = try hostsStamp(name)
             try context.save(record)
         }
     }

@@ -171,30 +171,66 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     }
 }
 
+/// The containers of one network, by name: every container's /etc/hosts lists the others.
+/// Built once per network and shared (copy on write) by all its containers' specs, with an
+/// order-free digest, so a plan stays linear in the number of containers.
+public struct NetworkMembers: Sendable, Equatable {
+    public private(set) var addresses: [String: IPv4Address] = [:]
+    /// XOR of every member's hash: a member's view of the others is this minus itself.
+    public private(set) var digest: UInt64 = 0
+
+    public init() {}
+
+    public init(_ addresses: [String: IPv4Address]) {
+        for (name, address) in addresses { insert(name, address) }
+    }
+
+    public mutating func insert(_ name: String, _ address: IPv4Address) {
+        if let old = addresses[name] { digest ^= Self.hash(name, old) }
+        addresses[name] = address
+        digest ^= Self.hash(name, address)
+    }
+
+    static func hash(_ name: String, _ address: IPv4Address) -> UInt64 { StableHash(name, address.description).value }
+
+    /// What `container`'s /etc/hosts says of the others, as the plan shows it: their names
+    /// and addresses on a small network, a count and digest on a large one.
+    public func summary(except container: String) -> Value {
+        let others = addresses.count - (addresses[container] == nil ? 0 : 1)
+        if others <= Self.listedUpTo {
+            return .strings(HostsFile.display(HostsFile.peerLines(addresses, except: container)))
+        }
+        let own = addresses[container].map { Self.hash(container, $0) } ?? 0
+        return .string("\(others) containers (\(String(digest ^ own, radix: 16)))")
+    }
+
+    /// Up to this many others, the plan lists them.
+    static let listedUpTo = 8
+}
+
 /// What a container's /etc/resolv.conf and /etc/hosts hold.
 public struct NameSettings: Sendable, Equatable {
     public var resolver: ResolverSettings
     /// Why the resolver is not what one would expect (a loopback stub left out), for the plan.
     public var resolverWarnings: [String]
     public var extraHosts: [String: IPv4Address]
-    /// The other containers on its network, by name.
-    public var peers: [String: IPv4Address]
+    /// Every container on its network, itself included (the file leaves itself out).
+    public var members: NetworkMembers
 
     public init(resolver: ResolverSettings = ResolverSettings(), resolverWarnings: [String] = [],
-                extraHosts: [String: IPv4Address] = [:], peers: [String: IPv4Address] = [:]) {
+                extraHosts: [String: IPv4Address] = [:], members: NetworkMembers = NetworkMembers()) {
         self.resolver = resolver
         self.resolverWarnings = resolverWarnings
         self.extraHosts = extraHosts
-        self.peers = peers
+        self.members = members
     }
 
-    /// The settings of `c`: its dns settings over the host's, its extras, its peers.
-    public init(_ c: Container, peers: [String: IPv4Address], resolvers: HostResolvers) {
+    /// The settings of `c`: its dns settings over the host's, its extras, its network's members.
+    public init(_ c: Container, members: NetworkMembers, resolvers: HostResolvers) {
         let (resolver, warnings) = ResolvConf.forContainer(dns: c.nameService.dns, search: c.nameService.search,
                                                             options: c.nameService.options, host: resolvers.host,
                                                             resolvedUpstream: resolvers.resolvedUpstream)
-        self.init(resolver: resolver, resolverWarnings: warnings, extraHosts: c.nameService.hosts,
-                  peers: peers.filter { $0.key != c.name })
+        self.init(resolver: resolver, resolverWarnings: warnings, extraHosts: c.nameService.hosts, members: members)
     }
 
     /// The resolv.conf lines (the file without its comment).
@@ -204,9 +240,6 @@ public struct NameSettings: Sendable, Equatable {
 
     /// The /etc/hosts lines of the manifest's `hosts:`.
     public var extraLines: [String] { HostsFile.extraLines(extraHosts) }
-
-    /// The /etc/hosts lines of the other containers.
-    public func peerLines(container: String) -> [String] { HostsFile.peerLines(peers, except: container) }
 }
 
 /// Why a container needs work although its attributes match.
@@ -277,6 +310,12 @@ extension Record {
         if let specDigest { facts["spec"] = specDigest }
     }
 
+    /// The stamp of the /etc/hosts tupp last wrote for a container.
+    public var hostsStamp: String? {
+        get { facts["hostsStamp"] }
+        set { facts["hostsStamp"] = newValue }
+    }
+
     /// The address a container was given (allocated addresses stay while it exists).
     public var containerAddress: IPv4Interface? {
         attributes[ContainerAttribute.networkAddress]?.string.flatMap(IPv4Interface.init)
@@ -295,7 +334,9 @@ public struct ContainerFacts: Sendable {
     public var namespaces: [String: NetworkSnapshot]
     /// Live hostnames, read inside each running container's UTS namespace.
     public var hostnames: [String: String]
-    /// The /etc/hosts and /etc/resolv.conf tupp wrote for each container (nil: absent).
+    /// Each running container's /etc/hosts stamp (size, mtime, ctime) and, where it differs
+    /// from the recorded one, its text; its /etc/resolv.conf (nil: absent).
+    public var hostsStamps: [String: String] = [:]
     public var hostsFiles: [String: String]
     public var resolvFiles: [String: String]
     /// Cgroup limit files that read otherwise than tupp wrote them, per container
@@ -374,7 +415,7 @@ public enum ContainerKind {
         for (key, value) in resourceAttributes(k.resources) { a[ContainerAttribute.resources.child(key)] = value }
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
-        a[ContainerAttribute.peers] = .strings(HostsFile.display(c.names.peerLines(container: c.name)))
+        a[ContainerAttribute.peers] = c.names.members.summary(except: c.name)
         return a
     }
 
@@ -505,13 +546,17 @@ public enum ContainerKind {
                     resource.conditions.append(ContainerCondition.nameFilesMissing)
                 }
             }
-            if process.isRunning, let text = facts.hostsFiles[name] {
-                let live = HostsFile.parse(text)
-                for (path, lines) in [(ContainerAttribute.hosts, live?.extras), (ContainerAttribute.peers, live?.peers)] {
-                    let value = lines.map { Value.strings(HostsFile.display($0)) }
-                    let recorded = record.attributes[path]
+            // /etc/hosts: unchanged since tupp wrote it (same stamp) holds what the record says;
+            // otherwise it is read back.
+            if process.isRunning, let stamp = facts.hostsStamps[name], stamp != record.hostsStamp {
+                let live = facts.hostsFiles[name].flatMap(HostsFile.parse)
+                let values: [(AttributePath, Value?)] = [
+                    (ContainerAttribute.hosts, live.map { .strings(HostsFile.display($0.extras)) }),
+                    (ContainerAttribute.peers, live.map { NetworkMembers(HostsFile.entries($0.peers)).summary(except: name) }),
+                ]
+                for (path, value) in values {
                     resource.attributes[path] = value
-                    if let recorded, value != recorded, record.status == .ready, path == ContainerAttribute.hosts || live == nil {
+                    if let recorded = record.attributes[path], value != recorded, record.status == .ready {
                         resource.drift.append(Drift(address, "its /etc/hosts was changed outside tupp", path: path,
                                                     recorded: recorded, observed: value))
                     }
