@@ -189,6 +189,13 @@ private func digest(_ registry: TestRegistry, _ name: String) throws -> String {
 
         let again = try site.i.tupp("apply", m)
         #expect(again.stdout.contains("No changes."), "\(again)")
+
+        // An unknown tag is a plan error naming the reference: exit 1, nothing applied.
+        let unknown = try site.manifest(["app": "e2e/app:nope"])
+        let refused = try site.i.tupp("apply", unknown)
+        #expect(refused.status == 1, "\(refused)")
+        #expect(refused.output.contains("\(site.registry.host)/e2e/app:nope") && refused.output.contains("not found (404)"), "\(refused)")
+        #expect(try Files.readText("\(pool)/images/app/srv/version") == "1\n")
     }
 
     /// A tag that now points elsewhere: the plan shows the new digest, replaces the image

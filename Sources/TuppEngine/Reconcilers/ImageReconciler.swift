@@ -17,6 +17,17 @@ struct ImageReconciler: Reconciler {
     /// costs a plan a second, not the half minute a pull would wait it out.
     static let resolveRetry = RetryPolicy(attempts: 3)
 
+    /// What observing one declared image found, besides its live subvolume.
+    struct Source {
+        /// The identity of the content it should have; nil when not known before a pull.
+        var digest: String?
+        /// Its config's defaults for containers, when known.
+        var defaults: ImageDefaults?
+        /// The chain IDs of the planned content, when known.
+        var layers: [String]?
+        var warnings: [String] = []
+    }
+
     func observe(_ observation: inout Observation, _ context: ObserveContext) async {
         let contents = observation.facts[PoolFacts.self]?.contents
         var facts = ImageFacts(contents: contents)
@@ -24,60 +35,34 @@ struct ImageReconciler: Reconciler {
         let store = ImageStore(poolRoot: context.manifest.storage?.root ?? "", retry: Self.resolveRetry)
         var warnings: [String] = []
         for (name, image) in context.manifest.images.sorted(by: { $0.key < $1.key }) {
-            // What the image is built from now, with its metadata when layered.
+            // The metadata of the layered image there now: its digest, config and layers.
             let pulled = contents?.images[name] == nil || !image.source.carriesConfig ? nil : try? store.metadata(of: name)
             do {
+                let source: Source
                 switch image.source {
                 case .registry(let registry):
                     // A destroy needs no digest: nothing is asked.
                     guard !context.destroying else { continue }
-                    let source = try RegistrySource(registry)
-                    let resolution: RegistryResolution
-                    if let digest = source.reference.digest {
-                        resolution = .pinned(digest)
-                    } else if !context.refresh {
-                        resolution = .notAsked
-                    } else {
-                        do { resolution = .resolved(try store.resolve(source)) } catch where RegistryClient.isUnreachable(error) {
-                            resolution = .unreachable("\(error)")
-                        }
-                    }
-                    let (digest, warning) = ImageKind.registryDigest(registry, name: name, resolution: resolution,
-                                                                     pulled: ImageKind.pulledDigest(image, record: records[name]))
-                    if let warning { warnings.append(warning) }
-                    facts.sourceDigests[name] = digest
-                    if let pulled, let digest, pulled.digest == digest {
-                        observation.desiredContext.imageDefaults[name] = .config(pulled.config)
-                        observation.desiredContext.imageLayers[name] = pulled.layers
-                    } else if let digest, context.refresh, resolution.answered {
-                        // About to be pulled: its config and layers, without any layer.
-                        do {
-                            let described = try store.describe(source.pinned(to: digest))
-                            observation.desiredContext.imageDefaults[name] = .config(described.config)
-                            observation.desiredContext.imageLayers[name] = described.layers
-                        } catch where RegistryClient.isUnreachable(error) {
-                            warnings.append("image.\(name): registry \(source.reference.registry) did not answer (\(error)); what its config gives containers is known once it is pulled")
-                        }
-                    }
+                    source = try observe(registry, name: name, pulled: pulled, record: records[name], image: image, store: store,
+                                         refresh: context.refresh)
                 case .oci(let layout, let tag):
                     let digest = try ImageStore.identify(image.source, cacheDirectory: context.store.cacheDirectory,
                                                          updatingCache: context.updatesCaches)
-                    facts.sourceDigests[name] = digest
-                    let described: (config: ImageConfig, layers: [String])
                     if let pulled, pulled.digest == digest {
-                        described = (pulled.config, pulled.layers)
+                        source = Source(digest: digest, defaults: .config(pulled.config), layers: pulled.layers)
                     } else {
-                        let fromLayout = try store.describe(layout: layout, tag: tag)
-                        described = (fromLayout.config, fromLayout.layers)
+                        let described = try store.describe(layout: layout, tag: tag)
+                        source = Source(digest: digest, defaults: .config(described.config), layers: described.layers)
                     }
-                    observation.desiredContext.imageDefaults[name] = .config(described.config)
-                    observation.desiredContext.imageLayers[name] = described.layers
                 case .busybox, .tar, .directory:
-                    facts.sourceDigests[name] = try ImageStore.identify(image.source, cacheDirectory: context.store.cacheDirectory,
-                                                                        updatingCache: context.updatesCaches)
-                    observation.desiredContext.imageDefaults[name] = ImageDefaults.none
-                    observation.desiredContext.imageLayers[name] = []
+                    source = Source(digest: try ImageStore.identify(image.source, cacheDirectory: context.store.cacheDirectory,
+                                                                    updatingCache: context.updatesCaches),
+                                    defaults: ImageDefaults.none, layers: [])
                 }
+                facts.sourceDigests[name] = source.digest
+                observation.desiredContext.imageDefaults[name] = source.defaults
+                observation.desiredContext.imageLayers[name] = source.layers
+                warnings += source.warnings
             } catch {
                 facts.sourceErrors[name] = "\(error)"
             }
@@ -87,6 +72,42 @@ struct ImageReconciler: Reconciler {
                                               destroying: context.destroying)
         interpreted.warnings += warnings
         observation.merge(interpreted)
+    }
+
+    /// A registry image: its tag resolved with one HEAD (no request for a digest, none with
+    /// `--refresh=false`); its config and layers from the metadata of the image pulled
+    /// when that is the same digest, else — about to be pulled — from its manifest and
+    /// config (a few small requests, no layer).
+    func observe(_ registry: RegistryImage, name: String, pulled: ImageMetadata?, record: Record?, image: Image, store: ImageStore,
+                 refresh: Bool) throws -> Source {
+        let source = try RegistrySource(registry)
+        let resolution: RegistryResolution
+        if let digest = source.reference.digest {
+            resolution = .pinned(digest)
+        } else if !refresh {
+            resolution = .notAsked
+        } else {
+            do { resolution = .resolved(try store.resolve(source)) } catch where RegistryClient.isUnreachable(error) {
+                resolution = .unreachable("\(error)")
+            }
+        }
+        let (digest, warning) = ImageKind.registryDigest(registry, name: name, resolution: resolution,
+                                                         pulled: ImageKind.pulledDigest(image, record: record))
+        var observed = Source(digest: digest, warnings: warning.map { [$0] } ?? [])
+        guard let digest else { return observed }
+        if let pulled, pulled.digest == digest {
+            observed.defaults = .config(pulled.config)
+            observed.layers = pulled.layers
+        } else if refresh, resolution.answered {
+            do {
+                let described = try store.describe(source.pinned(to: digest))
+                observed.defaults = .config(described.config)
+                observed.layers = described.layers
+            } catch where RegistryClient.isUnreachable(error) {
+                observed.warnings.append("image.\(name): registry \(source.reference.registry) did not answer (\(error)); what its config gives containers is known once it is pulled")
+            }
+        }
+        return observed
     }
 
     func apply(_ change: Plan.ResourceChange, _ context: ApplyContext) async throws {
