@@ -54,6 +54,32 @@ private let appConfig = ImageConfig(entrypoint: ["/docker-entrypoint.sh"], cmd: 
         #expect(r.workdir == "/")
     }
 
+    @Test func envFilesComeBetweenTheImageAndTheManifest() {
+        var c = Container(name: "web", image: "app", command: nil, env: [("A", "manifest")])
+        c.lifecycle.fileEnvironment = ["A": "file", "B": "file", "NGINX_VERSION": "file"]
+        let r = RunSettings(c, config: appConfig)
+        #expect(r.env["A"] == "manifest" && r.env["B"] == "file" && r.env["NGINX_VERSION"] == "file" && r.env["PATH"] != nil)
+    }
+
+    @Test func theImagesHealthcheckAndStopSignalApplyUnlessTheManifestSaysOtherwise() {
+        var config = appConfig
+        config.healthcheck = ImageConfig.Healthcheck(test: ["CMD-SHELL", "curl -f localhost"], intervalNanoseconds: 5_000_000_000, retries: 0)
+        let c = Container(name: "web", image: "app", command: nil)
+        let spec = ContainerSpec(c, network: nil, address: nil, image: .config(config))
+        #expect(spec.healthcheck == Healthcheck(command: ["/bin/sh", "-c", "curl -f localhost"], interval: 5))
+        #expect(spec.stopSignal == Signal("SIGQUIT"))
+        config.healthcheck = ImageConfig.Healthcheck(test: ["CMD", "/bin/check", "--fast"])
+        #expect(ContainerSpec(c, network: nil, address: nil, image: .config(config)).healthcheck?.command == ["/bin/check", "--fast"])
+        config.healthcheck = ImageConfig.Healthcheck(test: ["NONE"])
+        #expect(ContainerSpec(c, network: nil, address: nil, image: .config(config)).healthcheck == nil)
+        var declared = c
+        declared.lifecycle.stopSignal = Signal("SIGINT")
+        declared.lifecycle.healthcheck = Healthcheck(command: ["true"])
+        let own = ContainerSpec(declared, network: nil, address: nil, image: .config(config))
+        #expect(own.stopSignal == Signal("SIGINT") && own.healthcheck?.command == ["true"])
+        #expect(ContainerSpec(c, network: nil, address: nil, image: .none).stopSignal == .term)
+    }
+
     @Test func withoutAConfigTheManifestSaysEverything() {
         let r = run(command: ["/bin/sh"], config: nil)
         #expect(r.command == ["/bin/sh"] && r.env.isEmpty && r.workdir == "/" && r.user == nil)
@@ -68,7 +94,7 @@ private let appConfig = ImageConfig(entrypoint: ["/docker-entrypoint.sh"], cmd: 
         #expect(web.attributes[ContainerAttribute.workdir] == .string("/srv"))
         #expect(web.attributes[ContainerAttribute.env.child("NGINX_VERSION")] == .string("1.27"))
         let spec = web.spec(ContainerSpec.self)!
-        #expect(spec.problem == nil && spec.awaitingImageConfig == nil && spec.stopSignal == "SIGQUIT")
+        #expect(spec.problem == nil && spec.awaitingImageConfig == nil && spec.stopSignal == Signal("SIGQUIT"))
         #expect(spec.confinement.user == UserSpec("101:101") && web.attributes[ContainerAttribute.user] == .string("101:101"))
     }
 

@@ -264,7 +264,12 @@ struct ContainerReconciler: Reconciler {
             let name = spec.name
             let rootfs = "\(root)/containers/\(name)"
             var process = context.observation.facts[ContainerFacts.self]?.processes[name] ?? runtime.observe(directory: directory(name))
-            if change.effect == .restart {
+            if record.stoppedOnPurpose && !process.isRunning {
+                // `tupp stop` under unless-stopped: the changes wait in the spec for `tupp start`.
+                try writeNameFiles(spec)
+                try runtime.updateSettings(config(spec, rootfs: rootfs), directory: directory(name))
+                Checkpoint.pass("settings of the stopped \(name) rewritten")
+            } else if change.effect == .restart {
                 try runtime.stop(directory: directory(name), timeout: spec.stopTimeout)
                 Checkpoint.pass("\(name) stopped for a restart")
                 _ = try host.deleteLink(name: hostVeth(name))
@@ -287,14 +292,14 @@ struct ContainerReconciler: Reconciler {
                     try writeNameFiles(spec)
                     Checkpoint.pass("name files of \(name) rewritten")
                 }
-                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname) {
+                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname), process.isRunning {
                     try runtime.setHostname(hostname, for: process)
                     Checkpoint.pass("hostname of \(name) set")
                 }
                 let replug = change.changes(ContainerAttribute.network)
                     || change.conditions(ContainerCondition.self).contains(where: \.needsReplug)
                     || change.reasons.contains { $0.dependency?.kind == .network }
-                if replug {
+                if replug && process.isSupervised {
                     if let plug = plug(for: spec, netnsPath: "/proc/\(process.shimPID)/ns/net") {
                         let repairs = try host.ensurePlugged(plug)
                         context.logger.debug("\(name): network \(repairs.isEmpty ? "already as declared" : repairs.map(\.description).joined(separator: ", "))")

@@ -43,6 +43,15 @@ public enum ContainerAttribute {
     /// Its /etc/hosts lines of the other containers on its network (of every project):
     /// rewritten in place when one comes, goes or moves.
     public static let peers = AttributePath("peers")
+    /// `healthcheck.command`, `.interval`, `.timeout`, `.retries`, `.start_period`: the
+    /// supervisor takes a new check in place.
+    public static let healthcheck = AttributePath("healthcheck")
+    public static let onUnhealthy = AttributePath("on_unhealthy")
+    public static let stopSignal = AttributePath("stop_signal")
+    /// "db: healthy", "cache: started (restart)": the start order, nothing on the host.
+    public static let dependsOn = AttributePath("depends_on")
+    /// The files `env` was read from (their variables are `env.*`).
+    public static let envFile = AttributePath("env_file")
 
     public static let schema = AttributeSchema([
         AttributeRule(image, .replace),
@@ -67,6 +76,11 @@ public enum ContainerAttribute {
         AttributeRule(dns, .inPlace, optional: true),
         AttributeRule(hosts, .inPlace, optional: true),
         AttributeRule(peers, .inPlace, optional: true),
+        AttributeRule(healthcheck, .inPlace, family: true, optional: true),
+        AttributeRule(onUnhealthy, .inPlace, optional: true),
+        AttributeRule(stopSignal, .inPlace, optional: true),
+        AttributeRule(dependsOn, .inPlace, optional: true),
+        AttributeRule(envFile, .inPlace, optional: true),
     ])
 }
 
@@ -92,13 +106,9 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var mounts: [Mount]
     /// What runs: the manifest's entrypoint and command over the image config's.
     public var command: [String]
-    /// The manifest's env over the image config's.
+    /// The image config's Env, then the env files', then the manifest's `env`.
     public var env: [String: String]
     public var workdir: String
-    /// The image config's StopSignal, carried for the stop signal (not applied yet: the
-    /// manifest has no `stopSignal` field). The image's User is `confinement.user`'s
-    /// default.
-    public var stopSignal: String?
     public var restart: RestartPolicy
     public var capabilities: [Capability]
     /// Seconds between SIGTERM and SIGKILL.
@@ -113,8 +123,17 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     /// edited profile restarts the process like a changed setting.
     public var seccompDigest: String?
     /// The container as declared, while its image's config is known only once the image
-    /// is pulled: apply completes command, env, workdir and user with `resolved(with:)`.
+    /// is pulled: apply completes what the config defaults with `resolved(with:)`.
     public var awaitingImageConfig: Container?
+    /// Run by the supervisor inside the container: the manifest's, else the image's own
+    /// Healthcheck.
+    public var healthcheck: Healthcheck?
+    public var onUnhealthy: OnUnhealthy
+    /// What stop sends first: the manifest's, else the image's StopSignal, else SIGTERM.
+    public var stopSignal: Signal
+    /// The containers this one waits for before its command starts.
+    public var dependsOn: [String: Dependency]
+    public var envFiles: [String]
 
     public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
                 seccompDigest: String? = nil, image: ImageDefaults = .none) {
@@ -129,6 +148,11 @@ public struct ContainerSpec: ResourceSpec, Equatable {
         command = []
         env = [:]
         workdir = "/"
+        healthcheck = c.lifecycle.healthcheck
+        onUnhealthy = c.lifecycle.onUnhealthy
+        stopSignal = c.lifecycle.stopSignal ?? .term
+        dependsOn = c.lifecycle.dependsOn
+        envFiles = c.lifecycle.envFiles
         restart = c.restart
         capabilities = c.effectiveCapabilities
         stopTimeout = c.stopTimeout
@@ -150,9 +174,10 @@ public struct ContainerSpec: ResourceSpec, Equatable {
         command = run.command
         env = run.env
         workdir = run.workdir
-        // An image's User that is no NAME|UID[:GROUP|GID] is ignored: root, as without one.
+        // An image's User or StopSignal that does not parse is ignored, as if it had none.
         confinement.user = c.confinement.user ?? run.user.flatMap(UserSpec.init)
-        stopSignal = run.stopSignal
+        stopSignal = c.lifecycle.stopSignal ?? run.stopSignal.flatMap(Signal.init) ?? .term
+        healthcheck = c.lifecycle.healthcheck ?? run.healthcheck
     }
 
     /// The spec once the image's config is known (after its pull).
@@ -300,7 +325,10 @@ extension Record {
     /// What identifies a started container: its host veth, snapshot, supervisor and init
     /// (pid + start time), and the digest of the spec the supervisor runs.
     public mutating func setContainerFacts(hostVeth: String, snapshot: String?, process: ProcessObservation?, specDigest: String?) {
+        let stopped = facts[Record.stoppedFact]
         facts = ["hostVeth": hostVeth]
+        // `tupp stop` holds while the container does not run.
+        if let stopped, !(process?.isRunning ?? false) { facts[Record.stoppedFact] = stopped }
         if let snapshot { facts["snapshot"] = snapshot }
         if let process {
             facts["initPID"] = String(process.initPID)
@@ -308,6 +336,18 @@ extension Record {
             facts["shimPID"] = String(process.shimPID)
         }
         if let specDigest { facts["spec"] = specDigest }
+    }
+
+    /// Set by `tupp stop`, cleared by `tupp start`.
+    public static let stoppedFact = "stopped"
+
+    /// Stopped with `tupp stop`.
+    public var stoppedByUser: Bool { facts[Record.stoppedFact] == "true" }
+
+    /// Stopped with `tupp stop` under `restart: unless-stopped`: not drift, left stopped
+    /// by apply (and after a reboot) until `tupp start`.
+    public var stoppedOnPurpose: Bool {
+        stoppedByUser && attributes[ContainerAttribute.restart] == .string(RestartPolicy.unlessStopped.rawValue)
     }
 
     /// The stamp of the /etc/hosts tupp last wrote for a container.
@@ -416,6 +456,31 @@ public enum ContainerKind {
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
         a[ContainerAttribute.peers] = c.names.members.summary(except: c.name)
+        a.merge(lifecycleAttributes(c)) { _, new in new }
+        return a
+    }
+
+    /// Only what differs from the defaults, so records of containers without these
+    /// fields compare equal.
+    static func lifecycleAttributes(_ c: ContainerSpec) -> Attributes {
+        var a: Attributes = [:]
+        if let check = c.healthcheck {
+            let h = ContainerAttribute.healthcheck
+            a[h.child("command")] = .strings(check.command)
+            a[h.child("interval")] = .string(Units.formatDuration(check.interval))
+            a[h.child("timeout")] = .string(Units.formatDuration(check.timeout))
+            a[h.child("retries")] = .int(Int64(check.retries))
+            a[h.child("start_period")] = .string(Units.formatDuration(check.startPeriod))
+            a[ContainerAttribute.onUnhealthy] = .string(c.onUnhealthy.rawValue)
+        }
+        if c.stopSignal != .term { a[ContainerAttribute.stopSignal] = .string(c.stopSignal.description) }
+        if !c.dependsOn.isEmpty {
+            a[ContainerAttribute.dependsOn] = .strings(c.dependsOn.keys.sorted().map { name in
+                let d = c.dependsOn[name]!
+                return "\(name): \(d.condition.rawValue)\(d.restart ? " (restart)" : "")"
+            })
+        }
+        if !c.envFiles.isEmpty { a[ContainerAttribute.envFile] = .strings(c.envFiles) }
         return a
     }
 
@@ -512,6 +577,7 @@ public enum ContainerKind {
             case .stopping:
                 resource.conditions.append(ContainerCondition.stopping)
             case .exited, .stopped, .absent, .supervisorDied:
+                if record.stoppedOnPurpose { break }   // `tupp stop`: it stays stopped until `tupp start`
                 let why: String
                 if let exit = process.lastExit { why = "process not running (\(exit.status))" }
                 else if process.state == .supervisorDied { why = "process not running (its supervisor died)" }
