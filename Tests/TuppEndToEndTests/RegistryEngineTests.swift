@@ -7,7 +7,7 @@ import TuppTestSupport
 /// OCI layouts with a static busybox, for images a container can run:
 /// - `base`: busybox and its applets, /etc/base;
 /// - `v1`: base + a layer with /srv/version "1" and 200 KB of data; its config runs
-///   `/bin/sh -c 'exec sleep 1001'` in /srv as 1000:1000 with GREETING=hello;
+///   `/bin/sh -c 'exec sleep 1001'` in /srv as 1000:1000 with GREETING=hello, stopped with SIGINT;
 /// - `v2`: base + another layer (/srv/version "2"), the same config with GREETING=hi;
 /// - `other`: base + a layer of its own (shares the base layer with v1).
 private let runnableImagesScript = #"""
@@ -28,9 +28,9 @@ for v in 1 2; do
   umoci repack --image L:v$v V$v >/dev/null
 done
 umoci config --image L:v1 --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'exec sleep 1001' \
-  --config.env PATH=/bin --config.env GREETING=hello --config.workingdir /srv --config.user 1000:1000
+  --config.env PATH=/bin --config.env GREETING=hello --config.workingdir /srv --config.user 1000:1000 --config.stopsignal SIGINT
 umoci config --image L:v2 --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'exec sleep 1001' \
-  --config.env PATH=/bin --config.env GREETING=hi --config.workingdir /srv --config.user 1000:1000
+  --config.env PATH=/bin --config.env GREETING=hi --config.workingdir /srv --config.user 1000:1000 --config.stopsignal SIGINT
 umoci unpack --image L:base O >/dev/null
 echo other > O/rootfs/etc/other
 umoci repack --image L:other O >/dev/null
@@ -323,7 +323,7 @@ private func digest(_ registry: TestRegistry, _ name: String) throws -> String {
         let plan = try site.i.tupp("plan", m).stdout
         #expect(plan.contains(#"+ command      = ["/bin/sh", "-c", "exec sleep 1001"]"#), "the effective values: \(plan)")
         #expect(plan.contains(#"+ workdir      = "/srv""#) && plan.contains(#"+ env.GREETING = "hello""#), "\(plan)")
-        #expect(plan.contains(#"+ user         = "1000:1000""#), "\(plan)")
+        #expect(plan.contains(#"+ user         = "1000:1000""#) && plan.contains(#"+ stop_signal  = "SIGINT""#), "\(plan)")
         try site.i.apply(m)
         let pool = "\(site.i.root.path)/pool"
 
