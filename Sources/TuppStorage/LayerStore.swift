@@ -239,6 +239,7 @@ public struct LayerStore: Sendable {
         } else {
             try Btrfs.createSubvolume(in: layersDirectory, named: temporary, describedAs: temporaryPath)
         }
+        Checkpoint.pass("layer \(hex.prefix(12)) being unpacked")
         do {
             let rootfs = try layersDirectory.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
             let writer = RootfsWriter(root: rootfs, sourceName: label)
@@ -271,6 +272,7 @@ public struct LayerStore: Sendable {
                 // Built meanwhile by someone else: theirs is the same content.
                 try Btrfs.deleteSubvolume(in: layersDirectory, named: temporary, describedAs: temporaryPath)
             }
+            Checkpoint.pass("layer \(hex.prefix(12)) in place")
             return Unpacked(warnings: writer.warnings, entries: writer.entriesWritten)
         } catch {
             try? Btrfs.deleteSubvolume(in: layersDirectory, named: temporary, describedAs: temporaryPath)

@@ -218,6 +218,7 @@ extension ImageStore {
         } else {
             try Btrfs.createSubvolume(in: images, named: temporary, describedAs: temporaryPath)
         }
+        Checkpoint.pass("images/\(name) made from its top layer, not in place yet")
         do {
             let rootfs = try images.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
             if chain.isEmpty { try Btrfs.setReadOnly(rootfs, true, describedAs: temporaryPath) }

@@ -106,7 +106,9 @@ struct LifecycleTests {
                     if progress.entries > 0 { started.set() }
                 }
             }
-            while !started.isSet { try await Task.sleep(nanoseconds: 1_000_000) }
+            let deadline = Monotonic.nanoseconds() + 30_000_000_000
+            while !started.isSet && Monotonic.nanoseconds() < deadline { try await Task.sleep(nanoseconds: 1_000_000) }
+            #expect(started.isSet, "the import reported no progress within 30 s")
             task.cancel()
             do {
                 _ = try await task.value
@@ -177,6 +179,7 @@ struct LifecycleTests {
             }
             defer { stopHolder() }
             for _ in 0..<200 where fileText("\(pool.directory.path)/holder.out")?.contains("ready") != true { usleep(10_000) }
+            #expect(fileText("\(pool.directory.path)/holder.out")?.contains("ready") == true, "the holder is ready within 2 s")
             #expect(!MountInfo.mounts(under: elsewhere, in: try MountInfo.read()).contains { $0.mountPoint == elsewhere })
             error = expectFailure { try pool.store.deleteSubvolume("containers/web") }
             #expect(error?.detail?.contains("mount namespace of pid") == true, "\(error.map(render) ?? "")")

@@ -1,3 +1,4 @@
+import Testing
 import TuppRegistry
 import TuppStorage
 import TuppTestSupport

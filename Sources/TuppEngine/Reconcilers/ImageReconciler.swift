@@ -123,27 +123,25 @@ struct ImageReconciler: Reconciler {
             record.status = .deleting
             try context.save(record)
             for leftover in leftovers { try images.removeLeftover(leftover) }
+            Checkpoint.pass("leftover imports removed")
             if try images.subvolume("images/\(name)") != nil {
                 try images.deleteSubvolume("images/\(name)")
-                Checkpoint.pass("images/\(name) deleted")
             }
+            Checkpoint.pass("images/\(name) deleted")
             try context.store.remove(change.address)
         case .create, .replace:
             guard let spec = change.spec(ImageSpec.self) else { return }
             let image = spec.image
-            for leftover in leftovers { try images.removeLeftover(leftover) }
             try context.save(Record(change.address, status: .creating, attributes: change.after ?? [:], protect: image.protect))
+            for leftover in leftovers { try images.removeLeftover(leftover) }
+            Checkpoint.pass("leftover imports removed")
             let meter = RateMeter()
             // Layered images report each layer instead of a byte count.
             let layered = image.source.carriesConfig
             let progress: (ImportProgress) -> Void = { p in
-                if meter.first() { Checkpoint.pass("importing images/\(name)") }
                 if !layered, let line = meter.line(bytes: p.bytesRead) { context.progress(line) }
             }
-            let layerProgress: @Sendable (LayerProgress) -> Void = { p in
-                context.layerProgress(LayerEvent(p))
-                if p.phase == .done { Checkpoint.pass("layer \(p.index + 1)/\(p.count) of images/\(name) unpacked") }
-            }
+            let layerProgress: @Sendable (LayerProgress) -> Void = { context.layerProgress(LayerEvent($0)) }
             let imported: ImportedImage
             if case .registry(let registry) = image.source {
                 // The digest the plan showed, not whatever the tag points to by now.
@@ -161,8 +159,13 @@ struct ImageReconciler: Reconciler {
             record.imageSubvolumeUUID = imported.info.uuid
             try context.save(record)
         case .update:
+            // In place: `protect`, and leftovers of an interrupted import removed.
+            var record = context.record(change.address) ?? Record(change.address, status: .ready, attributes: change.after ?? [:])
+            record.status = .updating
+            try context.save(record)
             for leftover in leftovers { try images.removeLeftover(leftover) }
-            guard var record = context.record(change.address) else { return }
+            Checkpoint.pass("leftover imports removed")
+            record.status = .ready
             record.protect = change.spec(ImageSpec.self)?.image.protect ?? record.protect
             // A new name for the same content (a tag pinned to its digest): recorded.
             record.attributes.merge(change.after ?? [:]) { _, new in new }
@@ -177,13 +180,6 @@ struct ImageReconciler: Reconciler {
 final class RateMeter: @unchecked Sendable {
     let start = Monotonic.nanoseconds()
     var last: UInt64 = 0
-    private var started = false
-
-    /// True on the first call only.
-    func first() -> Bool {
-        defer { started = true }
-        return !started
-    }
 
     func line(bytes: UInt64) -> String? {
         let now = Monotonic.nanoseconds()
