@@ -237,7 +237,10 @@ public struct Engine: Sendable {
     }
 
     /// How many independent containers are created, changed or removed at once.
-    static let parallelism = 4
+    static let parallelism = 8
+
+    /// The threads changes are applied on (see `BlockingWorkExecutor`).
+    static let blockingWork = BlockingWorkExecutor(threads: parallelism)
 
     /// The changes from `start` that may run together: a run of container changes in the
     /// same phase (removals, or creations and updates). Containers do not depend on each
@@ -262,11 +265,17 @@ public struct Engine: Sendable {
 
     /// Runs `group` with at most `parallelism` changes in flight, a container only after
     /// the containers it depends on in the group were applied and once their conditions
-    /// hold; the result of each, in order.
+    /// hold; the result of each, in order. A started command settles (`--settle`) outside
+    /// those slots, all of them at once: the settle time is paid once per apply, not once
+    /// per `parallelism` containers.
     func execute(_ group: [Plan.ResourceChange], run: PlannedRun, reporter: any ApplyReporter) async -> [ChangeResult] {
+        /// What a task in the group reports: a change applied and now settling (its slot is
+        /// free), or a change finished, from its own slot (`applying`) or from settling.
+        enum Step { case settling(Int, ContainerSpec, milliseconds: Double), finished(Int, ChangeResult, applying: Bool) }
         let prerequisites = Self.prerequisites(group)
-        return await withTaskGroup(of: (Int, ChangeResult).self) { tasks in
+        return await withTaskGroup(of: Step.self) { tasks in
             var results = [ChangeResult?](repeating: nil, count: group.count)
+            var applied = Set<Int>()
             var launched = Set<Int>()
             var running = 0
             var failed = false
@@ -287,40 +296,59 @@ public struct Engine: Sendable {
                         if Self.starts(change), let spec, !spec.dependsOn.isEmpty {
                             try await waitForDependencies(of: spec, timeout: run.lifecycle.waitTimeout) { reporter.progress(change, $0) }
                         }
-                        // Every crash checkpoint passed during the change names its resource.
-                        try await Checkpoint.$resource.withValue(change.address.description) {
-                            if change.isMembershipOnly {
-                                try updateMembership(change, context)
-                            } else {
-                                try await reconciler.apply(change, context)
+                        // Every crash checkpoint passed during the change names its resource;
+                        // its blocking system calls wait on threads of their own.
+                        try await withTaskExecutorPreference(Self.blockingWork) {
+                            try await Checkpoint.$resource.withValue(change.address.description) {
+                                if change.isMembershipOnly {
+                                    try updateMembership(change, context)
+                                } else {
+                                    try await reconciler.apply(change, context)
+                                }
                             }
                         }
                         let milliseconds = Monotonic.milliseconds(since: t0)
-                        if Self.starts(change), let spec,
-                           let settled = await settle(spec.name, seconds: run.lifecycle.settle, restart: spec.restart) {
-                            reporter.complete(change, milliseconds: milliseconds, note: settled.note)
-                            return (i, ChangeResult(error: nil, crashing: settled.crashing ? settled.note : nil))
+                        if Self.starts(change), let spec, run.lifecycle.settle > 0 {
+                            return .settling(i, spec, milliseconds: milliseconds)
                         }
                         reporter.complete(change, milliseconds: milliseconds)
-                        return (i, ChangeResult())
+                        return .finished(i, ChangeResult(), applying: true)
                     } catch {
                         reporter.errored(change, error)
-                        return (i, ChangeResult(error: error))
+                        return .finished(i, ChangeResult(error: error), applying: true)
                     }
+                }
+            }
+            func watch(_ i: Int, _ spec: ContainerSpec, milliseconds: Double) {
+                let change = group[i]
+                tasks.addTask {
+                    guard let settled = await settle(spec.name, seconds: run.lifecycle.settle, restart: spec.restart) else {
+                        reporter.complete(change, milliseconds: milliseconds)
+                        return .finished(i, ChangeResult(), applying: false)
+                    }
+                    reporter.complete(change, milliseconds: milliseconds, note: settled.note)
+                    return .finished(i, ChangeResult(error: nil, crashing: settled.crashing ? settled.note : nil), applying: false)
                 }
             }
             func launchReady() {
                 guard !failed else { return }
                 for i in group.indices where running < Self.parallelism && !launched.contains(i) {
-                    if prerequisites[i].allSatisfy({ results[$0] != nil && results[$0]!.error == nil }) { launch(i) }
+                    if prerequisites[i].allSatisfy({ applied.contains($0) }) { launch(i) }
                 }
             }
             launchReady()
-            for await (i, result) in tasks {
-                results[i] = result
-                running -= 1
-                // After a failure, let what runs finish but start nothing new.
-                if result.error != nil { failed = true }
+            for await step in tasks {
+                switch step {
+                case .settling(let i, let spec, let milliseconds):
+                    running -= 1
+                    applied.insert(i)
+                    watch(i, spec, milliseconds: milliseconds)
+                case .finished(let i, let result, let applying):
+                    results[i] = result
+                    if applying { running -= 1 }
+                    // After a failure, let what runs finish but start nothing new.
+                    if result.error != nil { failed = true } else { applied.insert(i) }
+                }
                 launchReady()
             }
             // Changes never started count as errors here so the caller stops; report them

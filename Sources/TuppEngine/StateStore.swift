@@ -36,6 +36,11 @@ public struct StateStore: Sendable {
 
     func path(_ address: ResourceAddress) -> String { "\(recordsDirectory)/\(address.kind.rawValue).\(address.name).json" }
 
+    /// The record's previous version, kept so that saving it frees no inode (`Files.replace`).
+    func previousPath(_ address: ResourceAddress) -> String {
+        "\(recordsDirectory)/.\(address.kind.rawValue).\(address.name).json.previous"
+    }
+
     public func load() throws -> [ResourceAddress: Record] {
         var out: [ResourceAddress: Record] = [:]
         for file in try Files.list(recordsDirectory) where file.hasSuffix(".json") && !file.hasPrefix(".") {
@@ -53,19 +58,27 @@ public struct StateStore: Sendable {
         var record = record
         record.updated = wallClockSeconds()
         try Files.createDirectory(recordsDirectory, mode: 0o700)
-        try Files.writeAtomically(path(record.address), Array(record.json.serialized().utf8) + [10])
+        try Files.replace(path(record.address), Array(record.json.serialized().utf8) + [10],
+                          keepingPreviousIn: previousPath(record.address))
         Checkpoint.pass("recorded \(record.status.rawValue)", resource: "\(record.address)")
     }
 
-    /// Removes half-written temporary files a killed writer left in records/. Only call
-    /// with the host lock held: then no writer is running.
+    /// Removes half-written temporary files a killed writer left in records/, and previous
+    /// versions of records that are gone. Only call with the host lock held: then no
+    /// writer is running.
     public func removeStaleTemporaryFiles() throws {
-        for file in try Files.list(recordsDirectory) where file.hasPrefix(".") && file.contains(".tmp.") {
-            try Files.remove("\(recordsDirectory)/\(file)")
+        let files = try Files.list(recordsDirectory)
+        let records = Set(files.filter { !$0.hasPrefix(".") })
+        for file in files where file.hasPrefix(".") {
+            let orphan = file.hasSuffix(".json.previous") && !records.contains(String(file.dropFirst().dropLast(".previous".count)))
+            if file.contains(".tmp.") || orphan { try Files.remove("\(recordsDirectory)/\(file)") }
         }
     }
 
     public func remove(_ address: ResourceAddress) throws {
+        // The previous version first: a crash in between leaves the record, which the next
+        // run removes again.
+        try Files.remove(previousPath(address))
         try Files.remove(path(address))
         try Files.syncDirectory(recordsDirectory)
         Checkpoint.pass("record removed", resource: "\(address)")

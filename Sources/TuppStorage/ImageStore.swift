@@ -308,43 +308,12 @@ public struct ImageStore: Sendable {
             mount.device == holder.device && (mount.root == fsPath || mount.root.hasPrefix(fsPath + "/"))
         }
         if let bind = table.first(where: { $0.id != holder.id && pins($0) }) { return (bind, nil) }
-        var seen: Set<UInt64> = []
-        if let own = namespaceInode(pid: "self", kind: "mnt") { seen.insert(own) }
-        // Every container is another namespace: look for the path's bytes before parsing,
-        // so a destroy of N containers does not parse N² mount tables.
-        let needle = Array(fsPath.utf8)
-        for entry in (try? Files.list("/proc")) ?? [] {
-            guard let pid = Int32(entry), let inode = namespaceInode(pid: entry, kind: "mnt"),
-                  seen.insert(inode).inserted,
-                  let bytes = try? Files.read("/proc/\(entry)/mountinfo"), Self.find(needle, in: bytes) else { continue }
-            let mounts = MountInfo.parse(String(decoding: bytes, as: UTF8.self))
-            if let bind = mounts.first(where: pins) { return (bind, pid) }
-        }
+        // Every container is another namespace (see ForeignMounts).
+        if let (bind, pid) = ForeignMounts.shared.first(where: pins) { return (bind, pid) }
         return nil
     }
 
     // MARK: - Helpers
-
-    /// Whether `needle` occurs in `haystack` (plain loops: the generic collection search
-    /// costs more than reading the file).
-    static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Bool {
-        guard let first = needle.first, needle.count <= haystack.count else { return needle.isEmpty }
-        return haystack.withUnsafeBufferPointer { h in
-            needle.withUnsafeBufferPointer { n in
-                var i = 0
-                let last = h.count - n.count
-                while i <= last {
-                    if h[i] == first {
-                        var j = 1
-                        while j < n.count && h[i + j] == n[j] { j += 1 }
-                        if j == n.count { return true }
-                    }
-                    i += 1
-                }
-                return false
-            }
-        }
-    }
 
     func absolute(_ relativePath: String) throws -> String {
         guard case .success(let normalized) = RootfsPath.normalize(relativePath), !normalized.isEmpty else {

@@ -1,4 +1,5 @@
 import Glibc
+import CTuppSys
 import TuppBase
 
 /// File helpers with errors that name the path.
@@ -35,6 +36,26 @@ public enum Files {
             throw error
         }
         try syncDirectory(dir)
+    }
+
+    /// Replaces `path` as atomically and durably as `writeAtomically`, without freeing an
+    /// inode: the new content goes into `previous` (the copy the last replace left there),
+    /// which is then swapped with `path` by renameat2(RENAME_EXCHANGE), so `previous`
+    /// holds the old content afterwards. On ext4 without a journal every inode freed in
+    /// the last 5–10 s is skipped, one by one, by each file creation in its group: a
+    /// rename over a file per record made applying N containers cost O(N²).
+    /// Only for files one writer at a time changes (under the host lock).
+    public static func replace(_ path: String, _ bytes: some Collection<UInt8>, keepingPreviousIn previous: String,
+                               mode: mode_t = 0o600) throws(SystemError) {
+        let fd = try FileDescriptor.open(previous, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
+        try fd.writeAll(bytes, describedAs: previous)
+        try Errno.check("fsync", previous) { fsync(fd.rawValue) }
+        if tupp_renameat2(AT_FDCWD, previous, AT_FDCWD, path, UInt32(TUPP_RENAME_EXCHANGE)) != 0 {
+            // Nothing to swap with yet, or a filesystem without RENAME_EXCHANGE.
+            guard errno == ENOENT || errno == EINVAL else { throw SystemError("exchange", "\(previous) ↔ \(path)") }
+            try Errno.check("rename", "\(previous) → \(path)") { rename(previous, path) }
+        }
+        try syncDirectory(Paths.dirname(path))
     }
 
     public static func writeAtomically(_ path: String, text: String, mode: mode_t = 0o600) throws(SystemError) {

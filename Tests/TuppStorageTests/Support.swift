@@ -51,11 +51,22 @@ struct TestPool {
         where mount.mountPoint.hasPrefix(canonicalRoot + "/") {
             umount2(mount.mountPoint, Int32(MNT_DETACH))
         }
-        do {
-            try Pool.unmountAndDetach(config)
-        } catch {
+        // EBUSY for a moment is another test's container being set up: a new mount
+        // namespace starts as a copy of ours, this pool included, until its pivot_root.
+        var failure: (any Error)?
+        for attempt in 0..<20 {
+            do {
+                try Pool.unmountAndDetach(config)
+                failure = nil
+                break
+            } catch {
+                failure = error
+                if attempt < 19 { usleep(100_000) }
+            }
+        }
+        if let failure {
             let holders = ProcEntry.holders(of: canonicalRoot)
-            Issue.record("teardown: \(render(error)); holding it: \(holders.isEmpty ? "no process of this namespace" : holders.joined(separator: "; "))",
+            Issue.record("teardown: \(render(failure)); holding it: \(holders.isEmpty ? "no process of this namespace" : holders.joined(separator: "; "))",
                          sourceLocation: sourceLocation)
         }
         do { try Pool.removeFile(config) } catch { Issue.record("teardown: \(render(error))", sourceLocation: sourceLocation) }

@@ -153,8 +153,9 @@ struct ContainerReconciler: Reconciler {
             // nil: the stop timeout the supervisor was started with (its spec file).
             try runtime.stop(directory: directory(name), timeout: nil)
             Checkpoint.pass("stopped")
-            // The pair normally dies with the netns; a leftover host end (the netns was pinned) goes too.
-            _ = try host.deleteLink(name: hostVeth(name))
+            // The pair dies with the netns (in a batch with the others stopped now); a host
+            // end left behind (the netns was pinned) is deleted.
+            try host.deleteLinkAfterItsNamespace(name: hostVeth(name))
             Checkpoint.pass("host veth deleted")
             if let root = context.poolRoot {
                 let images = ImageStore(poolRoot: root)
@@ -285,7 +286,7 @@ struct ContainerReconciler: Reconciler {
             } else if change.effect == .restart {
                 try runtime.stop(directory: directory(name), timeout: spec.stopTimeout)
                 Checkpoint.pass("stopped for the restart")
-                _ = try host.deleteLink(name: hostVeth(name))
+                try host.deleteLinkAfterItsNamespace(name: hostVeth(name))
                 Checkpoint.pass("host veth deleted")
                 try writeNameFiles(spec)
                 Checkpoint.pass("name files written")
