@@ -41,9 +41,16 @@ extension Tupp {
     /// runtime when its `run` is `async`. What ArgumentParser's `AsyncParsableCommand.main`
     /// does, except that parsing and synchronous commands happen before that runtime exists.
     static func main() {
-        let arguments = movingGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        // The parser reflects over every command type it may need, which costs more than
+        // the rest of a start; printing the version needs none of it. Same output and status
+        // as ArgumentParser's own --version.
+        if arguments == ["--version"] {
+            print(version)
+            return
+        }
         do {
-            var command = try parseAsRoot(arguments)
+            var command = try parseAsRoot(movingGlobalOptions(arguments))
             if let asynchronous = command as? any AsyncParsableCommand { runOnConcurrencyRuntime(asynchronous) }
             try command.run()
         } catch {
@@ -60,9 +67,11 @@ extension Tupp {
             globals.append(args.removeFirst())
             if first == "--state-dir", !args.isEmpty { globals.append(args.removeFirst()) }
         }
+        if globals.isEmpty { return args }
         // After the subcommand, or after `volume SUBCOMMAND` for the nested ones.
         let at = args.first == VolumeCommand.configuration.commandName && args.count > 1 && !args[1].hasPrefix("-") ? 2 : 1
-        if !globals.isEmpty, !args.isEmpty { args.insert(contentsOf: globals, at: at) } else { args = globals + args }
+        if args.isEmpty { return globals }
+        args.insert(contentsOf: globals, at: at)
         return args
     }
 
