@@ -25,6 +25,9 @@ extension ContainerConfig {
             ambientCapabilities: k.ambient, user: k.user, readOnly: k.readOnly,
             shmSize: k.shmSize.map { Int($0) } ?? (64 << 20), ulimits: k.ulimits, devices: k.devices,
             seccomp: seccomp, resources: k.resources, cgroup: try CgroupPlacement.installation(installation))
+        stopSignal = spec.stopSignal.number
+        healthcheck = spec.healthcheck
+        onUnhealthy = spec.onUnhealthy
     }
 
     /// A volume mount as the bind of its subvolume; other mounts as they are.

@@ -120,6 +120,9 @@ public enum RestartPolicy: String, Sendable, CaseIterable {
     /// Restart after a non-zero exit code or a signal.
     case onFailure = "on-failure"
     case always
+    /// As `always`, except after `tupp stop`: then it stays stopped, across applies and
+    /// reboots, until `tupp start`.
+    case unlessStopped = "unless-stopped"
 }
 
 public struct Mount: Sendable, Equatable {
@@ -225,15 +228,18 @@ public struct Container: Sendable, Equatable {
     public var protect: Bool
     public var nameService: NameService
     public var confinement: Confinement
+    /// Health check, start order, stop signal, environment files.
+    public var lifecycle: Lifecycle
 
     public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
                 mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String],
                 env: [(key: String, value: String)] = [], workdir: String = "/", restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
                 stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService(),
-                confinement: Confinement = Confinement()) {
+                confinement: Confinement = Confinement(), lifecycle: Lifecycle = Lifecycle()) {
         self.nameService = nameService
         self.confinement = confinement
+        self.lifecycle = lifecycle
         self.name = name
         self.image = image
         self.hostname = hostname
@@ -270,7 +276,7 @@ public struct Container: Sendable, Equatable {
             && a.env.map(\.key) == b.env.map(\.key) && a.env.map(\.value) == b.env.map(\.value)
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
-            && a.nameService == b.nameService && a.confinement == b.confinement
+            && a.nameService == b.nameService && a.confinement == b.confinement && a.lifecycle == b.lifecycle
     }
 }
 

@@ -143,11 +143,18 @@ public struct Runtime: Sendable {
             }
             if !ProcessStat.isAlive(pid: record.shimPID, startTime: record.shimStartTime) { namespaces = [:] }
         }
-        return ProcessObservation(
+        var observation = ProcessObservation(
             state: state, shimPID: record.shimPID, shimStartTime: record.shimStartTime,
             initPID: initAlive ? record.initPID : 0, initStartTime: initAlive ? record.initStartTime : 0,
             restarts: record.restarts, startedAt: record.startedAt, lastExit: record.exit, error: record.error,
             namespaces: namespaces, oomKills: record.oomKills)
+        // The verdict is about the run now going on.
+        if state == .running || state == .stopping {
+            observation.health = record.health.flatMap(HealthStatus.init)
+            observation.healthFailures = record.healthFailures
+        }
+        observation.lastRunMilliseconds = record.ranMilliseconds
+        return observation
     }
 
     // MARK: Stop and remove
@@ -203,12 +210,17 @@ public struct Runtime: Sendable {
 
     // MARK: In-place changes
 
-    /// Rewrites DIR/spec. The supervisor re-reads `restart`, `stopTimeout` and
-    /// `logLimitBytes` at every exit and stop, so those apply in place; everything else
-    /// takes effect at the next start.
+    /// Rewrites DIR/spec and tells the supervisor (SIGHUP), which takes `restart`,
+    /// `stopTimeout`, `stopSignal`, `logLimitBytes` and the health check in place (it also
+    /// re-reads them at every exit and stop); everything else takes effect at the next start.
     public func updateSettings(_ config: ContainerConfig, directory: String) throws {
         try config.validate()
         try SpecFile.write(config, try config.resolve(cacheDirectory: cacheDirectory ?? directory), directory: directory)
+        // A running supervisor takes the new health check and stop signal at once.
+        if let record = try StateRecord.read(directory: directory),
+           let shim = try PinnedProcess.open(pid: record.shimPID, startTime: record.shimStartTime) {
+            try shim.send(SIGHUP)
+        }
     }
 
     // MARK: Resources
@@ -414,6 +426,5 @@ public struct ResourceObservation: Sendable, Equatable {
 }
 
 extension ProcessObservation {
-    /// True while a live supervisor looks after the container.
-    var supervised: Bool { [.starting, .running, .exiting, .restarting, .stopping].contains(state) }
+    var supervised: Bool { isSupervised }
 }

@@ -43,6 +43,15 @@ public enum ContainerAttribute {
     /// Its /etc/hosts lines of the other containers on its network (of every project):
     /// rewritten in place when one comes, goes or moves.
     public static let peers = AttributePath("peers")
+    /// `healthcheck.command`, `.interval`, `.timeout`, `.retries`, `.start_period`: the
+    /// supervisor takes a new check in place.
+    public static let healthcheck = AttributePath("healthcheck")
+    public static let onUnhealthy = AttributePath("on_unhealthy")
+    public static let stopSignal = AttributePath("stop_signal")
+    /// "db: healthy", "cache: started (restart)": the start order, nothing on the host.
+    public static let dependsOn = AttributePath("depends_on")
+    /// The files `env` was read from (their variables are `env.*`).
+    public static let envFile = AttributePath("env_file")
 
     public static let schema = AttributeSchema([
         AttributeRule(image, .replace),
@@ -67,6 +76,11 @@ public enum ContainerAttribute {
         AttributeRule(dns, .inPlace, optional: true),
         AttributeRule(hosts, .inPlace, optional: true),
         AttributeRule(peers, .inPlace, optional: true),
+        AttributeRule(healthcheck, .inPlace, family: true, optional: true),
+        AttributeRule(onUnhealthy, .inPlace, optional: true),
+        AttributeRule(stopSignal, .inPlace, optional: true),
+        AttributeRule(dependsOn, .inPlace, optional: true),
+        AttributeRule(envFile, .inPlace, optional: true),
     ])
 }
 
@@ -105,6 +119,15 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     /// The seccomp profile file's content digest ("sha256:…"), when `seccomp` names one: an
     /// edited profile restarts the process like a changed setting.
     public var seccompDigest: String?
+    /// Run by the supervisor inside the container. The manifest's; an image's own
+    /// Healthcheck may fill it when the manifest has none.
+    public var healthcheck: Healthcheck?
+    public var onUnhealthy: OnUnhealthy
+    /// What stop sends first: the manifest's, else the image's StopSignal, else SIGTERM.
+    public var stopSignal: Signal
+    /// The containers this one waits for before its command starts.
+    public var dependsOn: [String: Dependency]
+    public var envFiles: [String]
 
     public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
                 seccompDigest: String? = nil) {
@@ -117,7 +140,13 @@ public struct ContainerSpec: ResourceSpec, Equatable {
         namespaces = c.namespaces.sorted()
         mounts = c.mounts
         command = c.command
-        env = Dictionary(c.env.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+        // envFile's variables first (later files won already), `env` over them.
+        env = c.lifecycle.fileEnvironment.merging(c.env.map { ($0.key, $0.value) }, uniquingKeysWith: { _, declared in declared })
+        healthcheck = c.lifecycle.healthcheck
+        onUnhealthy = c.lifecycle.onUnhealthy
+        stopSignal = c.lifecycle.stopSignal ?? .term
+        dependsOn = c.lifecycle.dependsOn
+        envFiles = c.lifecycle.envFiles
         workdir = c.workdir
         restart = c.restart
         capabilities = c.effectiveCapabilities
@@ -206,6 +235,8 @@ public enum ContainerCondition: ResourceCondition, Equatable {
     /// Processes, links or a runtime directory without a record.
     case leftovers
     case createUnfinished
+    /// An update in place or a restart was interrupted: it is done again in full.
+    case updateUnfinished
     case snapshotMissing(container: String)
     case snapshotOfOlderImage(image: String)
     case stopping
@@ -223,14 +254,14 @@ public enum ContainerCondition: ResourceCondition, Equatable {
         switch self {
         case .leftovers, .createUnfinished, .snapshotMissing, .snapshotOfOlderImage: .replace
         case .stopping, .notRunning, .nameFilesMissing: .restart
-        case .hostVethDown, .hostVethMissing, .interfaceDown, .limitChanged: .inPlace
+        case .updateUnfinished, .hostVethDown, .hostVethMissing, .interfaceDown, .limitChanged: .inPlace
         }
     }
 
     /// The container's network must be plugged again (same process).
     public var needsReplug: Bool {
         switch self {
-        case .hostVethDown, .hostVethMissing, .interfaceDown: true
+        case .updateUnfinished, .hostVethDown, .hostVethMissing, .interfaceDown: true
         default: false
         }
     }
@@ -239,6 +270,7 @@ public enum ContainerCondition: ResourceCondition, Equatable {
         switch self {
         case .leftovers: "leftovers of an earlier container are removed"
         case .createUnfinished: "an earlier apply did not finish creating it"
+        case .updateUnfinished: "an earlier apply did not finish changing it"
         case .snapshotMissing(let name): "snapshot containers/\(name) is missing"
         case .snapshotOfOlderImage(let image): "snapshot of an older image (images/\(image) was replaced)"
         case .stopping: "process is stopping"
@@ -259,7 +291,10 @@ extension Record {
     /// What identifies a started container: its host veth, snapshot, supervisor and init
     /// (pid + start time), and the digest of the spec the supervisor runs.
     public mutating func setContainerFacts(hostVeth: String, snapshot: String?, process: ProcessObservation?, specDigest: String?) {
+        let stopped = facts[Record.stoppedFact]
         facts = ["hostVeth": hostVeth]
+        // `tupp stop` holds while the container does not run.
+        if let stopped, !(process?.isRunning ?? false) { facts[Record.stoppedFact] = stopped }
         if let snapshot { facts["snapshot"] = snapshot }
         if let process {
             facts["initPID"] = String(process.initPID)
@@ -267,6 +302,18 @@ extension Record {
             facts["shimPID"] = String(process.shimPID)
         }
         if let specDigest { facts["spec"] = specDigest }
+    }
+
+    /// Set by `tupp stop`, cleared by `tupp start`.
+    public static let stoppedFact = "stopped"
+
+    /// Stopped with `tupp stop`.
+    public var stoppedByUser: Bool { facts[Record.stoppedFact] == "true" }
+
+    /// Stopped with `tupp stop` under `restart: unless-stopped`: not drift, left stopped
+    /// by apply (and after a reboot) until `tupp start`.
+    public var stoppedOnPurpose: Bool {
+        stoppedByUser && attributes[ContainerAttribute.restart] == .string(RestartPolicy.unlessStopped.rawValue)
     }
 
     /// The stamp of the /etc/hosts tupp last wrote for a container.
@@ -366,6 +413,31 @@ public enum ContainerKind {
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
         a[ContainerAttribute.peers] = c.names.members.summary(except: c.name)
+        a.merge(lifecycleAttributes(c)) { _, new in new }
+        return a
+    }
+
+    /// Only what differs from the defaults, so records of containers without these
+    /// fields compare equal.
+    static func lifecycleAttributes(_ c: ContainerSpec) -> Attributes {
+        var a: Attributes = [:]
+        if let check = c.healthcheck {
+            let h = ContainerAttribute.healthcheck
+            a[h.child("command")] = .strings(check.command)
+            a[h.child("interval")] = .string(Units.formatDuration(check.interval))
+            a[h.child("timeout")] = .string(Units.formatDuration(check.timeout))
+            a[h.child("retries")] = .int(Int64(check.retries))
+            a[h.child("start_period")] = .string(Units.formatDuration(check.startPeriod))
+            a[ContainerAttribute.onUnhealthy] = .string(c.onUnhealthy.rawValue)
+        }
+        if c.stopSignal != .term { a[ContainerAttribute.stopSignal] = .string(c.stopSignal.description) }
+        if !c.dependsOn.isEmpty {
+            a[ContainerAttribute.dependsOn] = .strings(c.dependsOn.keys.sorted().map { name in
+                let d = c.dependsOn[name]!
+                return "\(name): \(d.condition.rawValue)\(d.restart ? " (restart)" : "")"
+            })
+        }
+        if !c.envFiles.isEmpty { a[ContainerAttribute.envFile] = .strings(c.envFiles) }
         return a
     }
 
@@ -443,6 +515,8 @@ public enum ContainerKind {
             var resource = ObservedResource(address, attributes: record.attributes, protect: record.protect)
             if record.status == .creating {
                 resource.conditions.append(ContainerCondition.createUnfinished)
+            } else if record.status == .updating {
+                resource.conditions.append(ContainerCondition.updateUnfinished)
             }
             if facts.contents != nil && snapshot == nil {
                 if record.status == .ready { resource.drift.append(Drift(address, "its snapshot containers/\(name) was deleted outside tupp")) }
@@ -462,6 +536,7 @@ public enum ContainerKind {
             case .stopping:
                 resource.conditions.append(ContainerCondition.stopping)
             case .exited, .stopped, .absent, .supervisorDied:
+                if record.stoppedOnPurpose { break }   // `tupp stop`: it stays stopped until `tupp start`
                 let why: String
                 if let exit = process.lastExit { why = "process not running (\(exit.status))" }
                 else if process.state == .supervisorDied { why = "process not running (its supervisor died)" }
