@@ -88,10 +88,11 @@ let package = Package(
         .target(name: "TuppRender", dependencies: ["TuppBase", "TuppPlan"], swiftSettings: strict),
 
         // Swift modules that touch the host.
-        .target(name: "TuppManifestLoader", dependencies: ["CYAML", "TuppBase", "TuppManifest"], swiftSettings: strict),
+        // TuppRegistry: image references and platforms are checked where they are written.
+        .target(name: "TuppManifestLoader", dependencies: ["CYAML", "TuppBase", "TuppManifest", "TuppRegistry", "TuppSystem"], swiftSettings: strict),
         .target(name: "TuppSystem", dependencies: ["CTuppSys", "TuppBase"], swiftSettings: strict),
         // OCI distribution (client side) and the image-spec values both image sources share.
-        .target(name: "TuppRegistry", dependencies: ["TuppBase", "TuppSystem", "CCurl", .product(name: "Crypto", package: "swift-crypto")],
+        .target(name: "TuppRegistry", dependencies: ["TuppBase", "TuppFacts", "TuppSystem", "CCurl", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: strict),
         .target(
             name: "TuppStorage",
@@ -111,7 +112,7 @@ let package = Package(
             name: "TuppEngine",
             dependencies: [
                 "TuppBase", "TuppManifest", "TuppManifestLoader", "TuppFacts", "TuppPlan", "TuppSystem",
-                "TuppStorage", "TuppNetworking", "TuppRuntime",
+                "TuppStorage", "TuppNetworking", "TuppRuntime", "TuppRegistry",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -159,7 +160,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "TuppStorageTests", dependencies: ["TuppBase", "TuppFacts", "TuppStorage", "TuppRegistry", "TuppManifest", "TuppSystem", "TuppTestSupport", "TuppRuntime", "tupp-shim"],
                     swiftSettings: strict),
-        .testTarget(name: "TuppRegistryTests", dependencies: ["TuppBase", "TuppRegistry", "TuppSystem", "TuppTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TuppRegistryTests", dependencies: ["TuppBase", "TuppFacts", "TuppRegistry", "TuppSystem", "TuppTestSupport"], swiftSettings: strict),
         .testTarget(name: "TuppNetworkingTests", dependencies: ["TuppBase", "TuppFacts", "TuppNetworking", "TuppManifest", "TuppSystem", "TuppTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppBase", "TuppFacts", "TuppRuntime", "TuppManifest", "TuppSystem", "TuppTestSupport", "tupp-shim"],

@@ -2,6 +2,7 @@ import TuppBase
 import TuppManifest
 import TuppPlan
 import TuppRuntime
+import TuppStorage
 import TuppSystem
 
 extension ContainerConfig {
@@ -34,5 +35,18 @@ extension ContainerConfig {
     static func resolve(_ mount: Mount, volumes: String) -> Mount {
         guard mount.kind == .volume, let name = mount.source else { return mount }
         return Mount(kind: .bind, source: "\(volumes)/\(name)", target: mount.target, options: mount.options, readonly: mount.readonly)
+    }
+}
+
+extension LayerEvent {
+    init(_ p: LayerProgress) {
+        let phase: Phase = switch p.phase {
+        case .present: .present
+        case .downloading: .downloading
+        case .unpacking: .unpacking
+        case .done: .done
+        }
+        self.init(index: p.index, count: p.count, digest: p.digest, phase: phase, bytes: p.bytes, total: p.total,
+                  bytesPerSecond: p.bytesPerSecond)
     }
 }

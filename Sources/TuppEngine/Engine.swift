@@ -57,8 +57,8 @@ public struct Engine: Sendable {
         store = StateStore(directory: stateDirectory)
         runtime = Runtime(shimPath: shimPath, cacheDirectory: store.cacheDirectory)
         self.logger = logger
-        reconcilers = [PoolReconciler(), ImageReconciler(), VolumeReconciler(), NetworkReconciler(), ContainerReconciler(),
-                       PortsReconciler()]
+        reconcilers = [PoolReconciler(), ImageReconciler(), LayerReconciler(), VolumeReconciler(), NetworkReconciler(),
+                       ContainerReconciler(), PortsReconciler()]
     }
 
     public var installation: String { store.installationID }
@@ -75,11 +75,15 @@ public struct Engine: Sendable {
         let observation = await observe(manifest, options: options, applying: applying)
         let desired = DesiredState.resources(manifest, observation.desiredContext)
         var plan = Planner.plan(desired: desired, observed: observation.state, options: options)
+        if let layers = observation.facts[LayerFacts.self] {
+            LayerKind.insert(LayerKind.removals(plan, layers: layers, incoming: observation.desiredContext.imageLayers), into: &plan)
+        }
         if !options.destroy {
             for resource in desired {
                 for warning in resource.spec(ContainerSpec.self)?.names.resolverWarnings ?? [] {
                     plan.warnings.append("\(resource.address): \(warning)")
                 }
+                if let problem = resource.spec(ContainerSpec.self)?.problem { plan.errors.append(problem) }
             }
         }
         let records = observation.records(of: .container)
@@ -117,7 +121,8 @@ public struct Engine: Sendable {
                                                                       project: options.project)
         observation.desiredContext.destroying = options.destroy
         let context = ObserveContext(manifest: manifest, store: store, runtime: runtime, installation: installation,
-                                     logger: logger, destroying: options.destroy, updatesCaches: applying, project: options.project)
+                                     logger: logger, destroying: options.destroy, updatesCaches: applying, project: options.project,
+                                     refresh: options.refresh)
         for reconciler in reconcilers {
             await reconciler.observe(&observation, context)
             lap("\(reconciler.kind)s")
@@ -272,7 +277,8 @@ public struct Engine: Sendable {
                 let reconciler = reconcilers.first { $0.kind == change.address.kind }!
                 let context = ApplyContext(store: store, runtime: runtime, installation: installation, logger: logger,
                                            options: run.options, observation: run.observation,
-                                           progress: { reporter.progress(change, $0) }, projects: change.projects)
+                                           progress: { reporter.progress(change, $0) },
+                                           layerProgress: { reporter.layer(change, $0) }, projects: change.projects)
                 tasks.addTask {
                     reporter.start(change)
                     let t0 = Monotonic.nanoseconds()

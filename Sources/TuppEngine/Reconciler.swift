@@ -30,6 +30,8 @@ struct ObserveContext: Sendable {
     let updatesCaches: Bool
     /// The project planned for (nil: projects not in play).
     let project: String?
+    /// Registries may be asked what tags point to (false: `--refresh=false`).
+    var refresh = true
 }
 
 /// What every reconciler's apply needs: the services, and what observation found.
@@ -42,6 +44,8 @@ struct ApplyContext: Sendable {
     let observation: Observation
     /// Progress lines for the resource being changed ("120 MiB (240 MiB/s)", warnings).
     let progress: @Sendable (String) -> Void
+    /// Each layer's progress while an image is pulled or imported from layers.
+    var layerProgress: @Sendable (LayerEvent) -> Void = { _ in }
     /// The projects declaring the resource once this change is applied (nil: as recorded).
     var projects: [String: String]? = nil
 

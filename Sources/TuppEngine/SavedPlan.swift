@@ -23,6 +23,8 @@ public struct SavedPlan: Sendable, Equatable {
     public var includeStorage: Bool
     public var pruneVolumes: Bool
     public var includeVolumes: Bool
+    /// Made with `--refresh=false`: applied without asking registries either.
+    public var refresh: Bool
     /// The project planned for (nil in plans of a tupp without projects).
     public var project: String?
     public var fingerprints: [String: String]
@@ -39,6 +41,7 @@ public struct SavedPlan: Sendable, Equatable {
         includeStorage = run.options.includeStorage
         pruneVolumes = run.options.pruneVolumes
         includeVolumes = run.options.includeVolumes
+        refresh = run.options.refresh
         project = run.options.project
         fingerprints = Dictionary(uniqueKeysWithValues: run.observation.fingerprints.map { ($0.key.description, $0.value) })
         actions = Dictionary(uniqueKeysWithValues: run.plan.actionable.map { ($0.address.description, $0.action.rawValue) })
@@ -46,7 +49,7 @@ public struct SavedPlan: Sendable, Equatable {
 
     public var options: PlanOptions {
         PlanOptions(prune: prune, destroy: destroy, includeStorage: includeStorage, project: project, pruneVolumes: pruneVolumes,
-                    includeVolumes: includeVolumes)
+                    includeVolumes: includeVolumes, refresh: refresh)
     }
 
     /// SHA-256 over every manifest file's path and bytes, in order.
@@ -83,6 +86,7 @@ public struct SavedPlan: Sendable, Equatable {
             ("project", project.map(JSON.Node.string) ?? .null),
             ("prune", .bool(prune)),
             ("prune_volumes", .bool(pruneVolumes)),
+            ("refresh", .bool(refresh)),
             ("state_dir", .string(stateDirectory)),
             ("tupp_saved_plan", .int(Self.formatVersion)),
             ("tupp_version", .string(tuppVersion)),
@@ -123,15 +127,17 @@ public struct SavedPlan: Sendable, Equatable {
                          manifests: manifests, manifestDigest: digest, prune: json["prune"]?.bool ?? true,
                          destroy: json["destroy"]?.bool ?? false, includeStorage: json["include_storage"]?.bool ?? false,
                          pruneVolumes: json["prune_volumes"]?.bool ?? false, includeVolumes: json["include_volumes"]?.bool ?? false,
-                         project: json["project"]?.string, fingerprints: fingerprints, actions: actions)
+                         refresh: json["refresh"]?.bool ?? true, project: json["project"]?.string, fingerprints: fingerprints,
+                         actions: actions)
     }
 
     init(tuppVersion: String, created: Double, stateDirectory: String, manifests: [String], manifestDigest: String,
-         prune: Bool, destroy: Bool, includeStorage: Bool, pruneVolumes: Bool = false, includeVolumes: Bool = false, project: String?,
-         fingerprints: [String: String], actions: [String: String]) {
+         prune: Bool, destroy: Bool, includeStorage: Bool, pruneVolumes: Bool = false, includeVolumes: Bool = false,
+         refresh: Bool = true, project: String?, fingerprints: [String: String], actions: [String: String]) {
         self.pruneVolumes = pruneVolumes
         self.includeVolumes = includeVolumes
         self.project = project
+        self.refresh = refresh
         self.tuppVersion = tuppVersion
         self.created = created
         self.stateDirectory = stateDirectory

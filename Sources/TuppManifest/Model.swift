@@ -46,6 +46,8 @@ public struct Image: Sendable, Equatable {
         case oci(layout: String, tag: String?)
         /// A directory tree, copied.
         case directory(path: String)
+        /// An image in an OCI registry, pulled by tag or digest.
+        case registry(RegistryImage)
 
         public var kind: String {
             switch self {
@@ -53,6 +55,7 @@ public struct Image: Sendable, Equatable {
             case .tar: "tar"
             case .oci: "oci"
             case .directory: "directory"
+            case .registry: "registry"
             }
         }
 
@@ -60,6 +63,16 @@ public struct Image: Sendable, Equatable {
             switch self {
             case .busybox(let p), .tar(let p), .directory(let p): p
             case .oci(let layout, let tag): tag.map { "\(layout):\($0)" } ?? layout
+            case .registry(let r): r.platform.map { "\(r.reference) (\($0))" } ?? r.reference
+            }
+        }
+
+        /// Whether the image carries a config with a default command, environment and
+        /// working directory (OCI layouts and registry images); the others need `command`.
+        public var carriesConfig: Bool {
+            switch self {
+            case .oci, .registry: true
+            case .busybox, .tar, .directory: false
             }
         }
 
@@ -75,6 +88,29 @@ public struct Image: Sendable, Equatable {
         self.source = source
         self.protect = protect
     }
+}
+
+/// `registry:` with its `platform`, `insecure` and `ca`.
+public struct RegistryImage: Sendable, Equatable {
+    /// The canonical reference, "docker.io/library/nginx:1.27" or "host:5000/app@sha256:…"
+    /// (checked and normalized by the loader).
+    public var reference: String
+    /// "linux/arm64": the platform to pick from a multi-platform image; nil: the host's.
+    public var platform: String?
+    /// Plain HTTP (a registry on this host).
+    public var insecure: Bool
+    /// A PEM file of CA certificates trusted besides the system's.
+    public var ca: String?
+
+    public init(reference: String, platform: String? = nil, insecure: Bool = false, ca: String? = nil) {
+        self.reference = reference
+        self.platform = platform
+        self.insecure = insecure
+        self.ca = ca
+    }
+
+    /// Pinned by digest: the reference alone names the content, no request resolves it.
+    public var isPinned: Bool { reference.contains("@sha256:") }
 }
 
 public struct Network: Sendable, Equatable {
@@ -216,10 +252,15 @@ public struct Container: Sendable, Equatable {
     public var namespaces: [Namespace]
     public var mounts: [Mount]
     public var network: NetworkAttachment?
-    public var command: [String]
-    /// Ordered as written.
+    /// Replaces the image's Cmd; nil: the image's (an image without a config needs it).
+    public var command: [String]?
+    /// Replaces the image's Entrypoint (and, as in Docker, its Cmd unless `command` is
+    /// given); nil: the image's.
+    public var entrypoint: [String]?
+    /// Ordered as written; over the image's environment.
     public var env: [(key: String, value: String)]
-    public var workdir: String
+    /// nil: the image's WorkingDir, else /.
+    public var workdir: String?
     public var restart: RestartPolicy
     public var capabilitiesAdd: [Capability]
     public var capabilitiesDrop: [Capability]
@@ -232,8 +273,8 @@ public struct Container: Sendable, Equatable {
     public var lifecycle: Lifecycle
 
     public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
-                mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String],
-                env: [(key: String, value: String)] = [], workdir: String = "/", restart: RestartPolicy = .no,
+                mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String]?, entrypoint: [String]? = nil,
+                env: [(key: String, value: String)] = [], workdir: String? = nil, restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
                 stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService(),
                 confinement: Confinement = Confinement(), lifecycle: Lifecycle = Lifecycle()) {
@@ -247,6 +288,7 @@ public struct Container: Sendable, Equatable {
         self.mounts = mounts
         self.network = network
         self.command = command
+        self.entrypoint = entrypoint
         self.env = env
         self.workdir = workdir
         self.restart = restart
@@ -272,7 +314,7 @@ public struct Container: Sendable, Equatable {
 
     public static func == (a: Container, b: Container) -> Bool {
         a.name == b.name && a.image == b.image && a.hostname == b.hostname && a.namespaces == b.namespaces
-            && a.mounts == b.mounts && a.network == b.network && a.command == b.command
+            && a.mounts == b.mounts && a.network == b.network && a.command == b.command && a.entrypoint == b.entrypoint
             && a.env.map(\.key) == b.env.map(\.key) && a.env.map(\.value) == b.env.map(\.value)
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect

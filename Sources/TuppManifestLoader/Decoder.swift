@@ -1,5 +1,7 @@
 import TuppBase
 import TuppManifest
+import TuppRegistry
+import TuppSystem
 
 /// Turns one document's node tree into manifest elements, collecting every problem
 /// instead of stopping at the first. Semantic checks that need the whole manifest are
@@ -153,21 +155,54 @@ struct DocumentDecoder {
             manifest.sources["images.\(name).source"] = location(value)
             sources.append((value, source))
         }
-        if fields.had("registry"), let r = fields.take("registry") {
-            error(r, "registry sources are not supported (tupp works offline); fetch the image into an OCI layout (skopeo copy docker://… oci:DIR:TAG) and use `oci: DIR:TAG`")
-            sources.append((r, .directory(path: "/")))
+        if let r = fields.take("registry") {
+            manifest.sources["images.\(name).source"] = location(r)
+            if let registry = decodeRegistry(r, what: what, fields: &fields) { sources.append((r, .registry(registry))) }
+        } else {
+            for key in ["platform", "insecure", "ca"] {
+                if let n = fields.take(key) { error(n, "\(what) \(key) applies to registry images only") }
+            }
         }
         let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
         finish(&fields, in: what)
+        let all = "busybox, tar, oci, directory, registry"
         if sources.isEmpty {
-            error(node, "\(what) needs a source: one of busybox, tar, oci, directory")
+            if !fields.had("registry") { error(node, "\(what) needs a source: one of \(all)") }
             return
         }
         if sources.count > 1 {
-            error(sources[1].0, "\(what) has more than one source; choose one of busybox, tar, oci, directory")
+            error(sources[1].0, "\(what) has more than one source; choose one of \(all)")
             return
         }
         manifest.images[name] = Image(name: name, source: sources[0].1, protect: protect)
+    }
+
+    /// `registry: REF` with `platform`, `insecure` and `ca`: the reference normalized the way
+    /// every client reads it (no host: docker.io; one part there: library/NAME; no tag:
+    /// latest), so that `nginx` and `docker.io/library/nginx:latest` are the same image.
+    mutating func decodeRegistry(_ node: Node, what: String, fields: inout Fields) -> RegistryImage? {
+        let text = string(node, "\(what) registry")
+        var platform: String?
+        if let n = fields.take("platform"), let value = string(n, "\(what) platform") {
+            do { platform = try Platform.parse(value).description } catch {
+                self.error(n, "platform \"\(value)\": \(error.detail ?? "expected OS/ARCH or OS/ARCH/VARIANT, such as linux/arm64")")
+            }
+        }
+        let insecureNode = fields.take("insecure")
+        let insecure = insecureNode.flatMap { bool($0, "\(what) insecure") } ?? false
+        var ca: String?
+        if let n = fields.take("ca") {
+            ca = path(n, "\(what) ca")
+            if insecure, ca != nil { error(n, "\(what) has both insecure: true (plain HTTP) and a ca file (for TLS); keep one") }
+        }
+        guard let text else { return nil }
+        do {
+            let reference = try ImageReference.parse(text)
+            return RegistryImage(reference: reference.description, platform: platform, insecure: insecure, ca: ca)
+        } catch {
+            self.error(node, "registry reference \"\(text)\": \(error.detail ?? "not [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST]")")
+            return nil
+        }
     }
 
     mutating func decodeVolume(_ name: String, _ node: Node, into manifest: inout Manifest) {
@@ -309,22 +344,15 @@ struct DocumentDecoder {
             attachment = decodeAttachment(n, what: "\(what) network", path: "\(prefix).network", manifest: &manifest)
         }
 
-        var command: [String] = []
+        var command: [String]?
         if let n = fields.take("command") {
             note("command", n)
-            if case .scalar = n.value, case .string(let s)? = scalar(n) {
-                error(n, "\(what) command must be a list, e.g. [\"/bin/sh\", \"-c\", \"\(s.count > 30 ? String(s.prefix(30)) + "…" : s)\"]")
-            } else if let items = list(n, "\(what) command") {
-                for item in items {
-                    if let s = string(item, "command argument", allowNumbers: true) {
-                        if s.utf8.contains(0) { error(item, "command arguments cannot contain NUL bytes") }
-                        command.append(s)
-                    }
-                }
-                if items.isEmpty { error(n, "\(what) command is empty; give the program and its arguments") }
-            }
-        } else {
-            error(node, "\(what) needs \"command\" (e.g. [\"/bin/sh\", \"-c\", \"exec sleep infinity\"])")
+            command = argv(n, what: "\(what) command") { "[\"/bin/sh\", \"-c\", \"\($0)\"]" }
+        }
+        var entrypoint: [String]?
+        if let n = fields.take("entrypoint") {
+            note("entrypoint", n)
+            entrypoint = argv(n, what: "\(what) entrypoint") { "[\"\($0)\"]" }
         }
 
         var env: [(key: String, value: String)] = []
@@ -345,10 +373,10 @@ struct DocumentDecoder {
             }
         }
 
-        var workdir = "/"
+        var workdir: String?
         if let n = fields.take("workdir") {
             note("workdir", n)
-            if let w = string(n, "\(what) workdir") { workdir = w }
+            workdir = string(n, "\(what) workdir")
         }
 
         var restart = RestartPolicy.no
@@ -406,9 +434,30 @@ struct DocumentDecoder {
         guard let image else { return }
         manifest.containers[name] = Container(
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
-            network: attachment, command: command, env: env, workdir: workdir, restart: restart,
+            network: attachment, command: command, entrypoint: entrypoint, env: env, workdir: workdir, restart: restart,
             capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect,
             nameService: nameService, confinement: confinement, lifecycle: lifecycle)
+    }
+
+    /// A program and its arguments (`command`, `entrypoint`): a non-empty list of strings.
+    /// `example` shows the string that was written as the list it should be.
+    mutating func argv(_ n: Node, what: String, example: (String) -> String) -> [String]? {
+        if case .scalar = n.value, case .string(let s)? = scalar(n) {
+            error(n, "\(what) must be a list, e.g. \(example(s.count > 30 ? String(s.prefix(30)) + "…" : s))")
+            return nil
+        }
+        guard let items = list(n, what) else { return nil }
+        if items.isEmpty {
+            error(n, "\(what) is empty; give the program and its arguments")
+            return nil
+        }
+        var out: [String] = []
+        for item in items {
+            guard let s = string(item, "\(what) argument", allowNumbers: true) else { continue }
+            if s.utf8.contains(0) { error(item, "\(what) arguments cannot contain NUL bytes") }
+            out.append(s)
+        }
+        return out
     }
 
     mutating func decodeMount(_ node: Node, what: String, path: String, manifest: inout Manifest) -> Mount? {

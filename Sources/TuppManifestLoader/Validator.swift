@@ -98,8 +98,11 @@ struct Validator {
                 error("\(p).hostname", "hostname needs the uts namespace (add uts to namespaces), or the host's name would change")
             }
         }
-        if !c.workdir.hasPrefix("/") {
-            error("\(p).workdir", "workdir \"\(c.workdir)\" must be an absolute path")
+        if let workdir = c.workdir, !workdir.hasPrefix("/") {
+            error("\(p).workdir", "workdir \"\(workdir)\" must be an absolute path")
+        }
+        if c.command == nil && c.entrypoint == nil, let image = manifest.images[c.image], !image.source.carriesConfig {
+            error(p, "container \"\(name)\" needs \"command\": image \"\(c.image)\" (\(image.source.kind)) carries no config with a default command (only oci: and registry: images do), e.g. command: [\"/bin/sh\", \"-c\", \"exec sleep infinity\"]")
         }
         let both = Set(c.capabilitiesAdd).intersection(c.capabilitiesDrop)
         for cap in both.sorted() {

@@ -6,6 +6,12 @@ import TuppManifest
 public struct DesiredContext: Sendable {
     /// The identity of each image's source ("sha256:…").
     public var imageDigests: [String: String]
+    /// What each image gives its containers (its config), by image name; an image not
+    /// listed has none, or an unknown one when its source carries a config.
+    public var imageDefaults: [String: ImageDefaults] = [:]
+    /// The chain IDs of each image's planned content, bottom to top, when known (layered
+    /// images: from the config); what the layers kept for a pull are.
+    public var imageLayers: [String: [String]] = [:]
     /// Every attached container's address, explicit or allocated (`AddressAllocator`).
     public var addresses: [String: IPv4Interface]
     /// Containers the plan keeps without declaring them (other projects'): their names on
@@ -19,9 +25,12 @@ public struct DesiredContext: Sendable {
     /// The content digest of each seccomp profile file the manifest names.
     public var seccompDigests: [String: String] = [:]
 
-    public init(imageDigests: [String: String] = [:], addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [],
-                hostResolvers: HostResolvers? = nil, destroying: Bool = false) {
+    public init(imageDigests: [String: String] = [:], imageDefaults: [String: ImageDefaults] = [:], imageLayers: [String: [String]] = [:],
+                addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [], hostResolvers: HostResolvers? = nil,
+                destroying: Bool = false) {
         self.imageDigests = imageDigests
+        self.imageDefaults = imageDefaults
+        self.imageLayers = imageLayers
         self.addresses = addresses
         self.kept = kept
         self.hostResolvers = hostResolvers
@@ -66,10 +75,11 @@ public enum DesiredState {
         for name in manifest.containers.keys.sorted() {
             let c = manifest.containers[name]!
             let names = NameSettings(c, members: c.network.flatMap { peers[$0.attach] } ?? NetworkMembers(), resolvers: resolvers)
+            let defaults = context.imageDefaults[c.image] ?? (manifest.images[c.image]?.source.carriesConfig == true ? .unknown : .none)
             var digest: String?
             if case .profile(let path) = c.confinement.seccomp { digest = context.seccompDigests[path] }
             out.append(ContainerKind.desired(c, network: c.network.flatMap { manifest.networks[$0.attach] },
-                                             address: context.addresses[name], names: names, seccompDigest: digest))
+                                             address: context.addresses[name], names: names, seccompDigest: digest, image: defaults))
         }
         let publishing = context.destroying ? Manifest() : manifest
         if let ports = PortsKind.desired(PortsKind.published(publishing, addresses: context.addresses, kept: context.kept)) {

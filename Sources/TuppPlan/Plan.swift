@@ -187,6 +187,9 @@ public struct Plan: Sendable, Equatable {
 public struct PlanOptions: Sendable {
     /// Delete owned resources that left the manifest.
     public var prune = true
+    /// Ask registries what each image tag points to now (false: `--refresh=false`, no
+    /// registry request; every image stays what was pulled).
+    public var refresh = true
     /// Plan the removal of everything declared (tupp destroy).
     public var destroy = false
     /// With `destroy`: also delete the pool's image file.
@@ -200,8 +203,9 @@ public struct PlanOptions: Sendable {
     public var project: String?
 
     public init(prune: Bool = true, destroy: Bool = false, includeStorage: Bool = false, project: String? = nil,
-                pruneVolumes: Bool = false, includeVolumes: Bool = false) {
+                pruneVolumes: Bool = false, includeVolumes: Bool = false, refresh: Bool = true) {
         self.prune = prune
+        self.refresh = refresh
         self.destroy = destroy
         self.includeStorage = includeStorage
         self.project = project
@@ -215,7 +219,7 @@ public struct PlanOptions: Sendable {
 public enum Planner {
     public static func plan(desired: [DesiredResource], observed: ObservedState, options: PlanOptions = PlanOptions()) -> Plan {
         var plan = Plan(drift: (observed.drift + observed.resources.values.flatMap(\.drift)).sorted { ($0.address, $0.message) < ($1.address, $1.message) },
-                        errors: observed.problems)
+                        errors: observed.problems, warnings: observed.warnings)
         let desiredByAddress = Dictionary(desired.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
         var changes: [ResourceAddress: Plan.ResourceChange] = [:]
 
@@ -347,9 +351,10 @@ public enum Planner {
     /// Desired vs observed for one resource.
     static func diff(_ d: DesiredResource, _ o: ObservedResource?, errors: inout [String]) -> Plan.ResourceChange {
         guard let o else {
-            return Plan.ResourceChange(address: d.address, action: .create, before: nil, after: d.attributes, spec: d.spec)
+            return Plan.ResourceChange(address: d.address, action: .create, before: nil, after: d.attributes, notes: d.notes, spec: d.spec)
         }
-        var change = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes, spec: d.spec)
+        var change = Plan.ResourceChange(address: d.address, action: .noop, before: o.attributes, after: d.attributes, notes: d.notes,
+                                         spec: d.spec)
         if !o.owned && d.address.kind != .pool {
             errors.append("\(d.address) exists on the host but was not created by tupp; remove it or choose another name")
             return change
@@ -376,6 +381,7 @@ public enum Planner {
             change.reasons.append(Plan.Reason(condition))
         }
         if d.address.kind == .pool { PoolKind.check(&change, errors: &errors) }
+        if d.address.kind == .image { ImageKind.check(&change) }
         return change
     }
 

@@ -1,8 +1,10 @@
 /// The kinds of resources tupp manages, in dependency order: a container needs its
-/// image, volumes and network; a volume is seeded from an image; an image needs the pool. Each kind has its attribute schema,
-/// desired state and interpretation in Kinds/, and its reconciler in TuppEngine.
+/// image, volumes and network; a volume is seeded from an image; an image needs the pool
+/// (and its layers, which the image pulls make; only their removal is planned). Each kind
+/// has its attribute schema, desired state and interpretation in Kinds/, and its
+/// reconciler in TuppEngine.
 public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
-    case pool, image, volume, network, container, ports
+    case pool, image, layer, volume, network, container, ports
 
     public static func < (a: ResourceKind, b: ResourceKind) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
@@ -13,6 +15,7 @@ public enum ResourceKind: String, CaseIterable, Sendable, Comparable, Codable {
         switch self {
         case .pool: PoolAttribute.schema
         case .image: ImageAttribute.schema
+        case .layer: LayerAttribute.schema
         case .volume: VolumeAttribute.schema
         case .network: NetworkAttribute.schema
         case .container: ContainerAttribute.schema
@@ -198,6 +201,8 @@ public struct DesiredResource: Sendable, Equatable {
     public var spec: (any ResourceSpec)?
     /// Where the manifest declares it ("web.yaml:12:3"), for messages about projects.
     public var location: String?
+    /// Printed with its change ("127.0.0.1:5000/web:1.4 → sha256:…").
+    public var notes: [String] = []
 
     public init(_ address: ResourceAddress, attributes: Attributes, dependencies: [ResourceAddress] = [],
                 protect: Bool = false, spec: (any ResourceSpec)? = nil) {
@@ -213,7 +218,7 @@ public struct DesiredResource: Sendable, Equatable {
 
     public static func == (a: DesiredResource, b: DesiredResource) -> Bool {
         a.address == b.address && a.attributes == b.attributes && a.dependencies == b.dependencies && a.protect == b.protect
-            && sameSpec(a.spec, b.spec)
+            && sameSpec(a.spec, b.spec) && a.notes == b.notes
     }
 }
 
@@ -291,6 +296,9 @@ public struct ObservedState: Sendable, Equatable {
     public var problems: [String]
     /// Drift about objects the plan treats as absent (a subvolume deleted by hand).
     public var drift: [Drift]
+    /// What the plan should say although it does not block it (a registry that did not
+    /// answer, so a tag is taken as unchanged).
+    public var warnings: [String] = []
 
     public init(_ resources: [ObservedResource] = [], problems: [String] = [], drift: [Drift] = []) {
         self.resources = Dictionary(resources.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
@@ -303,6 +311,7 @@ public struct ObservedState: Sendable, Equatable {
         for resource in kind.resources { resources[resource.address] = resource }
         problems += kind.problems
         drift += kind.drift
+        warnings += kind.warnings
     }
 }
 
@@ -313,6 +322,7 @@ public struct KindObservation: Sendable, Equatable {
     public var resources: [ObservedResource] = []
     public var drift: [Drift] = []
     public var problems: [String] = []
+    public var warnings: [String] = []
     public var fingerprints: [ResourceAddress: String] = [:]
 
     public init() {}

@@ -13,3 +13,10 @@ public struct RegistrySource: Sendable, Equatable {
         self.security = security
     }
 }
+
+extension RegistrySource {
+    /// The same image pinned to `digest` (what its tag resolved to).
+    public func pinned(to digest: String) -> RegistrySource {
+        RegistrySource(reference: reference.pinned(to: digest), platform: platform, security: security)
+    }
+}

@@ -3,6 +3,7 @@ import CTuppSys
 import Glibc
 import TuppBase
 import TuppManifest
+import TuppRegistry
 import TuppSystem
 
 /// "sha256:<hex>" identities of image sources, cached so an unchanged 200 MB tarball is
@@ -48,6 +49,10 @@ struct SourceIdentity {
             return digest
         case .oci(let layout, let tag):
             return try OCILayout(path: layout).resolve(tag: tag).digest
+        case .registry(let registry):
+            // One HEAD for a tag, no request for a digest.
+            let source = try RegistrySource(registry)
+            return try RegistryClient(reference: source.reference, options: RegistryOptions(security: source.security)).resolve()
         case .directory(let path):
             var cache = loadCache(for: path)
             var used = CacheFile()

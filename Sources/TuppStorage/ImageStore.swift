@@ -143,15 +143,22 @@ public struct ImageStore: Sendable {
     /// checked on the descriptor read from, before and after extraction; otherwise the
     /// digest computed while extracting is stored there for the next plan.
     ///
-    /// OCI layouts go through the layer store (`LayerStore`): only layers it lacks are
-    /// unpacked, each reported to `layerProgress`, and the image is a snapshot of its
-    /// top layer with its config in `metadata(of:)`.
+    /// OCI layouts and registry images go through the layer store (`LayerStore`): only
+    /// layers it lacks are fetched and unpacked, each reported to `layerProgress`, and the
+    /// image is a snapshot of its top layer with its config in `metadata(of:)`. A
+    /// registry image is pulled by its reference as given (pin it to pull what a plan saw).
     public func importImage(name: String, from source: Image.Source, cacheDirectory: String? = nil,
                             progress: ((ImportProgress) -> Void)? = nil,
                             layerProgress: (@Sendable (LayerProgress) -> Void)? = nil) async throws -> ImportedImage {
         try Self.validate(name: name, kind: "image")
-        if case .oci(let layout, let tag) = source {
+        switch source {
+        case .oci(let layout, let tag):
             return try importLayered(name: name, from: .layout(path: layout, tag: tag), progress: progress, layerProgress: layerProgress)
+        case .registry(let registry):
+            return try importLayered(name: name, from: .registry(try RegistrySource(registry)), progress: progress,
+                                     layerProgress: layerProgress)
+        case .busybox, .tar, .directory:
+            break
         }
         let images = try openPoolDirectory("images")
         let temporary = "\(Self.leftoverPrefix)\(name)-\(Self.randomSuffix())"
@@ -204,8 +211,8 @@ public struct ImageStore: Sendable {
             try identity.store(digest, of: path, stamp: stampAfter)
             return digest
 
-        case .oci:
-            throw SystemError.failure("import image", "\(source)", "OCI layouts are imported through the layer store")
+        case .oci, .registry:
+            throw SystemError.failure("import image", "\(source)", "layered images are imported through the layer store")
 
         case .directory(let path):
             writer.sourceName = path

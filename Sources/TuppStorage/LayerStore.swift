@@ -31,6 +31,9 @@ public struct LayerStore: Sendable {
     static let directory = "layers"
     /// Where blobs are downloaded before they are unpacked (partial ones kept to resume).
     static let downloads = ".downloads"
+    /// `<hex of chain ID>.json` per layer: what btrfs cannot tell about it (its size),
+    /// written before the layer is renamed into place.
+    static let metadata = ".meta"
 
     public init(poolRoot: String) {
         self.poolRoot = poolRoot
@@ -38,8 +41,27 @@ public struct LayerStore: Sendable {
 
     /// Every layer, with the images using it. One pass over the pool's subvolumes.
     public func layers() throws -> [LayerInfo] {
-        let contents = try ImageStore(poolRoot: poolRoot).contents()
-        return Self.describe(layers: Self.classify(contents.layerArea).layers, images: contents.images)
+        try Self.layers(in: ImageStore(poolRoot: poolRoot).contents()).layers
+    }
+
+    /// Pure: the layers in `contents` (with the images using each) and the temporary
+    /// subvolumes of layer imports that did not finish.
+    public static func layers(in contents: PoolContents) -> (layers: [LayerInfo], leftovers: [SubvolumeInfo]) {
+        let area = classify(contents.layerArea)
+        return (describe(layers: area.layers, images: contents.images), area.leftovers)
+    }
+
+    /// The bytes of each layer's own content (its uncompressed tar) by chain ID, as
+    /// recorded when it was unpacked; layers unpacked before tupp recorded sizes are missing.
+    public func sizes() -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        let directory = "\(poolRoot)/\(Self.directory)/\(Self.metadata)"
+        for file in (try? Files.list(directory)) ?? [] where file.hasSuffix(".json") {
+            guard let bytes = try? Files.read("\(directory)/\(file)", limit: 1 << 16), let json = try? JSON.parse(bytes),
+                  let size = json["size"]?.int, size >= 0 else { continue }
+            out["sha256:\(file.dropLast(5))"] = UInt64(size)
+        }
+        return out
     }
 
     /// Layers no image uses: what `deleteUnused` removes.
@@ -75,6 +97,43 @@ public struct LayerStore: Sendable {
         }
         let layersDirectory = try openLayersDirectory()
         try Btrfs.deleteSubvolume(in: layersDirectory, named: Digest.encoded(chainID), describedAs: "\(poolRoot)/\(layer.subvolume.path)")
+        unlink(metadataPath(chainID))
+        rmdir("\(poolRoot)/\(Self.directory)/\(Self.metadata)")   // gone with the last layer
+    }
+
+    /// Deletes the temporary subvolume `name` (in layers/) of a layer import that did not
+    /// finish. Refuses anything else.
+    public func removeLeftover(_ name: String) throws {
+        guard name.hasPrefix(ImageStore.leftoverPrefix), !name.contains("/") else {
+            throw SystemError.failure("remove leftover", "\(poolRoot)/\(Self.directory)/\(name)", "not a temporary layer import")
+        }
+        let layersDirectory = try openLayersDirectory()
+        let raw = openat(layersDirectory.rawValue, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if raw < 0 && errno == ENOENT { return }
+        if raw >= 0 { close(raw) }
+        try Btrfs.deleteSubvolume(in: layersDirectory, named: name, describedAs: "\(poolRoot)/\(Self.directory)/\(name)")
+    }
+
+    func metadataPath(_ chainID: String) -> String {
+        "\(poolRoot)/\(Self.directory)/\(Self.metadata)/\(Digest.encoded(chainID)).json"
+    }
+
+    /// Records what btrfs cannot tell about a layer about to be renamed into place.
+    func writeMetadata(chainID: String, size: UInt64, diffID: String) throws {
+        let directory = "\(poolRoot)/\(Self.directory)/\(Self.metadata)"
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST { throw SystemError("create directory", directory) }
+        let json = JSON.object([("chainID", .string(chainID)), ("diffID", .string(diffID)), ("size", .int(Int64(clamping: size)))])
+        try Files.writeAtomically(metadataPath(chainID), text: json.serialized() + "\n", mode: 0o600)
+    }
+
+    /// Deletes the metadata of layers that are gone.
+    func pruneMetadata(keeping layers: some Sequence<String>) {
+        let directory = "\(poolRoot)/\(Self.directory)/\(Self.metadata)"
+        let live = Set(layers)
+        for file in (try? Files.list(directory)) ?? [] where file.hasSuffix(".json") && !live.contains(String(file.dropLast(5))) {
+            unlink("\(directory)/\(file)")
+        }
+        rmdir(directory)   // gone with the last layer; kept (ENOTEMPTY) otherwise
     }
 
     /// Deletes every layer no image uses, interrupted layer imports, downloads left
@@ -94,6 +153,7 @@ public struct LayerStore: Sendable {
         try removeLeftovers(area.leftovers)
         try Files.removeTree("\(poolRoot)/\(Self.directory)/\(Self.downloads)")
         ImageStore(poolRoot: poolRoot).pruneMetadata(keeping: contents)
+        pruneMetadata(keeping: area.layers.keys.filter { !deleted.contains("sha256:\($0)") })
         return deleted
     }
 
@@ -179,6 +239,7 @@ public struct LayerStore: Sendable {
         } else {
             try Btrfs.createSubvolume(in: layersDirectory, named: temporary, describedAs: temporaryPath)
         }
+        Checkpoint.pass("layer \(hex.prefix(12)) being unpacked")
         do {
             let rootfs = try layersDirectory.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
             let writer = RootfsWriter(root: rootfs, sourceName: label)
@@ -203,6 +264,7 @@ public struct LayerStore: Sendable {
                                           "DiffID mismatch: the image config says \(diffID), the layer's uncompressed content is \(actualDiffID)")
             }
             meter.completeInput(bytes: file.bytesRead)
+            try writeMetadata(chainID: chainID, size: stream.uncompressedBytes, diffID: diffID)
             try Btrfs.sync(rootfs, describedAs: temporaryPath)
             try Btrfs.setReadOnly(rootfs, true, describedAs: temporaryPath)
             if tupp_renameat2(layersDirectory.rawValue, temporary, layersDirectory.rawValue, hex, UInt32(TUPP_RENAME_NOREPLACE)) != 0 {
@@ -210,6 +272,7 @@ public struct LayerStore: Sendable {
                 // Built meanwhile by someone else: theirs is the same content.
                 try Btrfs.deleteSubvolume(in: layersDirectory, named: temporary, describedAs: temporaryPath)
             }
+            Checkpoint.pass("layer \(hex.prefix(12)) in place")
             return Unpacked(warnings: writer.warnings, entries: writer.entriesWritten)
         } catch {
             try? Btrfs.deleteSubvolume(in: layersDirectory, named: temporary, describedAs: temporaryPath)

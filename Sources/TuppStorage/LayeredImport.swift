@@ -53,7 +53,36 @@ struct LayeredImage {
     }
 }
 
+/// A layered image's identity, config and layers, read without fetching or unpacking
+/// any layer: what a plan needs to know about an image it is about to pull.
+public struct ImageDescription: Sendable, Equatable {
+    /// The source's identity (what `ImportedImage.digest` and the metadata say).
+    public var digest: String
+    public var platform: Platform
+    public var config: ImageConfig
+    /// Chain IDs, bottom to top: the layers the image is built on.
+    public var layers: [String]
+}
+
 extension ImageStore {
+    /// The digest, config and layers of a registry image: its manifest (by the
+    /// reference's tag or digest), the platform's manifest from an index, and the config
+    /// blob — a few small requests.
+    public func describe(_ registry: RegistrySource) throws -> ImageDescription {
+        try describe(.registry(registry))
+    }
+
+    /// The same for an OCI layout, read from its directory.
+    public func describe(layout: String, tag: String?) throws -> ImageDescription {
+        try describe(.layout(path: layout, tag: tag))
+    }
+
+    func describe(_ source: LayeredSource) throws -> ImageDescription {
+        let image = try resolveLayered(source)
+        return ImageDescription(digest: image.identity, platform: image.platform, config: image.config.config,
+                                layers: Digest.chainIDs(image.config.diffIDs))
+    }
+
     /// The manifest, config and layer list of an OCI or registry source. For a
     /// registry: the manifest by tag or digest, an index narrowed to the platform, and
     /// the config blob — a few small requests, no layer yet.
@@ -189,6 +218,7 @@ extension ImageStore {
         } else {
             try Btrfs.createSubvolume(in: images, named: temporary, describedAs: temporaryPath)
         }
+        Checkpoint.pass("images/\(name) made from its top layer, not in place yet")
         do {
             let rootfs = try images.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
             if chain.isEmpty { try Btrfs.setReadOnly(rootfs, true, describedAs: temporaryPath) }

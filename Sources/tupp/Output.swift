@@ -29,6 +29,9 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
         var running = 0
         /// The address whose "…" line is open (printed without its newline).
         var openLine: ResourceAddress?
+        /// While an image is pulled on a tty: one line per layer, redrawn in place; the
+        /// cursor sits on the line below the block.
+        var layerLines: [String] = []
     }
 
     init(operation: String) {
@@ -64,10 +67,50 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
                 // A dependent may wait minutes: a log (the boot unit's journal) says why.
                 emit((state.openLine != nil ? "\n" : "") + "  \(change.address): \(message)\n")
                 state.openLine = nil
-            } else if tty && state.running == 1 {
+            } else if tty && state.running == 1 && state.layerLines.isEmpty {
                 emit("\r\u{1B}[K\(change.address): \(change.verb)… \(message)")
                 state.openLine = change.address
             }
+        }
+    }
+
+    /// On a tty one line per layer with its bytes and rate, redrawn as they move; else a
+    /// line when each layer is in place.
+    func layer(_ change: Plan.ResourceChange, _ event: LayerEvent) {
+        let line = "  " + Self.layerLine(event)
+        lock.withLock { state in
+            guard tty else {
+                if event.phase == .done || event.phase == .present {
+                    if state.openLine != nil { emit("\n") }
+                    state.openLine = nil
+                    emit(line + "\n")
+                }
+                return
+            }
+            if state.layerLines.isEmpty {
+                if state.openLine != nil { emit("\n") }
+                state.openLine = nil
+                state.layerLines = (0..<event.count).map { "  layer \($0 + 1)/\(event.count): waiting" }
+                emit(state.layerLines.joined(separator: "\n") + "\n")
+            }
+            guard event.index < state.layerLines.count, state.layerLines[event.index] != line else { return }
+            state.layerLines[event.index] = line
+            // Up to the layer's line, rewrite it, back down below the block.
+            let up = state.layerLines.count - event.index
+            emit("\u{1B}[\(up)A\r\u{1B}[K\(line)\u{1B}[\(up)B\r")
+        }
+    }
+
+    /// "layer 2/3 sha256:0123456789ab  downloading 12.0 MiB / 30.0 MiB (25.1 MiB/s)".
+    static func layerLine(_ e: LayerEvent) -> String {
+        let digest = e.digest.hasPrefix("sha256:") ? "sha256:" + e.digest.dropFirst(7).prefix(12) : e.digest
+        let head = "layer \(e.index + 1)/\(e.count) \(digest)"
+        let rate = e.bytesPerSecond > 0 ? " (\(Units.formatSize(UInt64(e.bytesPerSecond)))/s)" : ""
+        switch e.phase {
+        case .present: return "\(head)  already in the pool"
+        case .downloading: return "\(head)  downloading \(Units.formatSize(e.bytes)) / \(Units.formatSize(e.total))\(rate)"
+        case .unpacking: return "\(head)  unpacking \(Units.formatSize(e.total))"
+        case .done: return "\(head)  done, \(Units.formatSize(e.total))\(rate.isEmpty ? "" : rate.replacing(" (", with: " (unpacked at "))"
         }
     }
 
@@ -87,6 +130,7 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
     private func finish(_ change: Plan.ResourceChange, _ result: String) {
         lock.withLock { state in
             state.running -= 1
+            state.layerLines = []
             if state.openLine == change.address && !tty {
                 emit(" \(result)\n")
             } else {
@@ -128,6 +172,8 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
 /// JSON lines: planned, start, progress, complete, errored, summary.
 final class JSONReporter: ApplyReporter, @unchecked Sendable {
     let version: String
+    /// Per layer of the image being pulled: its last phase and when a line was last written.
+    private let layers = Mutex<[String: (LayerEvent.Phase, Double)]>([:])
 
     init(version: String) { self.version = version }
 
@@ -143,6 +189,27 @@ final class JSONReporter: ApplyReporter, @unchecked Sendable {
 
     func progress(_ change: Plan.ResourceChange, _ message: String) {
         line("progress", [("address", .string(change.address.description)), ("message", .string(message))])
+    }
+
+    /// A `progress` line with a `layer` object: on each change of phase and at most once a
+    /// second while it downloads.
+    func layer(_ change: Plan.ResourceChange, _ event: LayerEvent) {
+        let key = "\(change.address) \(event.index)"
+        let now = wallClock()
+        let due = layers.withLock { seen -> Bool in
+            if let (phase, at) = seen[key], phase == event.phase, now - at < 1 { return false }
+            seen[key] = (event.phase, now)
+            return true
+        }
+        guard due else { return }
+        line("progress", [
+            ("address", .string(change.address.description)), ("message", .string(TextReporter.layerLine(event))),
+            ("layer", JSON.object([
+                ("index", .int(Int64(event.index))), ("count", .int(Int64(event.count))), ("digest", .string(event.digest)),
+                ("phase", .string(event.phase.rawValue)), ("bytes", .int(Int64(clamping: event.bytes))),
+                ("total", .int(Int64(clamping: event.total))), ("bytes_per_second", .double(event.bytesPerSecond.rounded())),
+            ])),
+        ])
     }
 
     func complete(_ change: Plan.ResourceChange, milliseconds: Double) {

@@ -27,6 +27,7 @@ struct PlanCommand: AsyncParsableCommand {
               tupp plan --detailed-exitcode site/    in CI: fail the job on drift
               tupp plan --format markdown > plan.md  a pull-request comment
               tupp plan --json | jq .summary
+              tupp plan --refresh=false              no registry requests (tags stay as pulled)
             """
     )
 
@@ -56,6 +57,9 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "With --destroy: also plan the deletion of the declared volumes (kept otherwise).")
     var includeVolumes = false
 
+    @Option(help: ArgumentHelp("false: ask no registry what image tags point to now; every image stays what was pulled.", valueName: "bool"))
+    var refresh = true
+
     @Option(help: ArgumentHelp("Save the plan for `tupp apply FILE`, which refuses it if the host or manifest changed meanwhile.", valueName: "file"))
     var out: String?
 
@@ -66,7 +70,8 @@ struct PlanCommand: AsyncParsableCommand {
         let loaded = try loadManifests(paths, project: project)
         let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
         let run = try await engine.plan(loaded.manifest, options: PlanOptions(prune: !noPrune, destroy: destroy, project: loaded.project,
-                                                                             pruneVolumes: pruneVolumes, includeVolumes: includeVolumes))
+                                                                             pruneVolumes: pruneVolumes, includeVolumes: includeVolumes,
+                                                                             refresh: refresh))
         if let out, run.plan.errors.isEmpty {
             let saved = SavedPlan(run, loaded: loaded, stateDirectory: global.stateDirectory, version: Tupp.version)
             try saved.write(to: out, plan: PlanJSON.render(run.plan, tuppVersion: Tupp.version))
@@ -102,6 +107,7 @@ struct ApplyCommand: AsyncParsableCommand {
               tupp plan --out reviewed.plan && tupp apply reviewed.plan
               tupp apply --json site/ | jq -c 'select(.type=="complete")'
               tupp apply --prune-volumes             also delete volumes that left the manifest
+              tupp apply --refresh=false             keep every image as pulled, ask no registry
               tupp apply --wait /etc/tupp/           return once everything runs and is healthy
 
             A container with dependsOn starts once its dependencies are started, healthy or \
@@ -125,6 +131,9 @@ struct ApplyCommand: AsyncParsableCommand {
     @Flag(help: "Also delete volumes that left the manifest, with their data (kept otherwise).")
     var pruneVolumes = false
 
+    @Option(help: ArgumentHelp("false: ask no registry what image tags point to now (images not pulled yet are still pulled).", valueName: "bool"))
+    var refresh = true
+
     @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
     var lockTimeout: Double = 60
 
@@ -141,7 +150,8 @@ struct ApplyCommand: AsyncParsableCommand {
             return
         }
         let loaded = try loadManifests(paths, project: project)
-        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project, pruneVolumes: pruneVolumes), json: json,
+        try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project, pruneVolumes: pruneVolumes,
+                                                        refresh: refresh), json: json,
                            lockTimeout: lockTimeout, global: global, command: "apply", lifecycle: try waiting.options())
     }
 }

@@ -54,7 +54,7 @@ import TuppTestSupport
         #expect(c.restart == .no)
         #expect(c.stopTimeout == 90)
         #expect(c.env.map(\.key) == ["TERM", "N"] && c.env.map(\.value) == ["xterm", "3"])
-        #expect(c.workdir == "/")
+        #expect(c.workdir == nil)
         #expect(c.effectiveCapabilities == Capability.defaults.sorted())
     }
 

@@ -1,4 +1,5 @@
 import Testing
+import TuppFacts
 @testable import TuppRegistry
 import TuppSystem
 

@@ -168,12 +168,23 @@ struct ContainerReconciler: Reconciler {
             try store.remove(address)
         }
 
+        /// The planned spec and attributes; when the image's config was not known at plan
+        /// time (its registry was not asked or did not answer), completed from the config of
+        /// the image as pulled now.
+        func planned(_ change: Plan.ResourceChange, root: String) throws -> (ContainerSpec, Attributes)? {
+            guard let spec = change.spec(ContainerSpec.self) else { return nil }
+            guard spec.awaitingImageConfig != nil else { return (spec, change.after ?? [:]) }
+            let resolved = spec.resolved(with: try ImageStore(poolRoot: root).metadata(of: spec.image)?.config)
+            if let problem = resolved.problem { throw SystemError.failure("start", "container.\(spec.name)", problem) }
+            return (resolved, ContainerKind.attributes(resolved))
+        }
+
         func create(_ change: Plan.ResourceChange) throws {
-            guard let spec = change.spec(ContainerSpec.self), let root = context.poolRoot else { return }
+            guard let root = context.poolRoot, let (spec, attributes) = try planned(change, root: root) else { return }
             let name = spec.name
             let images = ImageStore(poolRoot: root)
             let veth = hostVeth(name)
-            var record = Record(change.address, status: .creating, attributes: change.after ?? [:], protect: spec.protect)
+            var record = Record(change.address, status: .creating, attributes: attributes, protect: spec.protect)
             record.setContainerFacts(hostVeth: veth, snapshot: nil, process: nil, specDigest: nil)
             try context.save(record)
             // Leftovers of an interrupted create: a stale supervisor, link or snapshot.
@@ -258,8 +269,8 @@ struct ContainerReconciler: Reconciler {
         /// the attributes from before: an interrupted update shows in the next plan and is
         /// done again in full.
         func update(_ change: Plan.ResourceChange) throws {
-            guard let spec = change.spec(ContainerSpec.self), var record = context.record(change.address),
-                  let root = context.poolRoot else { return }
+            guard var record = context.record(change.address), let root = context.poolRoot,
+                  let (spec, attributes) = try planned(change, root: root) else { return }
             let name = spec.name
             let rootfs = "\(root)/containers/\(name)"
             record.status = .updating
@@ -316,7 +327,7 @@ struct ContainerReconciler: Reconciler {
                     }
                 }
             }
-            record.attributes = change.after ?? [:]
+            record.attributes = attributes
             record.status = .ready
             record.protect = spec.protect
             record.setContainerFacts(hostVeth: hostVeth(name), snapshot: record.containerSnapshotUUID, process: process,

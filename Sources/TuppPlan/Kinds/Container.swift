@@ -104,7 +104,9 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var hostname: String?
     public var namespaces: [Namespace]
     public var mounts: [Mount]
+    /// What runs: the manifest's entrypoint and command over the image config's.
     public var command: [String]
+    /// The image config's Env, then the env files', then the manifest's `env`.
     public var env: [String: String]
     public var workdir: String
     public var restart: RestartPolicy
@@ -115,12 +117,16 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var network: Attachment?
     /// /etc/resolv.conf and /etc/hosts.
     public var names: NameSettings
+    /// The manifest's confinement; its user defaults to the image config's User.
     public var confinement: Container.Confinement
     /// The seccomp profile file's content digest ("sha256:…"), when `seccomp` names one: an
     /// edited profile restarts the process like a changed setting.
     public var seccompDigest: String?
-    /// Run by the supervisor inside the container. The manifest's; an image's own
-    /// Healthcheck may fill it when the manifest has none.
+    /// The container as declared, while its image's config is known only once the image
+    /// is pulled: apply completes what the config defaults with `resolved(with:)`.
+    public var awaitingImageConfig: Container?
+    /// Run by the supervisor inside the container: the manifest's, else the image's own
+    /// Healthcheck.
     public var healthcheck: Healthcheck?
     public var onUnhealthy: OnUnhealthy
     /// What stop sends first: the manifest's, else the image's StopSignal, else SIGTERM.
@@ -130,24 +136,23 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var envFiles: [String]
 
     public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
-                seccompDigest: String? = nil) {
+                seccompDigest: String? = nil, image: ImageDefaults = .none) {
         self.names = names
         confinement = c.confinement
         self.seccompDigest = seccompDigest
         name = c.name
-        image = c.image
+        self.image = c.image
         hostname = c.effectiveHostname
         namespaces = c.namespaces.sorted()
         mounts = c.mounts
-        command = c.command
-        // envFile's variables first (later files won already), `env` over them.
-        env = c.lifecycle.fileEnvironment.merging(c.env.map { ($0.key, $0.value) }, uniquingKeysWith: { _, declared in declared })
+        command = []
+        env = [:]
+        workdir = "/"
         healthcheck = c.lifecycle.healthcheck
         onUnhealthy = c.lifecycle.onUnhealthy
         stopSignal = c.lifecycle.stopSignal ?? .term
         dependsOn = c.lifecycle.dependsOn
         envFiles = c.lifecycle.envFiles
-        workdir = c.workdir
         restart = c.restart
         capabilities = c.effectiveCapabilities
         stopTimeout = c.stopTimeout
@@ -156,6 +161,38 @@ public struct ContainerSpec: ResourceSpec, Equatable {
             self.network = Attachment(network: network.name, bridge: network.bridge, interface: attachment.interface,
                                       address: address, gateway: network.gateway, mtu: network.mtu, ports: attachment.ports)
         }
+        switch image {
+        case .none: apply(RunSettings(c, config: nil), declared: c)
+        case .config(let config): apply(RunSettings(c, config: config), declared: c)
+        case .unknown:
+            apply(RunSettings(c, config: nil), declared: c)
+            awaitingImageConfig = c
+        }
+    }
+
+    mutating func apply(_ run: RunSettings, declared c: Container) {
+        command = run.command
+        env = run.env
+        workdir = run.workdir
+        // An image's User or StopSignal that does not parse is ignored, as if it had none.
+        confinement.user = c.confinement.user ?? run.user.flatMap(UserSpec.init)
+        stopSignal = c.lifecycle.stopSignal ?? run.stopSignal.flatMap(Signal.init) ?? .term
+        healthcheck = c.lifecycle.healthcheck ?? run.healthcheck
+    }
+
+    /// The spec once the image's config is known (after its pull).
+    public func resolved(with config: ImageConfig?) -> ContainerSpec {
+        guard let declared = awaitingImageConfig else { return self }
+        var spec = self
+        spec.apply(RunSettings(declared, config: config), declared: declared)
+        spec.awaitingImageConfig = nil
+        return spec
+    }
+
+    /// Why the container cannot start as planned: nothing to run.
+    public var problem: String? {
+        guard command.isEmpty, awaitingImageConfig == nil else { return nil }
+        return "container.\(name) has nothing to run: neither the manifest nor the config of image.\(image) gives an entrypoint or command; declare `command:`"
     }
 }
 
@@ -366,27 +403,36 @@ public struct ContainerFacts: Sendable {
 /// network's bridge. Pure.
 public enum ContainerKind {
     public static func desired(_ c: Container, network: Network?, address: IPv4Interface?,
-                               names: NameSettings = NameSettings(), seccompDigest: String? = nil) -> DesiredResource {
-        let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest)
+                               names: NameSettings = NameSettings(), seccompDigest: String? = nil,
+                               image: ImageDefaults = .none) -> DesiredResource {
+        let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest, image: image)
         var dependencies = [ResourceAddress(.image, c.image)]
         if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
         for volume in Set(c.mounts.filter { $0.kind == .volume }.compactMap(\.source)).sorted() {
             dependencies.append(ResourceAddress(.volume, volume))
         }
-        return DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
-                               protect: c.protect, spec: spec)
+        var resource = DesiredResource(ResourceAddress(.container, c.name), attributes: attributes(spec), dependencies: dependencies,
+                                       protect: c.protect, spec: spec)
+        if spec.awaitingImageConfig != nil {
+            resource.notes.append("its command, environment, working directory and user take the defaults of image.\(c.image)'s config, known once it is pulled")
+        }
+        return resource
     }
 
+    /// The effective values: what runs after the image config's defaults. While those
+    /// are not known (`awaitingImageConfig`), command and workdir are left out.
     public static func attributes(_ c: ContainerSpec) -> Attributes {
         var a: Attributes = [
             ContainerAttribute.image: .string(c.image),
             ContainerAttribute.namespaces: .strings(c.namespaces.map(\.rawValue)),
-            ContainerAttribute.command: .strings(c.command),
-            ContainerAttribute.workdir: .string(c.workdir),
             ContainerAttribute.restart: .string(c.restart.rawValue),
             ContainerAttribute.capabilities: .strings(c.capabilities.map(\.name)),
             ContainerAttribute.stopTimeout: .string(Units.formatDuration(c.stopTimeout)),
         ]
+        if c.awaitingImageConfig == nil {
+            a[ContainerAttribute.command] = .strings(c.command)
+            a[ContainerAttribute.workdir] = .string(c.workdir)
+        }
         if let hostname = c.hostname { a[ContainerAttribute.hostname] = .string(hostname) }
         if !c.mounts.isEmpty { a[ContainerAttribute.mounts] = .strings(c.mounts.map(describe)) }
         for (key, value) in c.env { a[ContainerAttribute.env.child(key)] = .string(value) }

@@ -17,8 +17,14 @@ public enum ImageAttribute {
 /// What the image reconciler applies.
 public struct ImageSpec: ResourceSpec, Equatable {
     public var image: Image
+    /// For a registry image: the digest the plan resolved its reference to, which apply
+    /// pulls (so it gets exactly what the plan showed); nil when not known before the pull.
+    public var digest: String?
 
-    public init(_ image: Image) { self.image = image }
+    public init(_ image: Image, digest: String? = nil) {
+        self.image = image
+        self.digest = digest
+    }
 }
 
 /// Why an image needs work although its attributes match.
@@ -75,8 +81,12 @@ public enum ImageKind {
     public static func desired(_ image: Image, digest: String?, pool: ResourceAddress?) -> DesiredResource {
         var attributes: Attributes = [ImageAttribute.source: .string(image.source.description)]
         if let digest { attributes[ImageAttribute.digest] = .string(digest) }
-        return DesiredResource(ResourceAddress(.image, image.name), attributes: attributes, dependencies: pool.map { [$0] } ?? [],
-                               protect: image.protect, spec: ImageSpec(image))
+        var resource = DesiredResource(ResourceAddress(.image, image.name), attributes: attributes, dependencies: pool.map { [$0] } ?? [],
+                                       protect: image.protect, spec: ImageSpec(image, digest: digest))
+        if case .registry(let registry) = image.source, !registry.isPinned {
+            resource.notes.append("\(registry.reference) → \(digest ?? "known once pulled")")
+        }
+        return resource
     }
 
     /// `destroying`: what is gone stays gone, so a record whose subvolume is missing (a
