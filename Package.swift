@@ -30,7 +30,16 @@ let strict: [SwiftSetting] = [
 // referenced (never called) by the statically linked FoundationEssentials in release builds.
 // --no-export-dynamic: -static-stdlib exports every Swift symbol (10,000 of them) for
 // plug-ins tupp never loads, and the dynamic loader pays for that table on every start.
-let executableLinking: [LinkerSetting] = [.unsafeFlags(["-use-ld=lld", "-Xlinker", "--no-export-dynamic"])]
+// The rest is start-up time too (bench/README.md, "Start-up"): every shared library costs
+// each start its mapping, relocations and a place in every symbol lookup, so the C++
+// runtime (the Swift runtime's and BoringSSL's) is linked statically — scripts/link holds
+// only libstdc++.a, found there before gcc's libstdc++.so — with libgcc's unwinder, and
+// pack-relative-relocs stores the binary's 50,000 relative relocations in a few KiB.
+let executableLinking: [LinkerSetting] = [.unsafeFlags([
+    "-use-ld=lld", "-Xlinker", "--no-export-dynamic",
+    "-L", Context.packageDirectory + "/scripts/link", "-Xclang-linker", "-static-libgcc",
+    "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+])]
 
 let package = Package(
     name: "tupp",
@@ -47,9 +56,11 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
-        // System libraries, found through pkg-config.
-        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
-        .systemLibrary(name: "CBtrfsUtil", pkgConfig: "libbtrfsutil", providers: [.apt(["libbtrfsutil-dev"])]),
+        // System libraries. libyaml and libbtrfsutil are linked from their static archives
+        // (module.modulemap: link ":libyaml.a"), so no start of tupp loads them; their headers
+        // are in /usr/include, so they need no pkg-config either.
+        .systemLibrary(name: "CYAML", providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CBtrfsUtil", providers: [.apt(["libbtrfsutil-dev"])]),
         .systemLibrary(name: "CNLRoute", pkgConfig: "libnl-route-3.0", providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
 
         // C where Swift must not or cannot go.

@@ -25,7 +25,7 @@ def first_line(command):
 
 
 def load(args):
-    series, memory, meta, cpu = {}, {}, {}, {}
+    series, memory, meta, cpu, usage = {}, {}, {}, {}, {}
     with open(args.samples) as f:
         for line in f:
             record = json.loads(line)
@@ -34,6 +34,10 @@ def load(args):
                 series[key] = record["samples_ms"]
                 if "cpu_ms" in record:
                     cpu[key] = record["cpu_ms"]
+                if "faults" in record:
+                    usage[key] = record
+            elif key.startswith("usage."):  # page faults and max RSS of a row measured apart
+                usage[key[len("usage."):]] = record
             elif key.startswith("memory."):
                 memory[key[len("memory."):]] = record
             else:
@@ -49,7 +53,7 @@ def load(args):
             key = base if len(results) == 1 else f"{base}.{index}"
             series[key] = [t * 1000 for t in result["times"]]
             cpu[key] = (result["user"] + result["system"]) * 1000
-    return series, memory, meta, cpu
+    return series, memory, meta, cpu, usage
 
 
 def fmt(ms):
@@ -115,7 +119,8 @@ SECTIONS = [
         ("GNU `tar -xf` into a subvolume (ref)", "import.tar.gnutar"),
         ("GNU `tar -xf` + `sync -f`", "import.tar.gnutar+sync"),
         ("**tupp**: ImageStore.importImage(.tar) (sha256, btrfs sync, read-only, rename included)", "import.tar.tupp"),
-    ], ("tupp/tar ≤ 1.0 (issue 3)", lambda m: m["import.tar.tupp"] <= m["import.tar.gnutar"])),
+    ], [("tupp ≤ 1.0× `tar -xf` + `sync -f` (issue 19)", lambda m: m["import.tar.tupp"] <= m["import.tar.gnutar+sync"]),
+        ("tupp ≤ 1.0× `tar -xf` (issue 3; issue 19 stretch)", lambda m: m["import.tar.tupp"] <= m["import.tar.gnutar"])]),
     ("OCI image layout import (same tree, 3 layers incl. a whiteout)", [
         ("`umoci unpack` (ref; also writes config.json and an mtree manifest)", "import.oci.umoci"),
         ("`umoci raw unpack` (rootfs only)", "import.oci.umoci-raw"),
@@ -153,32 +158,46 @@ SECTIONS = [
         ("**tupp destroy** (100 containers stopped + unplugged + snapshots deleted, image and bridge removed)", "destroy.100"),
     ], None),
     ("Binary start-up", [
-        ("`/bin/true` (ref)", "startup.1"),
-        ("**tupp --version**", "startup.0"),
-    ], None),
+        ("`/bin/true` (ref)", "startup.0"),
+        ("**tupp --version**", "startup.1"),
+        ("**tupp validate** manifests/tupperware.yaml", "startup.2"),
+    ], [("tupp --version ≤ 1.5× /bin/true + 1 ms (issue 19)", lambda m: m["startup.1"] <= 1.5 * m["startup.0"] + 1),
+        ("tupp validate ≤ 1.5× /bin/true + 1 ms (issue 19)", lambda m: m["startup.2"] <= 1.5 * m["startup.0"] + 1)]),
 ]
 
 
-def table(series, cpu):
-    lines = ["| row | median | min | max | n | ratio to ref | CPU user+sys (mean) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def usage_text(record):
+    """Median page faults (minor + major), and median max RSS where measured."""
+    if not record:
+        return "—"
+    text = f"{statistics.median(record['faults']):.0f}"
+    if "maxrss_kb" in record:
+        text += f" / {statistics.median(record['maxrss_kb']) / 1024:.1f} MiB"
+    return text
+
+
+def table(series, cpu, usage, partial):
+    lines = ["| row | median | min | max | n | ratio to ref | CPU user+sys (mean) | page faults / max RSS (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     medians = {key: statistics.median(values) for key, values in series.items() if values}
     verdicts = []
-    for title, rows, target in SECTIONS:
-        lines.append(f"| **{title}** | | | | | | |")
+    for title, rows, targets in SECTIONS:
+        # A partial run (bench/run with BENCH_ONLY) leaves out the sections it did not measure.
+        if partial and not any(series.get(key) for _, key in rows):
+            continue
+        lines.append(f"| **{title}** | | | | | | | |")
         # A section without a reference row (its first label lacks "ref") shows no ratio.
         reference = medians.get(rows[0][1]) if "ref" in rows[0][0] else None
         for label, key in rows:
             values = series.get(key)
             if not values:
-                lines.append(f"| {label} | missing | | | | | |")
+                lines.append(f"| {label} | missing | | | | | | |")
                 continue
             median = medians[key]
             cpu_text = fmt(cpu[key]) if key in cpu else "—"
             ratio = f"{median / reference:.2f}×" if reference else "—"
-            lines.append(f"| {label} | {fmt(median)} | {fmt(min(values))} | {fmt(max(values))} | {len(values)} | {ratio} | {cpu_text} |")
-        if target:
-            text, check = target
+            lines.append(f"| {label} | {fmt(median)} | {fmt(min(values))} | {fmt(max(values))} | {len(values)} | {ratio} | {cpu_text} | {usage_text(usage.get(key))} |")
+        for text, check in ([targets] if isinstance(targets, tuple) else targets or []):
             try:
                 verdicts.append((title, text, "met" if check(medians) else "**missed**"))
             except KeyError:
@@ -237,8 +256,10 @@ def main():
     parser.add_argument("--repo", required=True)
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--slow-rounds", type=int, required=True)
+    parser.add_argument("--partial", action="store_true",
+                        help="some sections were not run: leave them out instead of marking them missing")
     args = parser.parse_args()
-    series, memory, meta, cpu = load(args)
+    series, memory, meta, cpu, usage = load(args)
 
     cpu_model = "?"
     with open("/proc/cpuinfo") as f:
@@ -299,28 +320,32 @@ def main():
     out.append("")
     out.append("## Times")
     out.append("")
-    lines, verdicts = table(series, cpu)
+    lines, verdicts = table(series, cpu, usage, args.partial)
     out += lines
     out.append("")
     noisy = [key for key, values in series.items() if values and min(values) > 0 and max(values) / min(values) > 2]
     out.append("Noise: the CPU column is the mean user+system time of the measured process and the children it "
                "waited for (hyperfine; GNU time for the 100-container loops, where tupp's detached supervisors are not "
                "counted); wall time above it is waiting — for the kernel, for other processes, or for CPUs busy "
-               "with other work. Rows whose max is more than twice their min: "
+               "with other work. Page faults (minor + major, median per run) come from GNU time for the "
+               "start-up rows, with the run's max RSS, and from getrusage around each import (tupp-bench's own "
+               "threads for tupp, the waited-for children for tar). Rows whose max is more than twice their min: "
                + (", ".join(f"`{k}`" for k in sorted(noisy)) if noisy else "none") + ".")
     out.append("")
-    out.append("## TCP throughput through a published port")
-    out.append("")
-    out.append("iperf3 (3 s after a 1 s warm-up, alternating order) from a namespace standing for another "
-               "machine, through a namespace standing for the host, to a container namespace on its bridge; "
-               "both paths cross the same forwarding hop, so only DNAT and its conntrack entry differ.")
-    out.append("")
-    out += throughput_table(meta, verdicts)
-    out.append("")
-    out.append("## Supervisor memory per running container")
-    out.append("")
-    out += memory_table(memory)
-    out.append("")
+    if not args.partial or "ports.throughput.direct" in meta:
+        out.append("## TCP throughput through a published port")
+        out.append("")
+        out.append("iperf3 (3 s after a 1 s warm-up, alternating order) from a namespace standing for another "
+                   "machine, through a namespace standing for the host, to a container namespace on its bridge; "
+                   "both paths cross the same forwarding hop, so only DNAT and its conntrack entry differ.")
+        out.append("")
+        out += throughput_table(meta, verdicts)
+        out.append("")
+    if not args.partial or memory:
+        out.append("## Supervisor memory per running container")
+        out.append("")
+        out += memory_table(memory)
+        out.append("")
     out.append("## Targets from the issues")
     out.append("")
     out.append("| section | target | result |")

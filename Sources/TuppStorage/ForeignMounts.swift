@@ -6,22 +6,19 @@ import TuppSystem
 /// Every container is a mount namespace of its own, so one question reads every
 /// namespace's mountinfo — which the kernel formats anew on each read. Destroying N
 /// containers asked N times: N² tables formatted (1,000 containers: 33 s of system time).
-/// The btrfs mounts of each namespace are kept for `maximumAge`; /proc is listed for new
-/// namespaces at most every `listingInterval`, and only those are read. A namespace
-/// whose kept table pins the path is read again before it is believed. What the kept
-/// tables can miss: a mount made in the last `maximumAge` inside a namespace already read,
-/// or in a namespace younger than `listingInterval` — a window like the one between any
-/// such check and the deletion it guards. Our own namespace (where mounts made on the
-/// host show) is read by the caller every time.
+/// The btrfs mounts of each namespace are kept for `maximumAge`; /proc is listed on every
+/// question, and only namespaces not seen before are read. A namespace whose kept table
+/// pins the path is read again before it is believed. What the kept tables can miss: a
+/// bind mount made in the last `maximumAge` inside a namespace already read — a window
+/// like the one between any such check and the deletion it guards. Our own namespace
+/// (where mounts made on the host show) is read by the caller every time.
 final class ForeignMounts: Sendable {
     static let shared = ForeignMounts()
 
     static let maximumAge: UInt64 = 2_000_000_000
-    static let listingInterval: UInt64 = 250_000_000
 
     private struct Tables {
         var taken: UInt64 = 0
-        var listed: UInt64 = 0
         /// pid → its mount namespace's inode, as last seen.
         var namespaceOfPid: [Int32: UInt64] = [:]
         /// Mount namespace inode → (a pid in it, its mounts).
@@ -48,8 +45,6 @@ final class ForeignMounts: Sendable {
     private func refresh(_ tables: inout Tables) {
         let now = Monotonic.nanoseconds()
         if now - tables.taken > Self.maximumAge { tables = Tables(taken: now) }
-        guard now - tables.listed > Self.listingInterval || tables.listed == 0 else { return }
-        tables.listed = now
         let own = namespaceInode(pid: "self", kind: "mnt")
         var alive: [Int32: UInt64] = [:]
         var member: [UInt64: Int32] = [:]

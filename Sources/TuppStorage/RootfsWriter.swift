@@ -90,7 +90,15 @@ final class RootfsWriter {
     private(set) var entriesWritten = 0
 
     /// Whiteouts are interpreted only for OCI layers; a plain rootfs tarball is literal.
-    var layerMode = false
+    /// A layer lands on lower layers, whose directories this writer did not make.
+    var layerMode = false {
+        didSet { if layerMode { creation = nil } }
+    }
+
+    /// The owner and mode a new entry gets by itself, while they can be trusted: in a root
+    /// that was empty, not setgid and without default ACL when the writer started, until
+    /// an entry makes a setgid directory or writes a default ACL. nil: set them every time.
+    private var creation: CreationDefaults?
 
     /// A resolved parent directory; `inode` is filled in layer mode only.
     private struct Parent { var fd: FileDescriptor; var inode: UInt64 }
@@ -107,6 +115,29 @@ final class RootfsWriter {
     init(root: FileDescriptor, sourceName: String) {
         self.root = root
         self.sourceName = sourceName
+        creation = Self.isEmptyPlainDirectory(root.rawValue) ? .current() : nil
+    }
+
+    /// An empty directory on btrfs that is not setgid and has no default ACL: what is
+    /// created in it gets the creator's owner and `mode & ~umask`. btrfs, because other
+    /// filesystems may differ (ext4's and XFS's `grpid` give a new entry its parent's group).
+    /// Anything unclear answers false.
+    private static func isEmptyPlainDirectory(_ fd: Int32) -> Bool {
+        var fs = statfs()
+        guard fstatfs(fd, &fs) == 0, UInt64(UInt(bitPattern: fs.f_type)) == UInt64(TUPP_BTRFS_SUPER_MAGIC) else { return false }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_mode & S_ISGID == 0 else { return false }
+        if fgetxattr(fd, "system.posix_acl_default", nil, 0) >= 0 || errno != ENODATA { return false }
+        return (try? Files.entryNames(ofDirectory: fd, describedAs: "rootfs"))?.isEmpty == true
+    }
+
+    /// Stops trusting creation defaults before an entry that changes them for what follows.
+    private func noteCreationEffects(_ header: EntryHeader) {
+        guard creation != nil else { return }
+        if (header.kind == .directory && header.permissions & S_ISGID != 0)
+            || header.xattrs.contains(where: { $0.name == "system.posix_acl_default" }) {
+            creation = nil
+        }
     }
 
     // MARK: - Errors
@@ -136,18 +167,23 @@ final class RootfsWriter {
     }
 
     /// Applies directory times recorded during extraction (after their contents were
-    /// written, which would otherwise have moved them).
+    /// written, which would otherwise have moved them). Setting a directory's times does
+    /// not touch its parent's, so the order is free: grouped by parent, each parent is
+    /// resolved once; within a parent the archive's order is kept (the last entry wins).
     func finish() throws(SystemError) {
-        for (path, times) in directoryTimes.reversed() {
+        let byParent = directoryTimes.enumerated().map { (index, entry) in (RootfsPath.split(entry.path), entry.times, index) }
+            .sorted { ($0.0.parent, $0.2) < ($1.0.parent, $1.2) }
+        var resolved: (path: String, fd: FileDescriptor?)?
+        for ((parentPath, name), times, _) in byParent {
             var pair = [times.0, times.1]
-            if path.isEmpty {
-                if futimens(root.rawValue, &pair) != 0 { throw failure("set times", path) }
+            if name.isEmpty {
+                if futimens(root.rawValue, &pair) != 0 { throw failure("set times", "") }
                 continue
             }
-            let (parentPath, name) = RootfsPath.split(path)
-            guard let parent = try openExistingDirectory(parentPath) else { continue }
+            if resolved?.path != parentPath { resolved = (parentPath, try openExistingDirectory(parentPath)) }
+            guard let parent = resolved?.fd else { continue }
             if utimensat(parent.rawValue, name, &pair, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT {
-                throw failure("set times", path)
+                throw failure("set times", parentPath.isEmpty ? name : parentPath + "/" + name)
             }
         }
         directoryTimes.removeAll()
@@ -164,6 +200,7 @@ final class RootfsWriter {
     /// given descriptor (it is not called for other kinds).
     func apply(_ header: EntryHeader, writeContent: (Int32) throws -> Void) throws {
         entriesWritten += 1
+        noteCreationEffects(header)
         if header.path.isEmpty {
             guard header.kind == .directory else {
                 throw refusal(header.path, "an entry may not replace the root directory with a non-directory")
@@ -210,26 +247,40 @@ final class RootfsWriter {
     private func writeRegular(_ header: EntryHeader, parent: Int32, name: String,
                               writeContent: (Int32) throws -> Void) throws {
         let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
-        var raw = openat(parent, name, flags, 0o600)
+        // Created with its final mode when that is what creation gives (see CreationDefaults);
+        // otherwise private until chmod.
+        let finalMode = header.xattrs.isEmpty ? creation?.creationMode(for: header.permissions) : nil
+        var raw = openat(parent, name, flags, finalMode ?? 0o600)
         if raw < 0 && errno == EEXIST {
             try removeExisting(parent: parent, name: name, entry: header.path)
-            raw = openat(parent, name, flags, 0o600)
+            raw = openat(parent, name, flags, finalMode ?? 0o600)
         }
         if raw < 0 { throw failure("create file", header.path) }
         let file = FileDescriptor(adopting: raw)
         try writeContent(raw)
         // Owner before mode (chown clears setuid/setgid) and before xattrs (chown drops
         // security.capability); data before xattrs (a write drops it too).
-        if fchown(raw, header.uid, header.gid) != 0 { throw failure("set owner", header.path) }
+        if !ownerIsSet(header), fchown(raw, header.uid, header.gid) != 0 { throw failure("set owner", header.path) }
         try setXattrs(header) { fsetxattr(raw, $0, $1, $2, 0) }
-        if fchmod(raw, header.permissions) != 0 { throw failure("set mode", header.path) }
+        if finalMode == nil, fchmod(raw, header.permissions) != 0 { throw failure("set mode", header.path) }
         if var times = timePair(header) {
             if futimens(raw, &times) != 0 { throw failure("set times", header.path) }
         }
         withExtendedLifetime(file) {}
     }
 
+    /// Whether a new entry already has the header's owner (see CreationDefaults).
+    private func ownerIsSet(_ header: EntryHeader) -> Bool {
+        creation?.ownerIsSet(uid: header.uid, gid: header.gid) ?? false
+    }
+
     private func makeDirectory(_ header: EntryHeader, parent: Int32, name: String) throws {
+        // A new directory that creation alone makes right is not opened at all.
+        if !layerMode, header.xattrs.isEmpty, ownerIsSet(header),
+           let mode = creation?.creationMode(for: header.permissions), mkdirat(parent, name, mode) == 0 {
+            record(directoryTimesOf: header)
+            return
+        }
         if mkdirat(parent, name, 0o700) != 0 {
             guard errno == EEXIST else { throw failure("create directory", header.path) }
             var st = stat()
@@ -263,7 +314,7 @@ final class RootfsWriter {
 
     /// Owner, xattrs and times of an object that cannot be opened (symlink, FIFO).
     private func applyLinkMetadata(_ header: EntryHeader, parent: Int32, name: String) throws {
-        if fchownat(parent, name, header.uid, header.gid, AT_SYMLINK_NOFOLLOW) != 0 {
+        if !ownerIsSet(header), fchownat(parent, name, header.uid, header.gid, AT_SYMLINK_NOFOLLOW) != 0 {
             throw failure("set owner", header.path)
         }
         if !header.xattrs.isEmpty {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import TuppStorage
 import TuppManifest
 import TuppSystem
@@ -65,19 +66,20 @@ struct ImportBench: AsyncParsableCommand {
             let image = "benchimport\(round)"
             var tuppSample = Series("")
             func viaTupp() async throws {
-                let imported = try await tuppSample.time { try await store.importImage(name: image, from: source) }
+                // RUSAGE_SELF: the import's threads (extraction, hashing) are this process's.
+                let imported = try await tuppSample.time(usageOf: RUSAGE_SELF) { try await store.importImage(name: image, from: source) }
                 if round == 0 {
                     progress("\(tupp.key): \(imported.entries) entries, \(imported.bytesRead) bytes read, \(imported.warnings.count) warnings")
                 }
             }
-            var referenceSamples: [Double] = []
+            var referenceSamples: [Series] = []
             func viaReferences() throws {
                 for (index, reference) in references.enumerated() {
                     let target = "\(scratch)/ref\(round)-\(index)"
                     try Command.run(["btrfs", "subvolume", "create", target])
                     var sample = Series("")
-                    try sample.time { for step in reference.command(target) { try Command.run(step) } }
-                    referenceSamples += sample.samples
+                    try sample.time(usageOf: RUSAGE_CHILDREN) { for step in reference.command(target) { try Command.run(step) } }
+                    referenceSamples.append(sample)
                     try Command.run(["btrfs", "subvolume", "delete", target])
                     try waitForCleaner()
                 }
@@ -89,8 +91,8 @@ struct ImportBench: AsyncParsableCommand {
             try LayerStore(poolRoot: pool).deleteUnused()
             try waitForCleaner()
             if round == 0 { continue }  // warm-up: page cache
-            tupp.samples += tuppSample.samples
-            for index in references.indices { references[index].series.samples.append(referenceSamples[index]) }
+            tupp.append(tuppSample)
+            for index in references.indices { references[index].series.append(referenceSamples[index]) }
         }
         try SeriesWriter(path: out).write([tupp] + references.map(\.series))
     }

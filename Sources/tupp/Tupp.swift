@@ -1,11 +1,16 @@
 import ArgumentParser
+import Dispatch
 import Logging
 import Glibc
 import TuppManifest
 import TuppManifestLoader
 
+/// The root command. It is synchronous: `tupp --version`, `validate`, `status` and the
+/// other commands without `async` run without the Swift concurrency runtime, whose start
+/// (worker threads, epoll, a timerfd) cost more than the rest of such a command. Only a
+/// command whose `run` is `async` (plan, apply, destroy, volume import) starts it.
 @main
-struct Tupp: AsyncParsableCommand {
+struct Tupp: ParsableCommand {
     static let version = "0.1.0"
 
     static let configuration = CommandConfiguration(
@@ -32,19 +37,57 @@ struct Tupp: AsyncParsableCommand {
 }
 
 extension Tupp {
+    /// Parses, then runs the command: in place when it is synchronous, on the concurrency
+    /// runtime when its `run` is `async`. What ArgumentParser's `AsyncParsableCommand.main`
+    /// does, except that parsing and synchronous commands happen before that runtime exists.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        // The parser reflects over every command type it may need, which costs more than
+        // the rest of a start; printing the version needs none of it. Same output and status
+        // as ArgumentParser's own --version.
+        if arguments == ["--version"] {
+            print(version)
+            return
+        }
+        do {
+            var command = try parseAsRoot(movingGlobalOptions(arguments))
+            if let asynchronous = command as? any AsyncParsableCommand { runOnConcurrencyRuntime(asynchronous) }
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     /// `tupp --state-dir DIR -v apply` and `tupp apply --state-dir DIR -v` both work: the
     /// global options are moved after the subcommand, where every subcommand declares them.
-    static func main() async {
-        var args = Array(CommandLine.arguments.dropFirst())
+    static func movingGlobalOptions(_ arguments: [String]) -> [String] {
+        var args = arguments
         var globals: [String] = []
         while let first = args.first, first.hasPrefix("--state-dir") || first == "-v" || first == "--verbose" {
             globals.append(args.removeFirst())
             if first == "--state-dir", !args.isEmpty { globals.append(args.removeFirst()) }
         }
+        if globals.isEmpty { return args }
         // After the subcommand, or after `volume SUBCOMMAND` for the nested ones.
         let at = args.first == VolumeCommand.configuration.commandName && args.count > 1 && !args[1].hasPrefix("-") ? 2 : 1
-        if !globals.isEmpty, !args.isEmpty { args.insert(contentsOf: globals, at: at) } else { args = globals + args }
-        await main(args)
+        if args.isEmpty { return globals }
+        args.insert(contentsOf: globals, at: at)
+        return args
+    }
+
+    /// Runs `command` as an async main would: on the global executor, while the main
+    /// thread serves the main queue; the process exits when the command returns or throws.
+    private static func runOnConcurrencyRuntime(_ command: sending any AsyncParsableCommand) -> Never {
+        Task.detached {
+            var command = command
+            do {
+                try await command.run()
+            } catch {
+                exit(withError: error)
+            }
+            Glibc.exit(0)
+        }
+        dispatchMain()
     }
 }
 
