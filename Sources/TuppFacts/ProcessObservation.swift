@@ -80,11 +80,15 @@ public struct ProcessObservation: Sendable, Equatable {
     /// OOM kills in the container's cgroup since it started, as the supervisor last
     /// recorded them; nil without a cgroup with a memory controller.
     public var oomKills: Int?
+    /// The init's user namespace maps (/proc/PID/uid_map, gid_map) while it runs in one
+    /// of its own; nil when it shares the host's or does not run.
+    public var userNamespace: IDMapping?
 
     public init(state: ContainerState, shimPID: Int32, shimStartTime: UInt64, initPID: Int32, initStartTime: UInt64,
                 restarts: Int, startedAt: Double?, lastExit: ExitRecord?, error: String?, namespaces: [Namespace: UInt64],
-                oomKills: Int? = nil) {
+                oomKills: Int? = nil, userNamespace: IDMapping? = nil) {
         self.oomKills = oomKills
+        self.userNamespace = userNamespace
         self.state = state
         self.shimPID = shimPID
         self.shimStartTime = shimStartTime

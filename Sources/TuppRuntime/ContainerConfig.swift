@@ -1,4 +1,5 @@
 import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppSystem
 
@@ -59,6 +60,9 @@ public struct ContainerConfig: Sendable, Equatable {
     public var stopTimeout: Double
     /// DIR/log rotates to DIR/log.1 at this size.
     public var logLimitBytes: Int
+    /// A user namespace of its own with these maps (`userns: auto`): container root is
+    /// an unprivileged host user, the rootfs and binds are idmapped mounts. nil: the host's.
+    public var userNamespace: IDMapping?
 
     public init(name: String, rootfs: String, hostname: String? = nil,
                 namespaces: Set<Namespace> = Set(Namespace.allCases), mounts: [Mount] = [],
@@ -68,7 +72,8 @@ public struct ContainerConfig: Sendable, Equatable {
                 ambientCapabilities: [Capability] = [], user: UserSpec? = nil, readOnly: Bool = false,
                 shmSize: Int = 64 << 20, ulimits: [Ulimit] = [], devices: [DeviceGrant] = [],
                 seccomp: SeccompPolicy = .default, resources: ResourceLimits = ResourceLimits(),
-                cgroup: CgroupPlacement? = nil) {
+                cgroup: CgroupPlacement? = nil, userNamespace: IDMapping? = nil) {
+        self.userNamespace = userNamespace
         self.name = name
         self.rootfs = rootfs
         self.hostname = hostname ?? (namespaces.contains(.uts) ? name : nil)
@@ -165,6 +170,16 @@ public struct ContainerConfig: Sendable, Equatable {
             throw refuse("resources", "limits need a cgroup")
         }
         guard logLimitBytes >= 4096 else { throw refuse("logLimitBytes", "must be at least 4096") }
+        if let mapping = userNamespace {
+            for (what, lines) in [("uid", mapping.uids), ("gid", mapping.gids)] {
+                guard !lines.isEmpty, lines.count <= 5 else { throw refuse("userns", "the \(what) map needs 1…5 lines") }
+                for line in lines where line.count == 0 || line.inside + line.count > IDRange.idLimit || line.outside + line.count > IDRange.idLimit {
+                    throw refuse("userns", "\(what) map line \(line) leaves the valid ids 0…4294967294")
+                }
+            }
+            guard mapping.hostUID(0) != nil, mapping.hostGID(0) != nil else { throw refuse("userns", "the maps must map root (0)") }
+            guard !mapping.isIdentity else { throw refuse("userns", "an identity map is the host's namespace; leave userNamespace nil") }
+        }
         for text in [name, rootfs, workdir, hostname ?? ""] + command + env.keys + env.values + devices.map(\.path)
             + mounts.flatMap({ [$0.target, $0.source ?? ""] + $0.options }) where text.utf8.contains(0) {
             throw refuse("*", "strings must not contain NUL bytes")

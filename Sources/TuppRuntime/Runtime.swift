@@ -143,11 +143,15 @@ public struct Runtime: Sendable {
             }
             if !ProcessStat.isAlive(pid: record.shimPID, startTime: record.shimStartTime) { namespaces = [:] }
         }
+        // The maps as the kernel shows them (userns: auto), read while the init runs; the
+        // pid checked again after, as for the namespaces.
+        var userNamespace = initAlive ? UserNamespaces.mapping(of: record.initPID) : nil
+        if userNamespace != nil && !ProcessStat.isAlive(pid: record.initPID, startTime: record.initStartTime) { userNamespace = nil }
         return ProcessObservation(
             state: state, shimPID: record.shimPID, shimStartTime: record.shimStartTime,
             initPID: initAlive ? record.initPID : 0, initStartTime: initAlive ? record.initStartTime : 0,
             restarts: record.restarts, startedAt: record.startedAt, lastExit: record.exit, error: record.error,
-            namespaces: namespaces, oomKills: record.oomKills)
+            namespaces: namespaces, oomKills: record.oomKills, userNamespace: userNamespace)
     }
 
     // MARK: Stop and remove
