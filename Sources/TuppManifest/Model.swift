@@ -8,10 +8,19 @@ public struct Manifest: Sendable, Equatable {
     public var networks: [String: Network] = [:]
     public var containers: [String: Container] = [:]
     public var volumes: [String: Volume] = [:]
+    /// `defaults:` — what every container gets unless it says otherwise.
+    public var defaults = ContainerDefaults()
+    /// `userns:` — where containers with `userns: auto` get their host ids.
+    public var userNamespaces: UserNamespaceSettings?
     /// Where each element came from, keyed by path ("containers.web.hostname").
     public var sources = SourceMap()
 
     public init() {}
+
+    /// The container's `userns`, else `defaults.userns`, else host.
+    public func userns(of container: Container) -> UserNamespaceMode {
+        container.userns ?? defaults.userns ?? .host
+    }
 }
 
 /// The btrfs pool that holds images/ and containers/.
@@ -225,13 +234,16 @@ public struct Container: Sendable, Equatable {
     public var protect: Bool
     public var nameService: NameService
     public var confinement: Confinement
+    /// `userns:`; nil: the manifest's `defaults.userns` (`Manifest.userns(of:)`).
+    public var userns: UserNamespaceMode?
 
     public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
                 mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String],
                 env: [(key: String, value: String)] = [], workdir: String = "/", restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
                 stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService(),
-                confinement: Confinement = Confinement()) {
+                confinement: Confinement = Confinement(), userns: UserNamespaceMode? = nil) {
+        self.userns = userns
         self.nameService = nameService
         self.confinement = confinement
         self.name = name
@@ -270,7 +282,7 @@ public struct Container: Sendable, Equatable {
             && a.env.map(\.key) == b.env.map(\.key) && a.env.map(\.value) == b.env.map(\.value)
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
-            && a.nameService == b.nameService && a.confinement == b.confinement
+            && a.nameService == b.nameService && a.confinement == b.confinement && a.userns == b.userns
     }
 }
 
