@@ -27,6 +27,21 @@ public struct ContainerStatus: Sendable {
     public var memoryBytes: Int?
     public var pids: Int?
     public var cpuSeconds: Double?
+    /// Its user namespace (`userns: auto`): the maps the running process has, else the
+    /// recorded ones; nil: the host's.
+    public var userNamespace: IDMapping?
+
+    /// "0 1879048192 65536" (the lines of /proc/PID/uid_map, comma-separated).
+    public var usernsUIDMap: String? { userNamespace.map { IDMapping.render($0.uids) } }
+    public var usernsGIDMap: String? { userNamespace.map { IDMapping.render($0.gids) } }
+
+    /// "1879048192-1879113727": the host ids its ids run as (uids, then gids when they differ).
+    public var usernsHostIDs: String? {
+        userNamespace.map { m in
+            let uids = m.uids.map(\.hostRange.description).joined(separator: ","), gids = m.gids.map(\.hostRange.description).joined(separator: ",")
+            return uids == gids ? uids : "uid \(uids) gid \(gids)"
+        }
+    }
 }
 
 extension Engine {
@@ -51,7 +66,8 @@ extension Engine {
                 } ?? [],
                 restarts: process.restarts,
                 lastExit: process.lastExit.map { $0.oomKilled ? "oom-killed (\($0.status))" : "\($0.status)" },
-                lastExitAt: process.lastExit?.at, error: process.error, oomKills: process.oomKills))
+                lastExitAt: process.lastExit?.at, error: process.error, oomKills: process.oomKills,
+                userNamespace: process.isRunning ? process.userNamespace : ContainerKind.userNamespace(values)))
             if process.isRunning, let layout = try? CgroupLayout.host(),
                let seen = runtime.observeResources(directory: store.containerDirectory(address.name),
                                                    expecting: ContainerKind.resourceLimits(values), layout: layout) {

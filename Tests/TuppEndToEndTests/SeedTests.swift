@@ -32,7 +32,9 @@ import TuppTestSupport
 
     func inode(_ pid: String, _ kind: String) -> UInt64? { namespaceInode(pid: pid, kind: kind) }
 
-    @Test func seedWalkthrough() throws {
+    /// `userns`: the same walkthrough with `defaults: { userns: auto }` — container root an
+    /// unprivileged host user — must pass unchanged.
+    @Test(arguments: [false, true]) func seedWalkthrough(userns: Bool) throws {
         guard try Host.require(.root, .btrfs, .command("/bin/busybox"), .command("/usr/bin/nsenter"), .command("/bin/btrfs")) else { return }
         let i = try Installation()
         defer {
@@ -43,7 +45,7 @@ import TuppTestSupport
         let hostname = try #require(try Files.readText("/proc/sys/kernel/hostname")).trimmingCharacters()
 
         // Step 0: before the network is attached only lo exists inside.
-        let full = try Self.seedManifest(i)
+        let full = (userns ? "defaults: { userns: auto }\n" : "") + (try Self.seedManifest(i))
         let withoutNetwork = full.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { !$0.contains("attach: docker") && !$0.hasPrefix("    network:") && !$0.contains("interface: eth0") && !$0.contains("address: 10.214") }
             .joined(separator: "\n")
@@ -139,9 +141,32 @@ import TuppTestSupport
         #expect(again.status == 0 && again.stdout.contains("No changes."), "\(again)")
         #expect(try i.tupp("plan", "--detailed-exitcode", manifest).status == 0)
 
+        // With a user namespace: root inside is the range's first host id.
+        let hostUserNamespace = inode(pid, "user")
+        if userns {
+            #expect(hostUserNamespace != inode("self", "user"))
+            let map = try i.tupp("exec", "tupperware", "--", "cat", "/proc/self/uid_map").stdout.split(whereSeparator: \.isWhitespace)
+            #expect(map.count == 3 && map[0] == "0" && map[2] == "65536", "\(map)")
+            #expect(try procUID(pidBefore) == map.dropFirst().first.map(String.init))
+            #expect(mountinfo.split(separator: "\n").first { $0.split(separator: " ")[4] == "/" }?.contains("idmapped") == true, "\(mountinfo)")
+        } else {
+            #expect(hostUserNamespace == inode("self", "user"))
+        }
+
+        #expect(processesMounting(root: "/containers/tupperware", ofFilesystemAt: pool).contains(pidBefore))
+        let poolDevice = try #require(try MountInfo.read().last { $0.mountPoint == pool }?.device)
+
         // Destroy leaves nothing: no subvolume, mount, loop device, link, process or state.
         let destroy = try i.tupp("destroy", "--include-storage", manifest)
         #expect(destroy.status == 0, "\(destroy)")
+        // No namespace: no process is left in the container's user namespace, and no
+        // process anywhere has a mount of its snapshot (idmapped or not).
+        let members = ((try? Files.list("/proc")) ?? []).filter { Int32($0) != nil && inode($0, "user") == hostUserNamespace }
+        #expect(!userns || members.isEmpty, "left in the user namespace: \(members)")
+        let mounting = ((try? Files.list("/proc")) ?? []).filter { p in
+            Int32(p) != nil && ((try? Files.readText("/proc/\(p)/mountinfo")) ?? nil)?.contains(" \(poolDevice) /containers/tupperware ") == true
+        }
+        #expect(mounting.isEmpty, "mounts of the snapshot left in \(mounting)")
         #expect(i.leftovers().isEmpty, "\(i.leftovers())")
         #expect(!Files.exists("\(i.root.path)/pool.img"))
     }
@@ -179,6 +204,12 @@ import TuppTestSupport
         #expect(plan.stdout.contains("image.exported is replaced # forces replacement"), "\(plan.stdout)")
         #expect(try i.tupp("apply", manifest).status == 0)
         #expect(try i.tupp("exec", "tupperware-tar", "--", "cat", "/etc/alpine-release").stdout == "3.19.0\n")
+    }
+
+    /// The real uid of `pid` on the host (/proc/PID/status).
+    func procUID(_ pid: Int32) throws -> String? {
+        try Files.readText("/proc/\(pid)/status")?.split(separator: "\n").first { $0.hasPrefix("Uid:") }?
+            .split(whereSeparator: \.isWhitespace).dropFirst().first.map(String.init)
     }
 
     func field(_ name: String, in text: String) -> String? {

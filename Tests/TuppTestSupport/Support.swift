@@ -95,3 +95,15 @@ public func isProcessAlive(_ pid: Int32) -> Bool {
     guard pid > 0, let stat = ProcessStat.read(pid) else { return false }
     return stat.state != "Z" && stat.state != "X"
 }
+
+/// Processes with a mount of `root` (a path inside the filesystem) of the filesystem
+/// mounted at `mountPoint` on the host, in whatever mount namespace: /proc/PID/mountinfo's
+/// "MAJOR:MINOR ROOT" columns. A container's idmapped rootfs shows there while any process
+/// of it lives.
+public func processesMounting(root: String, ofFilesystemAt mountPoint: String) -> [Int32] {
+    guard let device = ((try? MountInfo.read()) ?? []).last(where: { $0.mountPoint == mountPoint })?.device else { return [] }
+    let needle = " \(device) \(root) "
+    return ((try? Files.list("/proc")) ?? []).compactMap(Int32.init).filter { pid in
+        ((try? Files.readText("/proc/\(pid)/mountinfo")) ?? nil)?.contains(needle) == true
+    }
+}

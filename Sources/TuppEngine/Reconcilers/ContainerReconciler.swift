@@ -45,12 +45,42 @@ struct ContainerReconciler: Reconciler {
             facts.resolvFiles[name] = (try? Files.readText(ContainerNameFiles.resolvConfPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
         }
         observeConfinement(context, records: records, processes: facts.processes, into: &facts, &observation)
+        allocateUserNamespaces(context, records: records, processes: facts.processes, &observation)
         if let resolvers = try? ResolvConf.readHost() {
             observation.desiredContext.hostResolvers = HostResolvers(host: resolvers.host, resolvedUpstream: resolvers.resolvedUpstream)
         }
         observation.facts[ContainerFacts.self] = facts
         observation.merge(ContainerKind.interpret(declared: Set(context.manifest.containers.keys), records: records, facts: facts,
                                                   images: observation.state, installation: context.installation))
+    }
+
+    /// The host ids of every container with `userns: auto`: what each container holds now
+    /// (its record, its live process), the pool (`userns.range`, tupp's /etc/subuid and
+    /// /etc/subgid entries, the default), and — only when a container needs a new range —
+    /// every other user namespace on the host and other users' subordinate ids.
+    func allocateUserNamespaces(_ context: ObserveContext, records: [String: Record], processes: [String: ProcessObservation],
+                                _ observation: inout Observation) {
+        let wanting = context.manifest.containers.values.filter { context.manifest.userns(of: $0) == .auto }.map(\.name)
+        var held: [String: IDMapping] = [:]
+        for (name, record) in records { held[name] = ContainerKind.userNamespace(record.attributes) }
+        for (name, process) in processes { if let live = process.userNamespace { held[name] = live } }
+        guard !wanting.isEmpty else { return }
+        let subordinate = UserNamespaces.subordinateIDs()
+        let pool = UserNamespaceAllocator.Pool.choose(context.manifest.userNamespaces, subuid: subordinate.uids, subgid: subordinate.gids)
+        var inUse = UserNamespaceAllocator.InUse(uids: subordinate.uids.filter { $0.user != "tupp" }.map(\.range),
+                                                 gids: subordinate.gids.filter { $0.user != "tupp" }.map(\.range))
+        if wanting.contains(where: { held[$0].flatMap(pool.block(of:)) == nil }) {
+            // Our own containers' maps are in `held`; what else the host maps is in use.
+            let own = Set(held.values.flatMap { $0.uids.map(\.hostRange) }), ownGIDs = Set(held.values.flatMap { $0.gids.map(\.hostRange) })
+            let live = UserNamespaces.hostRangesInUse()
+            inUse.uids += live.uids.filter { !own.contains($0) }
+            inUse.gids += live.gids.filter { !ownGIDs.contains($0) }
+        }
+        switch UserNamespaceAllocator.allocate(wanting: wanting, held: held, pool: pool, inUse: inUse, installation: context.installation) {
+        case .success(let mappings): observation.desiredContext.userNamespaces = mappings
+        case .failure(let e):
+            observation.state.problems.append("container.\(e.container): no free range of 65536 host ids left in \(e.pool) for userns: auto; widen userns.range or remove containers")
+        }
     }
 
     /// Seccomp profile files (digest, and that they parse), limits the host cannot

@@ -37,6 +37,12 @@ public enum ContainerAttribute {
     public static let ambient = AttributePath("capabilities_ambient")
     /// ...except cgroup limits, written into the live cgroup: `resources.memory`, …
     public static let resources = AttributePath("resources")
+    /// `userns: auto` (absent for host), and its maps as /proc/PID/uid_map shows them:
+    /// `userns.uid_map`, `userns.gid_map`. A change restarts the process on the same
+    /// snapshot: nothing on disk is shifted (idmapped mounts).
+    public static let userns = AttributePath("userns")
+    public static let usernsUIDMap = userns.child("uid_map")
+    public static let usernsGIDMap = userns.child("gid_map")
 
     /// Its /etc/hosts lines of the manifest's `hosts:`.
     public static let hosts = AttributePath("hosts")
@@ -64,6 +70,8 @@ public enum ContainerAttribute {
         AttributeRule(devices, .restart, optional: true),
         AttributeRule(ambient, .restart, optional: true),
         AttributeRule(resources, .inPlace, family: true, optional: true),
+        AttributeRule(userns, .restart, optional: true),
+        AttributeRule(userns, .restart, family: true, optional: true),
         AttributeRule(dns, .inPlace, optional: true),
         AttributeRule(hosts, .inPlace, optional: true),
         AttributeRule(peers, .inPlace, optional: true),
@@ -105,9 +113,12 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     /// The seccomp profile file's content digest ("sha256:…"), when `seccomp` names one: an
     /// edited profile restarts the process like a changed setting.
     public var seccompDigest: String?
+    /// `userns: auto`: the maps allocated to it (`UserNamespaceAllocator`); nil: the host's.
+    public var userNamespace: IDMapping?
 
     public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
-                seccompDigest: String? = nil) {
+                seccompDigest: String? = nil, userNamespace: IDMapping? = nil) {
+        self.userNamespace = userNamespace
         self.names = names
         confinement = c.confinement
         self.seccompDigest = seccompDigest
@@ -278,8 +289,10 @@ public struct ContainerFacts: Sendable {
 /// network's bridge. Pure.
 public enum ContainerKind {
     public static func desired(_ c: Container, network: Network?, address: IPv4Interface?,
-                               names: NameSettings = NameSettings(), seccompDigest: String? = nil) -> DesiredResource {
-        let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest)
+                               names: NameSettings = NameSettings(), seccompDigest: String? = nil,
+                               userNamespace: IDMapping? = nil) -> DesiredResource {
+        let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest,
+                                 userNamespace: userNamespace)
         var dependencies = [ResourceAddress(.image, c.image)]
         if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
         for volume in Set(c.mounts.filter { $0.kind == .volume }.compactMap(\.source)).sorted() {
@@ -322,10 +335,28 @@ public enum ContainerKind {
         if !k.devices.isEmpty { a[ContainerAttribute.devices] = .strings(k.devices.map { "\($0.path):\($0.permissions)" }) }
         if !k.ambient.isEmpty { a[ContainerAttribute.ambient] = .strings(k.ambient.map(\.name)) }
         for (key, value) in resourceAttributes(k.resources) { a[ContainerAttribute.resources.child(key)] = value }
+        for (path, value) in usernsAttributes(c.userNamespace) { a[path] = value }
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
         a[ContainerAttribute.peers] = .strings(HostsFile.display(c.names.peerLines(container: c.name)))
         return a
+    }
+
+    /// `userns`, `userns.uid_map`, `userns.gid_map` of a container with a user namespace;
+    /// none for the host's (so containers recorded before user namespaces do not change).
+    public static func usernsAttributes(_ mapping: IDMapping?) -> [(AttributePath, Value)] {
+        guard let mapping else { return [] }
+        return [(ContainerAttribute.userns, .string(UserNamespaceMode.auto.rawValue)),
+                (ContainerAttribute.usernsUIDMap, .string(IDMapping.render(mapping.uids))),
+                (ContainerAttribute.usernsGIDMap, .string(IDMapping.render(mapping.gids)))]
+    }
+
+    /// The maps `attributes` (a record's) hold; nil for the host's namespace.
+    public static func userNamespace(_ attributes: Attributes) -> IDMapping? {
+        guard attributes[ContainerAttribute.userns]?.string == UserNamespaceMode.auto.rawValue,
+              let uids = attributes[ContainerAttribute.usernsUIDMap]?.string.flatMap(IDMapping.parse(rendered:)),
+              let gids = attributes[ContainerAttribute.usernsGIDMap]?.string.flatMap(IDMapping.parse(rendered:)) else { return nil }
+        return IDMapping(uids: uids, gids: gids)
     }
 
     /// The limits `attributes` (a record's) hold.
@@ -465,6 +496,20 @@ public enum ContainerKind {
                         resource.drift.append(Drift(address, "its /etc/hosts was changed outside tupp", path: path,
                                                     recorded: recorded, observed: value))
                     }
+                }
+            }
+
+            // The user namespace as the kernel shows it, while the process runs.
+            if process.isRunning {
+                let recorded = userNamespace(record.attributes)
+                for path in [ContainerAttribute.userns, ContainerAttribute.usernsUIDMap, ContainerAttribute.usernsGIDMap] {
+                    resource.attributes[path] = nil
+                }
+                for (path, value) in usernsAttributes(process.userNamespace) { resource.attributes[path] = value }
+                if record.status == .ready, process.userNamespace != recorded {
+                    let seen = process.userNamespace.map { "uid_map \(IDMapping.render($0.uids))" } ?? "the host's user namespace"
+                    let wanted = recorded.map { "uid_map \(IDMapping.render($0.uids))" } ?? "the host's user namespace"
+                    resource.drift.append(Drift(address, "its process runs in \(seen), not \(wanted) as recorded"))
                 }
             }
 
