@@ -1,5 +1,5 @@
 import CNFTables
-import FoundationEssentials
+import TuppBase
 import Glibc
 import Synchronization
 import TuppManifest
@@ -92,7 +92,7 @@ public final class NFTables: @unchecked Sendable {
 }
 
 /// A JSON value, for writing nft commands and reading nft's free-form expression trees.
-public enum NFTJSON: Hashable, Sendable, Decodable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
+public enum NFTJSON: Hashable, Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
                      ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral {
     case null
     case bool(Bool)
@@ -109,20 +109,28 @@ public enum NFTJSON: Hashable, Sendable, Decodable, ExpressibleByStringLiteral, 
     }
     public init(nilLiteral: ()) { self = .null }
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([NFTJSON].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: NFTJSON].self))
+    /// The value of a node of tupp's JSON codec (objects lose their order: nft's don't have one).
+    public init(_ node: JSON.Node) {
+        switch node {
+        case .null: self = .null
+        case .bool(let b): self = .bool(b)
+        case .int(let i): self = .number(Double(i))
+        case .double(let d): self = .number(d)
+        case .string(let s): self = .string(s)
+        case .array(let items): self = .array(items.map(NFTJSON.init))
+        case .object(let pairs): self = .object(Dictionary(pairs.map { ($0.0, NFTJSON($0.1)) }, uniquingKeysWith: { _, last in last }))
+        }
+    }
+
+    /// As a node of tupp's JSON codec, keys sorted.
+    public var node: JSON.Node {
+        switch self {
+        case .null: .null
+        case .bool(let b): .bool(b)
+        case .number(let n): n.rounded() == n && abs(n) < 1e15 ? .int(Int64(n)) : .double(n)
+        case .string(let s): .string(s)
+        case .array(let items): .array(items.map(\.node))
+        case .object(let members): .object(members.keys.sorted().map { ($0, members[$0]!.node) })
         }
     }
 
@@ -154,70 +162,23 @@ public enum NFTJSON: Hashable, Sendable, Decodable, ExpressibleByStringLiteral, 
     }
 
     /// Compact JSON with sorted keys: the same value always serializes the same way.
-    public var serialized: String {
-        var out = ""
-        write(to: &out)
-        return out
-    }
-
-    private func write(to out: inout String) {
-        switch self {
-        case .null: out += "null"
-        case .bool(let value): out += value ? "true" : "false"
-        case .number(let value):
-            if value.rounded() == value, abs(value) < 1e15 { out += String(Int64(value)) } else { out += "\(value)" }
-        case .string(let value): Self.quote(value, into: &out)
-        case .array(let values):
-            out += "["
-            for (index, value) in values.enumerated() {
-                if index > 0 { out += "," }
-                value.write(to: &out)
-            }
-            out += "]"
-        case .object(let members):
-            out += "{"
-            for (index, key) in members.keys.sorted().enumerated() {
-                if index > 0 { out += "," }
-                Self.quote(key, into: &out)
-                out += ":"
-                members[key]!.write(to: &out)
-            }
-            out += "}"
-        }
-    }
-
-    private static func quote(_ text: String, into out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
-    }
+    public var serialized: String { node.serialized() }
 }
 
 /// Reading `nft -j list …` output.
 enum NFTListing {
-    struct Document: Decodable {
-        var nftables: [NFTJSON]
-    }
-
     /// The entries of a listing (`{"table": …}`, `{"chain": …}`, `{"rule": …}`, …).
     static func objects(_ json: String, describedAs object: String) throws(SystemError) -> [NFTJSON] {
+        let document: JSON.Node
         do {
-            return try JSONDecoder().decode(Document.self, from: Data(json.utf8)).nftables
+            document = try JSON.parse(Array(json.utf8))
         } catch {
             throw SystemError.failure("parse nftables JSON for", object, "\(error)")
         }
+        guard case .array(let entries)? = document["nftables"] else {
+            throw SystemError.failure("parse nftables JSON for", object, "no \"nftables\" array")
+        }
+        return entries.map(NFTJSON.init)
     }
 
     /// One rule of a listing, as nft prints it.
