@@ -636,7 +636,7 @@ int supervise_main(const char *dir) {
     if (s.spec.namespaces & SHIM_NS_UTS) shared |= CLONE_NEWUTS;
     s.userns_fd = -1;
     if (s.spec.uid_mapc > 0) {
-        // The user namespace owns the shared ones; ping range and hostname are set inside.
+        // The user namespace owns the shared ones (userns.c); the ping range is set per run.
         if (userns_create(&s.spec, shared, &s.userns_fd, &failure) < 0) fail_start(&s, &failure);
         if (seccomp_prepare(&s.spec.seccomp, &s.filter, &failure) < 0) fail_start(&s, &failure);
         s.filter_ready = true;

@@ -12,11 +12,11 @@
 //            root is their administrator (binds port 80, sets its hostname, mounts sysfs).
 //            The shim writes uid_map and gid_map from outside — as host root it may map
 //            any range, so setgroups(2) stays allowed ("deny" is only needed for an
-//            unprivileged writer) — then the helper sets what needs the maps (the
-//            netns's ping_group_range is read in the writer's ids) and the hostname. The
-//            shim joins net, ipc and uts (not the user namespace: it keeps its host
-//            privileges for cgroups and state files) and keeps a descriptor of the user
-//            namespace; the helper exits.
+//            unprivileged writer) — joins net, ipc and uts (not the user namespace: it
+//            keeps its host privileges for cgroups and state files), keeps a descriptor of
+//            the user namespace and sets the hostname. The helper never needs to run: it
+//            is killed (waiting for a new process to be scheduled costs milliseconds on a
+//            busy host).
 //   trees    Per run, the shim (host root) makes detached mounts: the rootfs and every
 //            bind, cloned with open_tree and idmapped to the user namespace (only a
 //            process privileged over the filesystem's superblock may do that), flags
@@ -28,9 +28,10 @@
 //            process inside it: a short-lived middle process changes into the rootfs
 //            (the path is not reachable by container root: the pool is 0700; the kernel
 //            carries the working directory into the new mount namespace), joins the user
-//            namespace, becomes root there, applies the rlimits first (a raised hard
-//            limit needs host privileges), and clones the init with CLONE_PARENT — the
-//            init is the shim's child, as without a user namespace.
+//            namespace, becomes root there, sets the netns's ping group range (read in
+//            the writer's ids), applies the rlimits first (a raised hard limit needs host
+//            privileges), and clones the init with CLONE_PARENT — the init is the shim's
+//            child, as without a user namespace.
 //
 // Every function here runs in the single-threaded shim or its children.
 #include "shim.h"
@@ -43,7 +44,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -72,76 +72,28 @@ static int write_map(pid_t pid, const char *file, const struct shim_idmap *map, 
     return n == used ? 0 : -1;
 }
 
-/// The helper: in the new user namespace and the shared namespaces, waits for its maps,
-/// then sets what needs them. Reports a failure (or an empty one) on `sync`.
-__attribute__((noreturn)) static void helper(const struct shim_spec *spec, int shared, int sync) {
-    struct shim_failure failure = {0};
-    char byte;
-    if (read(sync, &byte, 1) != 1) _exit(1);  // the shim wrote the maps (or gave up)
-    if (shared & CLONE_NEWNET) {
-        // As Docker does: unprivileged ICMP echo sockets for every group of the container,
-        // in its ids (written from outside, "0 2147483647" would name host groups only).
-        unsigned long long groups = 0;
-        for (int i = 0; i < spec->gid_mapc; i++) groups += spec->gid_map[i].count;
-        char range[64];
-        int n = snprintf(range, sizeof range, "0 %llu", groups ? groups - 1 : 0);
-        int fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write_all(fd, range, (size_t)n) < 0) {
-            failure_set(&failure, errno, "write", NULL, "net.ipv4.ping_group_range for %s", spec->rootfs);
-            failure_exit(sync, &failure);
-        }
-        close(fd);
-    }
-    if ((shared & CLONE_NEWUTS) && spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0) {
-        failure_set(&failure, errno, "sethostname", NULL, "%s", spec->hostname);
-        failure_exit(sync, &failure);
-    }
-    (void)write_all(sync, &failure, sizeof failure);
-    // Alive until the shim joined the namespaces: EOF on sync.
-    while (read(sync, &byte, 1) < 0 && errno == EINTR) {
-    }
-    _exit(0);
+/// The helper only holds the new namespaces until the shim joined them: it never has to
+/// run (the maps are written and the namespaces joined from outside), and is killed.
+__attribute__((noreturn)) static void helper(void) {
+    for (;;) pause();
 }
 
 int userns_create(const struct shim_spec *spec, int shared, int *userns_fd, struct shim_failure *failure) {
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
-        failure_set(failure, errno, "create", NULL, "socketpair for the user namespace of %s", spec->rootfs);
-        return -1;
-    }
     pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_NEWUSER | shared | SIGCHLD), NULL, NULL, NULL, 0);
     if (pid < 0) {
         failure_set(failure, errno, "clone", errno == EPERM || errno == ENOSPC ? "user namespaces disabled or exhausted (user.max_user_namespaces)" : NULL,
                     "a user namespace for %s", spec->rootfs);
-        close(pair[0]);
-        close(pair[1]);
         return -1;
     }
-    if (pid == 0) {
-        close(pair[0]);
-        helper(spec, shared, pair[1]);
-    }
-    close(pair[1]);
-    int sync = pair[0];
+    if (pid == 0) helper();
     int pidfd = -1;
     *userns_fd = -1;
-    struct shim_failure reported;
     if (write_map(pid, "uid_map", spec->uid_map, spec->uid_mapc) < 0) {
         failure_set(failure, errno, "write", "host ids already mapped elsewhere, or outside 0…4294967294", "uid_map of %s", spec->rootfs);
         goto fail;
     }
     if (write_map(pid, "gid_map", spec->gid_map, spec->gid_mapc) < 0) {
         failure_set(failure, errno, "write", NULL, "gid_map of %s", spec->rootfs);
-        goto fail;
-    }
-    if (write_all(sync, "m", 1) < 0 || read(sync, &reported, sizeof reported) != (ssize_t)sizeof reported) {
-        failure_set(failure, errno ? errno : EPIPE, "set up", "the helper process died", "the user namespace of %s", spec->rootfs);
-        goto fail;
-    }
-    if (reported.op[0]) {
-        reported.op[sizeof reported.op - 1] = reported.object[sizeof reported.object - 1] = '\0';
-        reported.detail[sizeof reported.detail - 1] = '\0';
-        *failure = reported;
         goto fail;
     }
     char path[64];
@@ -157,19 +109,40 @@ int userns_create(const struct shim_spec *spec, int shared, int *userns_fd, stru
         goto fail;
     }
     close(pidfd);
-    close(sync);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    // Reaped with the other children the supervisor does not run (supervise.c).
+    kill(pid, SIGKILL);
+    // As host root the shim administers namespaces its user namespace owns.
+    if ((shared & CLONE_NEWUTS) && spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0) {
+        failure_set(failure, errno, "sethostname", NULL, "%s", spec->hostname);
+        return -1;
     }
     return 0;
 fail:
     if (*userns_fd >= 0) close(*userns_fd);
     *userns_fd = -1;
     if (pidfd >= 0) close(pidfd);
-    close(sync);
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return -1;
+}
+
+/// As Docker does: unprivileged ICMP echo sockets for every group of the container. Written
+/// from inside the user namespace (the middle process): the kernel reads the range in the
+/// writer's ids, and the sysctl takes no id above 2^31 - 1, so host ids would not always fit.
+static int set_ping_range(const struct shim_spec *spec, struct shim_failure *failure) {
+    unsigned long long groups = 0;
+    for (int i = 0; i < spec->gid_mapc; i++) groups += spec->gid_map[i].count;
+    char range[64];
+    int n = snprintf(range, sizeof range, "0 %llu", groups ? groups - 1 : 0);
+    int fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write_all(fd, range, (size_t)n) < 0) {
+        failure_set(failure, errno, "write", NULL, "net.ipv4.ping_group_range for %s", spec->rootfs);
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
 }
 
 // ---- trees ------------------------------------------------------------------------------
@@ -368,6 +341,7 @@ static pid_t middle(const struct shim_spec *spec, int userns_fd, unsigned long f
         failure_set(&report.failure, errno, "become", NULL, "root of the user namespace of %s", spec->rootfs);
         goto fail;
     }
+    if ((spec->namespaces & SHIM_NS_NET) && set_ping_range(spec, &report.failure) < 0) goto fail;
     // CLONE_PARENT: the init is the shim's child (it reaps it, PDEATHSIG follows the
     // shim); its exit signal is this process's own, SIGCHLD.
     pid_t pid = (pid_t)syscall(SYS_clone, flags | CLONE_PARENT, NULL, NULL, NULL, 0);
