@@ -26,7 +26,7 @@ extension ContainerConfig {
             ambientCapabilities: k.ambient, user: k.user, readOnly: k.readOnly,
             shmSize: k.shmSize.map { Int($0) } ?? (64 << 20), ulimits: k.ulimits, devices: k.devices,
             seccomp: seccomp, resources: k.resources, cgroup: try CgroupPlacement.installation(installation),
-            userNamespace: spec.userNamespace)
+            userNamespace: spec.userNamespace, delegateCgroup: spec.delegateCgroup)
     }
 
     /// A volume mount as the bind of its subvolume; other mounts as they are.

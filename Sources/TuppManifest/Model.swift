@@ -236,14 +236,19 @@ public struct Container: Sendable, Equatable {
     public var confinement: Confinement
     /// `userns:`; nil: the manifest's `defaults.userns` (`Manifest.userns(of:)`).
     public var userns: UserNamespaceMode?
+    /// `delegateCgroup: true`: the container's root manages its own cgroup (cgroup v2): a
+    /// cgroup namespace rooted there, cgroup2 mounted read-write at /sys/fs/cgroup, and the
+    /// cgroup's delegation files owned by container root.
+    public var delegateCgroup: Bool
 
     public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
                 mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String],
                 env: [(key: String, value: String)] = [], workdir: String = "/", restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
                 stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService(),
-                confinement: Confinement = Confinement(), userns: UserNamespaceMode? = nil) {
+                confinement: Confinement = Confinement(), userns: UserNamespaceMode? = nil, delegateCgroup: Bool = false) {
         self.userns = userns
+        self.delegateCgroup = delegateCgroup
         self.nameService = nameService
         self.confinement = confinement
         self.name = name
@@ -283,6 +288,7 @@ public struct Container: Sendable, Equatable {
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
             && a.nameService == b.nameService && a.confinement == b.confinement && a.userns == b.userns
+            && a.delegateCgroup == b.delegateCgroup
     }
 }
 

@@ -466,6 +466,8 @@ struct DocumentDecoder {
         let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
         var userns: UserNamespaceMode?
         if let n = fields.take("userns") { note("userns", n); userns = usernsMode(n, "\(what) userns") }
+        var delegateCgroup = false
+        if let n = fields.take("delegateCgroup") { note("delegateCgroup", n); delegateCgroup = bool(n, "\(what) delegateCgroup") ?? false }
         let nameService = decodeNameService(&fields, what: what, path: prefix, manifest: &manifest)
         var confinement = decodeConfinement(&fields, what: what, path: prefix, manifest: &manifest)
         confinement.ambient = ambient
@@ -477,7 +479,7 @@ struct DocumentDecoder {
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
             network: attachment, command: command, env: env, workdir: workdir, restart: restart,
             capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect,
-            nameService: nameService, confinement: confinement, userns: userns)
+            nameService: nameService, confinement: confinement, userns: userns, delegateCgroup: delegateCgroup)
     }
 
     mutating func decodeMount(_ node: Node, what: String, path: String, manifest: inout Manifest) -> Mount? {

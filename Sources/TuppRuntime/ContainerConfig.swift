@@ -63,6 +63,9 @@ public struct ContainerConfig: Sendable, Equatable {
     /// A user namespace of its own with these maps (`userns: auto`): container root is
     /// an unprivileged host user, the rootfs and binds are idmapped mounts. nil: the host's.
     public var userNamespace: IDMapping?
+    /// Container root manages its own cgroup (cgroup v2): a cgroup namespace rooted at it,
+    /// cgroup2 read-write at /sys/fs/cgroup, its delegation files owned by container root.
+    public var delegateCgroup: Bool
 
     public init(name: String, rootfs: String, hostname: String? = nil,
                 namespaces: Set<Namespace> = Set(Namespace.allCases), mounts: [Mount] = [],
@@ -72,8 +75,9 @@ public struct ContainerConfig: Sendable, Equatable {
                 ambientCapabilities: [Capability] = [], user: UserSpec? = nil, readOnly: Bool = false,
                 shmSize: Int = 64 << 20, ulimits: [Ulimit] = [], devices: [DeviceGrant] = [],
                 seccomp: SeccompPolicy = .default, resources: ResourceLimits = ResourceLimits(),
-                cgroup: CgroupPlacement? = nil, userNamespace: IDMapping? = nil) {
+                cgroup: CgroupPlacement? = nil, userNamespace: IDMapping? = nil, delegateCgroup: Bool = false) {
         self.userNamespace = userNamespace
+        self.delegateCgroup = delegateCgroup
         self.name = name
         self.rootfs = rootfs
         self.hostname = hostname ?? (namespaces.contains(.uts) ? name : nil)
@@ -170,6 +174,14 @@ public struct ContainerConfig: Sendable, Equatable {
             throw refuse("resources", "limits need a cgroup")
         }
         guard logLimitBytes >= 4096 else { throw refuse("logLimitBytes", "must be at least 4096") }
+        if delegateCgroup {
+            guard let cgroup, cgroup.layout.version == .v2 else {
+                throw refuse("delegateCgroup", "needs a cgroup on cgroup v2 (this host's controllers are on v1)")
+            }
+            guard !mounts.contains(where: { $0.target == "/sys" || $0.target == "/sys/fs" || $0.target == "/sys/fs/cgroup" }) else {
+                throw refuse("delegateCgroup", "/sys/fs/cgroup is mounted by tupp; no mount may cover it")
+            }
+        }
         if let mapping = userNamespace {
             for (what, lines) in [("uid", mapping.uids), ("gid", mapping.gids)] {
                 guard !lines.isEmpty, lines.count <= 5 else { throw refuse("userns", "the \(what) map needs 1…5 lines") }

@@ -67,6 +67,10 @@ public struct Runtime: Sendable {
             do {
                 try cgroup.create(limits: config.resources, devices: DevicePolicy.rules(granting: resolved.devices),
                                   layout: placement.layout)
+                if config.delegateCgroup {
+                    let root = config.userNamespace.map { ($0.hostUID(0) ?? 0, $0.hostGID(0) ?? 0) } ?? (0, 0)
+                    try cgroup.delegate(to: (UInt32(root.0), UInt32(root.1)))
+                }
             } catch {
                 try? cgroup.remove()
                 throw error

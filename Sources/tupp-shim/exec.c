@@ -79,7 +79,7 @@ static int namespaces_to_join(pid_t pid) {
         const char *name;
         int flag;
     } kinds[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
-                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}};
+                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP}};
     int flags = 0;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         char theirs[64], ours[64];

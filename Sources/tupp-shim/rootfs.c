@@ -3,7 +3,8 @@
 //   1. / becomes rslave: nothing mounted here propagates back to the host.
 //   2. The rootfs is bind-mounted onto itself, so it is a mount point pivot_root accepts.
 //   3. /proc (of the new pid namespace), /dev (tmpfs, device nodes, devpts, shm),
-//      /sys read-only, then the spec's tmpfs and bind mounts.
+//      /sys read-only (with a delegated cgroup, cgroup2 writable at /sys/fs/cgroup), then
+//      the spec's tmpfs and bind mounts.
 //   4. pivot_root(".", ".") and a lazy unmount of the old root stacked on top: nothing of
 //      the host's tree stays reachable.
 //   5. With `readOnly`, / is remounted read-only (the mounts on it stay as they are).
@@ -432,6 +433,11 @@ int rootfs_setup(const struct shim_spec *spec, const struct shim_trees *trees, s
     if (proc && mount_kernel_fs(&ctx, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC) < 0) goto fail;
     if (dev && setup_dev(&ctx) < 0) goto fail;
     if (sys && mount_kernel_fs(&ctx, "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC) < 0) goto fail;
+    // A delegated cgroup: the container's cgroup namespace (its root is the container's
+    // cgroup) mounted writable, on the read-only /sys.
+    if (spec->cgroup_delegate &&
+        mount_at(&ctx, "/sys/fs/cgroup", false, "cgroup2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        goto fail;
     if (setup_spec_mounts(&ctx) < 0) goto fail;
 
     if (fchdir(ctx.root) < 0) {

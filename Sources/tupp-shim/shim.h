@@ -144,6 +144,7 @@ struct shim_spec {
     int cgroupc;
     const char *cgroup_kill;  // the v2 directory (cgroup.kill) or the v1 freezer directory
     const char *cgroup_oom;   // a file with an "oom_kill N" line, NULL: OOM kills not counted
+    bool cgroup_delegate;     // v2: a cgroup namespace at it, cgroup2 rw at /sys/fs/cgroup
 
     // The container's user namespace (userns.c); none when uid_mapc is 0.
     struct shim_idmap uid_map[SHIM_MAX_IDMAP], gid_map[SHIM_MAX_IDMAP];

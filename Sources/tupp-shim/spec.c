@@ -44,6 +44,9 @@
 //   cgroup           a cgroup directory the init and exec'd processes join (repeated)
 //   cgroup-kill      the directory stop kills through: v2 (cgroup.kill) or the v1 freezer
 //   cgroup-oom       a file with an "oom_kill N" line (memory.oom_control, memory.events)
+//   cgroup-delegate  0 | 1: the init gets a cgroup namespace rooted at its cgroup (v2) and
+//                    cgroup2 mounted read-write at /sys/fs/cgroup (TuppRuntime chowns the
+//                    cgroup's delegation files to container root)
 //   uid-map          "INSIDE OUTSIDE COUNT": a line of the user namespace's uid_map; any
 //                    uid-map asks for a user namespace (userns.c)   (repeated, ≤ 5)
 //   gid-map          the same for gid_map; required with uid-map    (repeated, ≤ 5)
@@ -300,6 +303,8 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
         } else if (!strcmp(key, "cgroup-oom")) {
             if (value[0] != '/') goto bad_value;
             spec->cgroup_oom = value;
+        } else if (!strcmp(key, "cgroup-delegate")) {
+            spec->cgroup_delegate = !strcmp(value, "1");
         } else if (!strcmp(key, "uid-map") || !strcmp(key, "gid-map")) {
             bool uid = key[0] == 'u';
             int *count = uid ? &spec->uid_mapc : &spec->gid_mapc;

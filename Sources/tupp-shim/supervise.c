@@ -226,6 +226,12 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
     // check — in a new pid namespace it is 0 whoever the parent is.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     wait_for(go_fd);  // in the container's cgroup now
+    // A delegated cgroup is the root of the container's own cgroup namespace.
+    if (s->spec.cgroup_delegate && unshare(CLONE_NEWCGROUP) < 0) {
+        failure_set(&failure, errno, "unshare", NULL, "a cgroup namespace for %s", s->spec.rootfs);
+        wait_for(go_fd);
+        failure_exit(error_fd, &failure);
+    }
     bool userns = s->spec.uid_mapc > 0;
     struct shim_filter filter = s->filter;
     struct shim_failure compile_failure;

@@ -219,4 +219,58 @@ struct UserNamespaceTests {
         #expect(refused?.detail?.contains("cannot be idmapped") == true)
         #expect(fixture.runtime.observe(directory: fixture.directory).initPID == 0)
     }
+
+    @Test func aDelegatedCgroupIsContainerRootsToManage() throws {
+        guard let layout = try CgroupV2Tests.unifiedLayout() else { return }
+        let mapping = Self.mapping()
+        let base = UInt32(mapping.uids[0].outside)
+        // The control first: without delegation the container cannot touch its cgroup.
+        for delegated in [false, true] {
+            let fixture = try ContainerFixture()
+            defer {
+                fixture.cleanup()
+                #expect(fixture.cgroupLeftovers().isEmpty)
+            }
+            var config = try fixture.config(layout: layout)
+            config.userNamespace = mapping
+            config.delegateCgroup = delegated
+            _ = try fixture.runtime.start(config, directory: fixture.directory)
+            let directory = "\(layout.hierarchies[0].mountPoint)/\(fixture.cgroupParent)/\(fixture.name)"
+            // The unified hierarchy's line of /proc/PID/cgroup (a hybrid host lists v1 ones too).
+            func unified(_ text: String) -> String? { text.split(separator: "\n").first { $0.hasPrefix("0::") }.map(String.init) }
+            let inner = try fixture.sh("mkdir /sys/fs/cgroup/inner && echo $$ > /sys/fs/cgroup/inner/cgroup.procs && cat /proc/self/cgroup")
+            guard delegated else {
+                #expect(inner.status != 0, "\(inner)")
+                #expect(unified(try fixture.exec(["cat", "/proc/self/cgroup"]).output) == "0::/\(fixture.cgroupParent)/\(fixture.name)")
+                #expect(try Files.status(directory)?.st_uid == 0)
+                continue
+            }
+            // Host: the directory and the delegation files are container root's, the rest host root's.
+            #expect(try Files.status(directory)?.st_uid == base)
+            for file in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+                #expect(try Files.status("\(directory)/\(file)")?.st_uid == base, "\(file)")
+            }
+            #expect(try Files.status("\(directory)/cgroup.max.depth")?.st_uid == 0)
+            // Inside: a cgroup namespace rooted at its cgroup, cgroup2 writable at /sys/fs/cgroup.
+            #expect(unified(try fixture.exec(["cat", "/proc/self/cgroup"]).output) == "0::/")
+            let mounts = MountInfo.parse(try fixture.exec(["cat", "/proc/self/mountinfo"]).output)
+            #expect(mounts.first { $0.mountPoint == "/sys/fs/cgroup" }.map { $0.fsType == "cgroup2" && $0.options.contains("rw") } == true)
+            #expect(inner.status == 0 && unified(inner.output) == "0::/inner", "\(inner)")
+            #expect(try Files.status("\(directory)/inner")?.st_uid == base)
+            let limit = try fixture.sh("echo 1 > /sys/fs/cgroup/cgroup.max.depth")
+            #expect(limit.status != 0 && limit.output.contains("Permission denied"), "its limits stay tupp's: \(limit)")
+            // A process left in the child cgroup dies with the container, and the child goes too.
+            #expect(try fixture.sh("setsid sh -c 'echo $$ > /sys/fs/cgroup/inner/cgroup.procs; exec sleep 100004' </dev/null >/dev/null 2>&1 &").status == 0)
+            var sleeper: Int32?
+            #expect(waitUntil(5) {
+                let members = ((try? cgroupFile(directory + "/inner", "cgroup.procs")) ?? "").split(separator: "\n").compactMap { Int32($0) }
+                sleeper = processes(among: members, commandLine: ["sleep", "100004"]).first
+                return sleeper != nil
+            })
+            try fixture.runtime.stop(directory: fixture.directory, timeout: 1)
+            #expect(sleeper.map { !isProcessAlive($0) } == true)
+            try fixture.runtime.remove(directory: fixture.directory)
+            #expect(!Files.exists(directory + "/inner") && !Files.exists(directory))
+        }
+    }
 }

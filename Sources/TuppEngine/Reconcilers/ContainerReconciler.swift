@@ -46,6 +46,7 @@ struct ContainerReconciler: Reconciler {
         }
         observeConfinement(context, records: records, processes: facts.processes, into: &facts, &observation)
         allocateUserNamespaces(context, records: records, processes: facts.processes, &observation)
+        checkCgroupDelegation(context, &observation)
         if let resolvers = try? ResolvConf.readHost() {
             observation.desiredContext.hostResolvers = HostResolvers(host: resolvers.host, resolvedUpstream: resolvers.resolvedUpstream)
         }
@@ -80,6 +81,19 @@ struct ContainerReconciler: Reconciler {
         case .success(let mappings): observation.desiredContext.userNamespaces = mappings
         case .failure(let e):
             observation.state.problems.append("container.\(e.container): no free range of 65536 host ids left in \(e.pool) for userns: auto; widen userns.range or remove containers")
+        }
+    }
+
+    /// `delegateCgroup` needs cgroup v2 (a v1 hierarchy cannot be delegated safely):
+    /// refused at plan time on a v1 or hybrid host.
+    func checkCgroupDelegation(_ context: ObserveContext, _ observation: inout Observation) {
+        let delegating = context.manifest.containers.values.filter(\.delegateCgroup).map(\.name).sorted()
+        guard !delegating.isEmpty, !context.destroying else { return }
+        let layout = try? CgroupLayout.host()
+        guard layout?.version != .v2 else { return }
+        let why = layout.map { _ in "this host's cgroup controllers are on v1" } ?? "this host's cgroups cannot be read"
+        for name in delegating {
+            observation.state.problems.append("container.\(name): delegateCgroup needs cgroup v2; \(why) — remove delegateCgroup, or boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1)")
         }
     }
 

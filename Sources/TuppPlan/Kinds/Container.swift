@@ -43,6 +43,8 @@ public enum ContainerAttribute {
     public static let userns = AttributePath("userns")
     public static let usernsUIDMap = userns.child("uid_map")
     public static let usernsGIDMap = userns.child("gid_map")
+    /// `delegateCgroup: true` (absent when false): restarts the process.
+    public static let delegateCgroup = AttributePath("delegate_cgroup")
 
     /// Its /etc/hosts lines of the manifest's `hosts:`.
     public static let hosts = AttributePath("hosts")
@@ -72,6 +74,7 @@ public enum ContainerAttribute {
         AttributeRule(resources, .inPlace, family: true, optional: true),
         AttributeRule(userns, .restart, optional: true),
         AttributeRule(userns, .restart, family: true, optional: true),
+        AttributeRule(delegateCgroup, .restart, optional: true),
         AttributeRule(dns, .inPlace, optional: true),
         AttributeRule(hosts, .inPlace, optional: true),
         AttributeRule(peers, .inPlace, optional: true),
@@ -115,10 +118,13 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     public var seccompDigest: String?
     /// `userns: auto`: the maps allocated to it (`UserNamespaceAllocator`); nil: the host's.
     public var userNamespace: IDMapping?
+    /// Container root manages its own cgroup (cgroup v2).
+    public var delegateCgroup: Bool
 
     public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
                 seccompDigest: String? = nil, userNamespace: IDMapping? = nil) {
         self.userNamespace = userNamespace
+        delegateCgroup = c.delegateCgroup
         self.names = names
         confinement = c.confinement
         self.seccompDigest = seccompDigest
@@ -336,6 +342,7 @@ public enum ContainerKind {
         if !k.ambient.isEmpty { a[ContainerAttribute.ambient] = .strings(k.ambient.map(\.name)) }
         for (key, value) in resourceAttributes(k.resources) { a[ContainerAttribute.resources.child(key)] = value }
         for (path, value) in usernsAttributes(c.userNamespace) { a[path] = value }
+        if c.delegateCgroup { a[ContainerAttribute.delegateCgroup] = .bool(true) }
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
         a[ContainerAttribute.peers] = .strings(HostsFile.display(c.names.peerLines(container: c.name)))
