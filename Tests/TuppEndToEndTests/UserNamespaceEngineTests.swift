@@ -112,4 +112,21 @@ import TuppTestSupport
         }
         #expect(mounted.isEmpty, "idmapped mounts left in \(mounted)")
     }
+
+    @Test func delegatingACgroupNeedsCgroupV2() throws {
+        guard try Host.require(.root, .btrfs, .command("/bin/busybox")) else { return }
+        // On a v2-only host the runtime tests witness delegation; here, that a v1 host refuses it.
+        guard try MountInfo.read().contains(where: { $0.fsType == "cgroup" && $0.superOptions.contains("memory") }) else { return }
+        let i = try Installation()
+        defer {
+            i.cleanup()
+            #expect(i.leftovers().isEmpty, "left behind: \(i.leftovers())")
+        }
+        let manifest = try i.manifest("delegate.yaml", volumesManifest(volumes: "  data: {}", containers: service("nested", extra: "    userns: auto\n    delegateCgroup: true")))
+        let plan = try i.tupp("plan", manifest)
+        #expect(plan.status == 1, "\(plan)")
+        #expect(plan.output.contains("container.nested: delegateCgroup needs cgroup v2; this host's cgroup controllers are on v1"), "\(plan.output)")
+        #expect(try i.tupp("apply", manifest).status != 0)
+        #expect(try i.tupp("status").stdout.contains("No containers."))
+    }
 }

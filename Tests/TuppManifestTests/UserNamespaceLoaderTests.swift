@@ -12,6 +12,7 @@ import TuppManifestLoader
         containers:
           web: { image: box, command: [sh] }
           legacy: { image: box, command: [sh], userns: host }
+          nested: { image: box, command: [sh], delegateCgroup: true }
         """
 
     func manifest(_ files: [(String, String)]) -> Result<Manifest, ManifestLoader.Failure> {
@@ -25,6 +26,7 @@ import TuppManifestLoader
         #expect(m.userns(of: m.containers["web"]!) == .auto)
         #expect(m.userns(of: m.containers["legacy"]!) == .host)
         #expect(m.containers["web"]!.userns == nil, "the container itself says nothing")
+        #expect(m.containers["nested"]!.delegateCgroup && !m.containers["web"]!.delegateCgroup)
     }
 
     @Test func sectionsRepeatedInAnotherFileMustMatch() {

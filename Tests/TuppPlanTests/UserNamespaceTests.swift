@@ -190,6 +190,20 @@ private func hostRanges(_ m: [String: IDMapping]) -> [IDRange] { m.values.flatMa
         #expect(plan(auto, other)?.effect == .restart)
     }
 
+    @Test func delegatingTheCgroupRestartsAndIsShownOnlyWhenOn() {
+        let plain = ContainerKind.desired(container(), network: nil, address: nil)
+        #expect(plain.attributes[ContainerAttribute.delegateCgroup] == nil)
+        var c = container(.auto)
+        c.delegateCgroup = true
+        let delegated = ContainerKind.desired(c, network: nil, address: nil, userNamespace: mapping)
+        #expect(delegated.attributes[ContainerAttribute.delegateCgroup] == .bool(true))
+        #expect(delegated.spec(ContainerSpec.self)?.delegateCgroup == true)
+        let record = Record(address, status: .ready, attributes: ContainerKind.desired(container(.auto), network: nil, address: nil,
+                                                                                       userNamespace: mapping).attributes)
+        let change = plan(delegated, interpret(record: record, live: mapping))
+        #expect(change?.effect == .restart && change?.changes(ContainerAttribute.delegateCgroup) == true)
+    }
+
     @Test func mapsParseFromProcAndFromTheirRendering() {
         let proc = "         0 1879048192      65536\n      1000     100000          1\n"
         let lines = IDMapping.parse(procMap: proc)
