@@ -109,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "tupp",
             dependencies: [
-                "TuppBase", "TuppEngine", "TuppManifest", "TuppManifestLoader", "TuppPlan", "TuppRender",
+                "TuppBase", "TuppEngine", "TuppManifest", "TuppManifestLoader", "TuppPlan", "TuppRender", "TuppRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

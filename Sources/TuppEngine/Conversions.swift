@@ -27,6 +27,9 @@ extension ContainerConfig {
             shmSize: k.shmSize.map { Int($0) } ?? (64 << 20), ulimits: k.ulimits, devices: k.devices,
             seccomp: seccomp, resources: k.resources, cgroup: try CgroupPlacement.installation(installation),
             userNamespace: spec.userNamespace, delegateCgroup: spec.delegateCgroup)
+        stopSignal = spec.stopSignal.number
+        healthcheck = spec.healthcheck
+        onUnhealthy = spec.onUnhealthy
     }
 
     /// A volume mount as the bind of its subvolume; other mounts as they are.

@@ -14,8 +14,10 @@ public struct PlannedRun: Sendable {
     public var plan: Plan
     public var observation: Observation
     public var options: PlanOptions
-    /// Other projects' containers whose /etc/hosts this apply rewrites: name → peer lines.
-    var neighbourPeers: [String: [String]] = [:]
+    /// Other projects' containers whose /etc/hosts this apply rewrites: name → their network's members.
+    var neighbourPeers: [String: NetworkMembers] = [:]
+    /// How apply waits for dependencies, settling and readiness.
+    var lifecycle = LifecycleOptions()
 }
 
 /// Why apply did not start changing the host.
@@ -81,9 +83,10 @@ public struct Engine: Sendable {
             }
         }
         let records = observation.records(of: .container)
-        for (name, lines) in DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records).sorted(by: { $0.key < $1.key }) {
+        if !options.destroy { plan.warnings += Self.lifecycleNotes(desired, records: records, observation: observation) }
+        for (name, members) in DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records).sorted(by: { $0.key < $1.key }) {
             let project = records[name]?.projects.keys.sorted().first.map { " (project \($0))" } ?? ""
-            plan.warnings.append("container.\(name)\(project) keeps running; its /etc/hosts is rewritten to list \(lines.isEmpty ? "no other container" : HostsFile.display(lines).joined(separator: ", "))")
+            plan.warnings.append("container.\(name)\(project) keeps running; its /etc/hosts is rewritten to list \(members.summary(except: name))")
         }
         var run = PlannedRun(plan: plan, observation: observation, options: options)
         run.neighbourPeers = DesiredState.neighbourPeers(manifest, observation.desiredContext, records: records)
@@ -136,10 +139,22 @@ public struct Engine: Sendable {
     /// `reviewed`: a plan saved by `tupp plan --out` for `loaded`; applied only while a plan
     /// made now would do exactly the same.
     public func apply(_ loaded: LoadedManifest, options: PlanOptions, reviewed: SavedPlan? = nil, version: String,
-                      lockTimeout: Double, holder: String, reporter: any ApplyReporter) async throws -> ApplyOutcome {
+                      lockTimeout: Double, holder: String, reporter: any ApplyReporter,
+                      lifecycle: LifecycleOptions = LifecycleOptions(), only: Set<ResourceAddress>? = nil,
+                      beforePlanning: (StateStore) throws -> Void = { _ in }) async throws -> ApplyOutcome {
         let lock = try self.lock(timeout: lockTimeout, command: holder)
         defer { withExtendedLifetime(lock) {} }
-        let run = try await plan(loaded.manifest, options: options, applying: true)
+        try beforePlanning(store)
+        var run = try await plan(loaded.manifest, options: options, applying: true)
+        run.lifecycle = lifecycle
+        if let only {
+            // `tupp start NAME`: only the named resources change; the rest of the plan stays as it is.
+            run.plan.changes = run.plan.changes.map { change in
+                var change = change
+                if !only.contains(change.address) { change.action = .noop }
+                return change
+            }
+        }
         if let reviewed {
             let reasons = reviewed.staleness(now: run, loaded: loaded, stateDirectory: store.directory, version: version)
             if !reasons.isEmpty { throw ApplyRefusal.stale(reasons) }
@@ -153,6 +168,10 @@ public struct Engine: Sendable {
             if options.destroy { removeEmptyState() }
             var outcome = ApplyOutcome()
             outcome.warnings = run.plan.warnings
+            if lifecycle.wait && !options.destroy {
+                outcome.unready = await waitUntilReady(run, timeout: lifecycle.waitTimeout, reporter: reporter)
+                outcome.changed = !outcome.unready.isEmpty
+            }
             reporter.summary(outcome)
             return outcome
         }
@@ -184,12 +203,13 @@ public struct Engine: Sendable {
         while index < changes.count {
             let group = Self.parallelGroup(changes, from: index)
             let results = await execute(group, run: run, reporter: reporter)
-            for (change, error) in zip(group, results) {
-                switch error {
+            for (change, result) in zip(group, results) {
+                switch result.error {
                 case nil: outcome.applied.append(change.address)
                 case is NotAttempted: outcome.notAttempted.append(change.address)
                 case let error?: outcome.failed.append((change.address, "\(error)"))
                 }
+                if let note = result.crashing { outcome.crashing.append((change.address, note)) }
             }
             index += group.count
             if !outcome.failed.isEmpty {
@@ -199,6 +219,13 @@ public struct Engine: Sendable {
         }
         if outcome.succeeded { refreshNeighbours(run) }
         if run.options.destroy && outcome.succeeded { removeEmptyState() }
+        if run.lifecycle.wait && !run.options.destroy && outcome.succeeded {
+            // A command seen crashing while it settled is not ready, whatever it does now.
+            outcome.unready = outcome.crashing.map { ($0.address, $0.note) }
+            let crashed = Set(outcome.crashing.map(\.address))
+            outcome.unready += await waitUntilReady(run, timeout: run.lifecycle.waitTimeout, reporter: reporter)
+                .filter { !crashed.contains($0.address) }
+        }
         outcome.milliseconds = Monotonic.milliseconds(since: started)
         reporter.summary(outcome)
         return outcome
@@ -221,15 +248,27 @@ public struct Engine: Sendable {
         return Array(changes[start..<end])
     }
 
-    /// Runs `group` with at most `parallelism` changes in flight; the error of each, in order.
-    func execute(_ group: [Plan.ResourceChange], run: PlannedRun, reporter: any ApplyReporter) async -> [(any Error)?] {
-        await withTaskGroup(of: (Int, (any Error)?).self) { tasks in
-            var results = [(any Error)?](repeating: nil, count: group.count)
-            var next = 0
-            func launch() {
-                let i = next
+    /// What became of one change: its error, and a note when the command it started did
+    /// not stay up while it settled.
+    struct ChangeResult {
+        var error: (any Error)?
+        var crashing: String?
+    }
+
+    /// Runs `group` with at most `parallelism` changes in flight, a container only after
+    /// the containers it depends on in the group were applied and once their conditions
+    /// hold; the result of each, in order.
+    func execute(_ group: [Plan.ResourceChange], run: PlannedRun, reporter: any ApplyReporter) async -> [ChangeResult] {
+        let prerequisites = Self.prerequisites(group)
+        return await withTaskGroup(of: (Int, ChangeResult).self) { tasks in
+            var results = [ChangeResult?](repeating: nil, count: group.count)
+            var launched = Set<Int>()
+            var running = 0
+            var failed = false
+            func launch(_ i: Int) {
                 let change = group[i]
-                next += 1
+                launched.insert(i)
+                running += 1
                 let reconciler = reconcilers.first { $0.kind == change.address.kind }!
                 let context = ApplyContext(store: store, runtime: runtime, installation: installation, logger: logger,
                                            options: run.options, observation: run.observation,
@@ -238,29 +277,46 @@ public struct Engine: Sendable {
                     reporter.start(change)
                     let t0 = Monotonic.nanoseconds()
                     do {
+                        let spec = change.spec(ContainerSpec.self)
+                        if Self.starts(change), let spec, !spec.dependsOn.isEmpty {
+                            try await waitForDependencies(of: spec, timeout: run.lifecycle.waitTimeout) { reporter.progress(change, $0) }
+                        }
                         if change.isMembershipOnly {
                             try updateMembership(change, context)
                         } else {
                             try await reconciler.apply(change, context)
                         }
-                        reporter.complete(change, milliseconds: Monotonic.milliseconds(since: t0))
-                        return (i, nil)
+                        let milliseconds = Monotonic.milliseconds(since: t0)
+                        if Self.starts(change), let spec,
+                           let settled = await settle(spec.name, seconds: run.lifecycle.settle, restart: spec.restart) {
+                            reporter.complete(change, milliseconds: milliseconds, note: settled.note)
+                            return (i, ChangeResult(error: nil, crashing: settled.crashing ? settled.note : nil))
+                        }
+                        reporter.complete(change, milliseconds: milliseconds)
+                        return (i, ChangeResult())
                     } catch {
                         reporter.errored(change, error)
-                        return (i, error)
+                        return (i, ChangeResult(error: error))
                     }
                 }
             }
-            while next < min(group.count, Self.parallelism) { launch() }
-            for await (i, error) in tasks {
-                results[i] = error
+            func launchReady() {
+                guard !failed else { return }
+                for i in group.indices where running < Self.parallelism && !launched.contains(i) {
+                    if prerequisites[i].allSatisfy({ results[$0] != nil && results[$0]!.error == nil }) { launch(i) }
+                }
+            }
+            launchReady()
+            for await (i, result) in tasks {
+                results[i] = result
+                running -= 1
                 // After a failure, let what runs finish but start nothing new.
-                if next < group.count && !results.contains(where: { $0 != nil }) { launch() }
+                if result.error != nil { failed = true }
+                launchReady()
             }
             // Changes never started count as errors here so the caller stops; report them
             // as not attempted.
-            for i in next..<group.count { results[i] = NotAttempted() }
-            return results
+            return results.map { $0 ?? ChangeResult(error: NotAttempted()) }
         }
     }
 
@@ -277,7 +333,7 @@ public struct Engine: Sendable {
     /// so), and their records follow. Best effort: a container that stopped meanwhile
     /// gets its file when it starts again.
     func refreshNeighbours(_ run: PlannedRun) {
-        for (name, lines) in run.neighbourPeers {
+        for (name, members) in run.neighbourPeers {
             guard var record = run.observation.records[ResourceAddress(.container, name)],
                   runtime.observe(directory: store.containerDirectory(name)).isRunning else { continue }
             let extras = HostsFile.lines(fromDisplay: record.attributes[ContainerAttribute.hosts].flatMap { value -> [String]? in
@@ -286,9 +342,11 @@ public struct Engine: Sendable {
             do {
                 let text = try HostsFile.render(container: name, hostname: record.attributes[ContainerAttribute.hostname]?.string,
                                                 address: record.containerAddress?.address, extras: HostsFile.entries(extras),
-                                                peers: HostsFile.entries(lines))
-                _ = try ContainerNameFiles.write(ContainerNameFiles.hostsPath(runtimeDirectory: store.containerDirectory(name)), text)
-                record.attributes[ContainerAttribute.peers] = .strings(HostsFile.display(lines))
+                                                peers: members.addresses)
+                let path = ContainerNameFiles.hostsPath(runtimeDirectory: store.containerDirectory(name))
+                _ = try ContainerNameFiles.write(path, text)
+                record.attributes[ContainerAttribute.peers] = members.summary(except: name)
+                record.hostsStamp = try ContainerNameFiles.stamp(path)
                 try store.save(record)
             } catch {
                 logger.warning("container.\(name): its /etc/hosts was not rewritten: \(error)")

@@ -7,8 +7,17 @@ public protocol ApplyReporter: Sendable {
     func start(_ change: Plan.ResourceChange)
     func progress(_ change: Plan.ResourceChange, _ message: String)
     func complete(_ change: Plan.ResourceChange, milliseconds: Double)
+    /// Applied, but the command it started did not stay up, or finished, within the
+    /// settle time: `note` says how ("exited with code 1 after 40 ms (restarting, attempt 3)").
+    func complete(_ change: Plan.ResourceChange, milliseconds: Double, note: String)
     func errored(_ change: Plan.ResourceChange, _ error: any Error)
     func summary(_ outcome: ApplyOutcome)
+}
+
+extension ApplyReporter {
+    public func complete(_ change: Plan.ResourceChange, milliseconds: Double, note: String) {
+        complete(change, milliseconds: milliseconds)
+    }
 }
 
 /// How an apply ended, resource by resource.
@@ -16,6 +25,10 @@ public struct ApplyOutcome: Sendable {
     public var applied: [ResourceAddress] = []
     public var failed: [(address: ResourceAddress, error: String)] = []
     public var notAttempted: [ResourceAddress] = []
+    /// Started commands that exited or were restarted within the settle time.
+    public var crashing: [(address: ResourceAddress, note: String)] = []
+    /// `--wait`: containers that were not ready (running, healthy) in time, with why.
+    public var unready: [(address: ResourceAddress, error: String)] = []
     public var warnings: [String] = []
     public var milliseconds: Double = 0
     /// False when the plan had nothing to do.
@@ -23,7 +36,7 @@ public struct ApplyOutcome: Sendable {
 
     public init() {}
 
-    public var succeeded: Bool { failed.isEmpty && notAttempted.isEmpty }
+    public var succeeded: Bool { failed.isEmpty && notAttempted.isEmpty && unready.isEmpty }
 }
 
 extension Plan.ResourceChange {

@@ -27,6 +27,16 @@ public struct ContainerStatus: Sendable {
     public var memoryBytes: Int?
     public var pids: Int?
     public var cpuSeconds: Double?
+    /// Wall clock time the current (or last) run started.
+    public var startedAt: Double?
+    /// starting, healthy, unhealthy; nil without a health check or while not running.
+    public var health: String?
+    /// The health check's last results (with --json).
+    public var healthReport: HealthReport?
+    /// "exited with code 1 after 40 ms (restarting, attempt 3)".
+    public var lastRun: String?
+    /// Stopped with `tupp stop` (kept stopped under `restart: unless-stopped`).
+    public var stoppedByUser: Bool = false
     /// Its user namespace (`userns: auto`): the maps the running process has, else the
     /// recorded ones; nil: the host's.
     public var userNamespace: IDMapping?
@@ -67,6 +77,9 @@ extension Engine {
                 restarts: process.restarts,
                 lastExit: process.lastExit.map { $0.oomKilled ? "oom-killed (\($0.status))" : "\($0.status)" },
                 lastExitAt: process.lastExit?.at, error: process.error, oomKills: process.oomKills,
+                startedAt: process.startedAt, health: process.health?.rawValue,
+                healthReport: runtime.health(directory: store.containerDirectory(address.name)),
+                lastRun: process.lastRunDescription, stoppedByUser: record.stoppedByUser && !process.isRunning,
                 userNamespace: process.isRunning ? process.userNamespace : ContainerKind.userNamespace(values)))
             if process.isRunning, let layout = try? CgroupLayout.host(),
                let seen = runtime.observeResources(directory: store.containerDirectory(address.name),

@@ -37,6 +37,11 @@ public struct ExitRecord: Sendable, Equatable {
     }
 }
 
+/// A health check's verdict (Docker's): `starting` until the first success after a start.
+public enum HealthStatus: String, Sendable, Equatable {
+    case starting, healthy, unhealthy
+}
+
 /// What the container is doing, from the live kernel (pid + start time) and DIR/state.
 public enum ContainerState: String, Sendable, Equatable {
     /// No state record: never started here, or removed.
@@ -80,6 +85,12 @@ public struct ProcessObservation: Sendable, Equatable {
     /// OOM kills in the container's cgroup since it started, as the supervisor last
     /// recorded them; nil without a cgroup with a memory controller.
     public var oomKills: Int?
+    /// The health check's verdict on the current run; nil without a health check.
+    public var health: HealthStatus?
+    /// Failed checks in a row.
+    public var healthFailures: Int = 0
+    /// How long the last run lasted before it exited (with `lastExit`).
+    public var lastRunMilliseconds: Double?
     /// The init's user namespace maps (/proc/PID/uid_map, gid_map) while it runs in one
     /// of its own; nil when it shares the host's or does not run.
     public var userNamespace: IDMapping?
@@ -102,6 +113,23 @@ public struct ProcessObservation: Sendable, Equatable {
     }
 
     public var isRunning: Bool { state == .running }
+
+    /// "exited with code 1 after 40 ms (restarting, attempt 3)": the last run, when it
+    /// ended; nil while the first run goes on.
+    public var lastRunDescription: String? {
+        guard let exit = lastExit else { return nil }
+        var text: String
+        switch exit.status {
+        case _ where exit.oomKilled: text = "was oom-killed (\(exit.status))"
+        case .code(let code): text = "exited with code \(code)"
+        case .signal(let signal): text = "was killed by signal \(signal)"
+        }
+        if let ms = lastRunMilliseconds { text += " after \(ms < 10_000 ? "\(Int(ms)) ms" : "\(Int(ms / 1000)) s")" }
+        if state == .restarting || (state == .running && restarts > 0) {
+            text += " (\(state == .restarting ? "restarting" : "restarted"), attempt \(restarts + (state == .restarting ? 1 : 0)))"
+        }
+        return text
+    }
 
     public static let absent = ProcessObservation(state: .absent, shimPID: 0, shimStartTime: 0, initPID: 0, initStartTime: 0,
                                            restarts: 0, startedAt: nil, lastExit: nil, error: nil, namespaces: [:])

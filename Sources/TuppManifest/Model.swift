@@ -129,6 +129,9 @@ public enum RestartPolicy: String, Sendable, CaseIterable {
     /// Restart after a non-zero exit code or a signal.
     case onFailure = "on-failure"
     case always
+    /// As `always`, except after `tupp stop`: then it stays stopped, across applies and
+    /// reboots, until `tupp start`.
+    case unlessStopped = "unless-stopped"
 }
 
 public struct Mount: Sendable, Equatable {
@@ -234,6 +237,8 @@ public struct Container: Sendable, Equatable {
     public var protect: Bool
     public var nameService: NameService
     public var confinement: Confinement
+    /// Health check, start order, stop signal, environment files.
+    public var lifecycle: Lifecycle
     /// `userns:`; nil: the manifest's `defaults.userns` (`Manifest.userns(of:)`).
     public var userns: UserNamespaceMode?
     /// `delegateCgroup: true`: the container's root manages its own cgroup (cgroup v2): a
@@ -246,11 +251,13 @@ public struct Container: Sendable, Equatable {
                 env: [(key: String, value: String)] = [], workdir: String = "/", restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
                 stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService(),
-                confinement: Confinement = Confinement(), userns: UserNamespaceMode? = nil, delegateCgroup: Bool = false) {
+                confinement: Confinement = Confinement(), lifecycle: Lifecycle = Lifecycle(), userns: UserNamespaceMode? = nil,
+                delegateCgroup: Bool = false) {
         self.userns = userns
         self.delegateCgroup = delegateCgroup
         self.nameService = nameService
         self.confinement = confinement
+        self.lifecycle = lifecycle
         self.name = name
         self.image = image
         self.hostname = hostname
@@ -287,8 +294,8 @@ public struct Container: Sendable, Equatable {
             && a.env.map(\.key) == b.env.map(\.key) && a.env.map(\.value) == b.env.map(\.value)
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
-            && a.nameService == b.nameService && a.confinement == b.confinement && a.userns == b.userns
-            && a.delegateCgroup == b.delegateCgroup
+            && a.nameService == b.nameService && a.confinement == b.confinement && a.lifecycle == b.lifecycle
+            && a.userns == b.userns && a.delegateCgroup == b.delegateCgroup
     }
 }
 

@@ -428,7 +428,7 @@ struct DocumentDecoder {
                 restart = .no
             } else if let text = string(n, "\(what) restart") {
                 if let r = RestartPolicy(rawValue: text) { restart = r } else {
-                    error(n, "restart must be one of no, on-failure, always (got \"\(text)\")\(suggestion(text, RestartPolicy.allCases.map(\.rawValue)))")
+                    error(n, "restart must be one of no, on-failure, always, unless-stopped (got \"\(text)\")\(suggestion(text, RestartPolicy.allCases.map(\.rawValue)))")
                 }
             }
         }
@@ -471,6 +471,7 @@ struct DocumentDecoder {
         let nameService = decodeNameService(&fields, what: what, path: prefix, manifest: &manifest)
         var confinement = decodeConfinement(&fields, what: what, path: prefix, manifest: &manifest)
         confinement.ambient = ambient
+        let lifecycle = decodeLifecycle(&fields, what: what, path: prefix, manifest: &manifest)
         finish(&fields, in: what)
         // Stored even when a field was bad, so whole-manifest checks still run on the rest;
         // the load fails on the diagnostics already recorded.
@@ -479,7 +480,7 @@ struct DocumentDecoder {
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
             network: attachment, command: command, env: env, workdir: workdir, restart: restart,
             capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect,
-            nameService: nameService, confinement: confinement, userns: userns, delegateCgroup: delegateCgroup)
+            nameService: nameService, confinement: confinement, lifecycle: lifecycle, userns: userns, delegateCgroup: delegateCgroup)
     }
 
     mutating func decodeMount(_ node: Node, what: String, path: String, manifest: inout Manifest) -> Mount? {

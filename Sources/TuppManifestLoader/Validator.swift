@@ -20,6 +20,7 @@ struct Validator {
         for name in manifest.containers.keys.sorted() { checkContainer(name) }
         checkAddresses()
         checkPorts()
+        checkDependencies()
         return manifest
     }
 

@@ -55,6 +55,15 @@ public enum ContainerNameFiles {
     }
 }
 
+extension ContainerNameFiles {
+    /// The file's stamp: size, mtime, ctime. Any write changes ctime, which nothing can
+    /// set back: a file whose stamp is the one recorded was not touched since.
+    public static func stamp(_ path: String) throws(SystemError) -> String? {
+        guard let st = try Files.status(path) else { return nil }
+        return "\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec):\(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+    }
+}
+
 extension ResolvConf {
     /// The host's /etc/resolv.conf (empty when absent) and systemd-resolved's upstream
     /// list (nil when absent).

@@ -67,7 +67,7 @@ public enum DesiredState {
         let resolvers = context.hostResolvers ?? HostResolvers(host: ResolverSettings(), resolvedUpstream: nil)
         for name in manifest.containers.keys.sorted() {
             let c = manifest.containers[name]!
-            let names = NameSettings(c, peers: c.network.flatMap { peers[$0.attach] } ?? [:], resolvers: resolvers)
+            let names = NameSettings(c, members: c.network.flatMap { peers[$0.attach] } ?? NetworkMembers(), resolvers: resolvers)
             var digest: String?
             if case .profile(let path) = c.confinement.seccomp { digest = context.seccompDigests[path] }
             out.append(ContainerKind.desired(c, network: c.network.flatMap { manifest.networks[$0.attach] },
@@ -93,29 +93,29 @@ public enum DesiredState {
 
     /// Everyone on a network knows the others by name: the declared containers and the
     /// kept ones, network → name → address.
-    static func peersByNetwork(_ manifest: Manifest, _ context: DesiredContext) -> [String: [String: IPv4Address]] {
-        var peers: [String: [String: IPv4Address]] = [:]
+    static func peersByNetwork(_ manifest: Manifest, _ context: DesiredContext) -> [String: NetworkMembers] {
+        var peers: [String: NetworkMembers] = [:]
         if !context.destroying {
             for (name, c) in manifest.containers {
                 if let attachment = c.network, let address = context.addresses[name] ?? attachment.address {
-                    peers[attachment.attach, default: [:]][name] = address.address
+                    peers[attachment.attach, default: NetworkMembers()].insert(name, address.address)
                 }
             }
         }
         for k in context.kept where context.destroying || manifest.containers[k.name] == nil {
-            peers[k.network, default: [:]][k.name] = k.address.address
+            peers[k.network, default: NetworkMembers()].insert(k.name, k.address.address)
         }
         return peers
     }
 
     /// Kept containers (other projects') whose /etc/hosts must change because this plan
-    /// adds, removes or moves a container on their network: name → its new peer lines.
-    public static func neighbourPeers(_ manifest: Manifest, _ context: DesiredContext, records: [String: Record]) -> [String: [String]] {
+    /// adds, removes or moves a container on their network: name → their network's members.
+    public static func neighbourPeers(_ manifest: Manifest, _ context: DesiredContext, records: [String: Record]) -> [String: NetworkMembers] {
         let peers = peersByNetwork(manifest, context)
-        var out: [String: [String]] = [:]
+        var out: [String: NetworkMembers] = [:]
         for k in context.kept where manifest.containers[k.name] == nil {
-            let lines = HostsFile.peerLines(peers[k.network] ?? [:], except: k.name)
-            if records[k.name]?.attributes[ContainerAttribute.peers] != .strings(HostsFile.display(lines)) { out[k.name] = lines }
+            let members = peers[k.network] ?? NetworkMembers()
+            if records[k.name]?.attributes[ContainerAttribute.peers] != members.summary(except: k.name) { out[k.name] = members }
         }
         return out
     }

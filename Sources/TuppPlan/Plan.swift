@@ -340,6 +340,7 @@ public enum Planner {
             }
         }
         checkVolumeDeletions(&plan, changes, desired: desired, observed: observed, options: options)
+        ContainerReadiness.propagateRestarts(&changes)
         return finish(plan, changes)
     }
 

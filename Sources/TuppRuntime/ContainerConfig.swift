@@ -1,3 +1,4 @@
+import Glibc
 import TuppBase
 import TuppFacts
 import TuppManifest
@@ -60,6 +61,11 @@ public struct ContainerConfig: Sendable, Equatable {
     public var stopTimeout: Double
     /// DIR/log rotates to DIR/log.1 at this size.
     public var logLimitBytes: Int
+    /// What stop sends first (then SIGKILL after `stopTimeout`).
+    public var stopSignal: Int32 = 15
+    /// Run by the supervisor inside the container; nil: none.
+    public var healthcheck: Healthcheck?
+    public var onUnhealthy: OnUnhealthy = .none
     /// A user namespace of its own with these maps (`userns: auto`): container root is
     /// an unprivileged host user, the rootfs and binds are idmapped mounts. nil: the host's.
     public var userNamespace: IDMapping?
@@ -191,6 +197,18 @@ public struct ContainerConfig: Sendable, Equatable {
             }
             guard mapping.hostUID(0) != nil, mapping.hostGID(0) != nil else { throw refuse("userns", "the maps must map root (0)") }
             guard !mapping.isIdentity else { throw refuse("userns", "an identity map is the host's namespace; leave userNamespace nil") }
+        }
+        guard stopSignal > 0, stopSignal < 65, stopSignal != SIGKILL, stopSignal != SIGSTOP else {
+            throw refuse("stopSignal", "\(stopSignal) is no signal a process can catch")
+        }
+        if let check = healthcheck {
+            guard !check.command.isEmpty, !check.command[0].isEmpty, check.command.count <= 64 else {
+                throw refuse("healthcheck.command", "must have 1–64 arguments")
+            }
+            guard check.interval >= 0.001, check.timeout >= 0.001, check.startPeriod >= 0, (1...1000).contains(check.retries) else {
+                throw refuse("healthcheck", "interval and timeout must be positive, startPeriod not negative, retries 1…1000")
+            }
+            if check.command.contains(where: { $0.utf8.contains(0) }) { throw refuse("healthcheck.command", "strings must not contain NUL bytes") }
         }
         for text in [name, rootfs, workdir, hostname ?? ""] + command + env.keys + env.values + devices.map(\.path)
             + mounts.flatMap({ [$0.target, $0.source ?? ""] + $0.options }) where text.utf8.contains(0) {

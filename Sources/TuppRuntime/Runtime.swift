@@ -147,15 +147,24 @@ public struct Runtime: Sendable {
             }
             if !ProcessStat.isAlive(pid: record.shimPID, startTime: record.shimStartTime) { namespaces = [:] }
         }
-        // The maps as the kernel shows them (userns: auto), read while the init runs; the
-        // pid checked again after, as for the namespaces.
-        var userNamespace = initAlive ? UserNamespaces.mapping(of: record.initPID) : nil
-        if userNamespace != nil && !ProcessStat.isAlive(pid: record.initPID, startTime: record.initStartTime) { userNamespace = nil }
-        return ProcessObservation(
+        var observation = ProcessObservation(
             state: state, shimPID: record.shimPID, shimStartTime: record.shimStartTime,
             initPID: initAlive ? record.initPID : 0, initStartTime: initAlive ? record.initStartTime : 0,
             restarts: record.restarts, startedAt: record.startedAt, lastExit: record.exit, error: record.error,
-            namespaces: namespaces, oomKills: record.oomKills, userNamespace: userNamespace)
+            namespaces: namespaces, oomKills: record.oomKills)
+        // The verdict is about the run now going on.
+        if state == .running || state == .stopping {
+            observation.health = record.health.flatMap(HealthStatus.init)
+            observation.healthFailures = record.healthFailures
+        }
+        observation.lastRunMilliseconds = record.ranMilliseconds
+        // The maps as the kernel shows them (userns: auto), read while the init runs; the
+        // pid checked again after, as for the namespaces.
+        if initAlive, let mapping = UserNamespaces.mapping(of: record.initPID),
+           ProcessStat.isAlive(pid: record.initPID, startTime: record.initStartTime) {
+            observation.userNamespace = mapping
+        }
+        return observation
     }
 
     // MARK: Stop and remove
@@ -211,12 +220,17 @@ public struct Runtime: Sendable {
 
     // MARK: In-place changes
 
-    /// Rewrites DIR/spec. The supervisor re-reads `restart`, `stopTimeout` and
-    /// `logLimitBytes` at every exit and stop, so those apply in place; everything else
-    /// takes effect at the next start.
+    /// Rewrites DIR/spec and tells the supervisor (SIGHUP), which takes `restart`,
+    /// `stopTimeout`, `stopSignal`, `logLimitBytes` and the health check in place (it also
+    /// re-reads them at every exit and stop); everything else takes effect at the next start.
     public func updateSettings(_ config: ContainerConfig, directory: String) throws {
         try config.validate()
         try SpecFile.write(config, try config.resolve(cacheDirectory: cacheDirectory ?? directory), directory: directory)
+        // A running supervisor takes the new health check and stop signal at once.
+        if let record = try StateRecord.read(directory: directory),
+           let shim = try PinnedProcess.open(pid: record.shimPID, startTime: record.shimStartTime) {
+            try shim.send(SIGHUP)
+        }
     }
 
     // MARK: Resources
@@ -234,6 +248,15 @@ public struct Runtime: Sendable {
         let files = cgroup.read(expected)
         return ResourceObservation(expected: expected, files: files, drift: CgroupFiles.drift(expected: expected, observed: files),
                                    usage: cgroup.usage(), oomKills: cgroup.oomKills())
+    }
+
+    /// The limit files `limits` are enforced through that read otherwise than written (changed
+    /// by hand); nil when the container has no cgroup. Reads only those files: a plan asks
+    /// this of every container with limits.
+    public func limitDrift(directory: String, expecting limits: ResourceLimits, layout: CgroupLayout) -> [CgroupFiles.Drift]? {
+        guard let cgroup = cgroup(directory: directory) else { return nil }
+        let expected = CgroupFiles.settings(for: limits, on: layout)
+        return CgroupFiles.drift(expected: expected, observed: cgroup.read(expected))
     }
 
     /// Changes the limits of a running (or stopped) container in place — the process
@@ -413,6 +436,5 @@ public struct ResourceObservation: Sendable, Equatable {
 }
 
 extension ProcessObservation {
-    /// True while a live supervisor looks after the container.
-    var supervised: Bool { [.starting, .running, .exiting, .restarting, .stopping].contains(state) }
+    var supervised: Bool { isSupervised }
 }

@@ -7,7 +7,9 @@ import TuppSystem
 /// Sources/tupp-shim/spec.c): KEY \0 VALUE \0 pairs, nothing to quote or escape.
 ///
 ///     version 1, name, rootfs, hostname?, namespace*, arg+, env*, workdir, restart,
-///     cap* (numbers), stop-timeout-ms, log-limit,
+///     cap* (numbers), stop-timeout-ms, stop-signal, log-limit,
+///     (health-arg+, health-interval-ms, health-timeout-ms, health-start-period-ms,
+///     health-retries, health-on-unhealthy)?,
 ///     (mount bind|tmpfs, mount-source?, mount-target, mount-options, mount-readonly)*,
 ///     user-uid, user-gid, user-group*, user-home, cap-ambient*, readonly, shm-size,
 ///     device*, (rlimit | rlimit-default)*, (seccomp, seccomp-cache?, seccomp-arch*, seccomp-rule*)?,
@@ -23,7 +25,15 @@ enum SpecFile {
         pairs.append(("restart", config.restart.rawValue))
         for capability in config.capabilities { pairs.append(("cap", String(capability.number))) }
         pairs.append(("stop-timeout-ms", String(Int((config.stopTimeout * 1000).rounded()))))
+        pairs.append(("stop-signal", String(config.stopSignal)))
         pairs.append(("log-limit", String(config.logLimitBytes)))
+        if let check = config.healthcheck {
+            pairs += check.command.map { ("health-arg", $0) }
+            func ms(_ seconds: Double) -> String { String(max(1, Int((seconds * 1000).rounded()))) }
+            pairs += [("health-interval-ms", ms(check.interval)), ("health-timeout-ms", ms(check.timeout)),
+                      ("health-start-period-ms", String(Int((check.startPeriod * 1000).rounded()))),
+                      ("health-retries", String(check.retries)), ("health-on-unhealthy", config.onUnhealthy.rawValue)]
+        }
         for mount in config.effectiveMounts {
             pairs.append(("mount", mount.kind.rawValue))
             if let source = mount.source { pairs.append(("mount-source", source)) }

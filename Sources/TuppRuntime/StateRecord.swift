@@ -16,6 +16,11 @@ struct StateRecord: Equatable, Sendable {
     var error: String?
     var namespaces: [Namespace: UInt64] = [:]
     var oomKills: Int?
+    /// "starting", "healthy", "unhealthy"; nil without a health check.
+    var health: String?
+    var healthFailures = 0
+    /// How long the run that ended lasted.
+    var ranMilliseconds: Double?
 
     static func parse(_ text: String) -> StateRecord {
         var record = StateRecord()
@@ -37,6 +42,9 @@ struct StateRecord: Equatable, Sendable {
             case "exit-oom": oom = value == "1"
             case "oom-kills": record.oomKills = Int(value)
             case "error": record.error = value
+            case "health": record.health = value
+            case "health-failures": record.healthFailures = Int(value) ?? 0
+            case "ran-ms": record.ranMilliseconds = Double(value)
             default:
                 if key.hasPrefix("ns-"), let namespace = Namespace.allCases.first(where: { "ns-\($0.procName)" == key }) {
                     record.namespaces[namespace] = UInt64(value)
@@ -64,6 +72,7 @@ struct StateRecord: Equatable, Sendable {
             if exit.oomKilled { lines.append("exit-oom=1") }
         }
         if let oomKills { lines.append("oom-kills=\(oomKills)") }
+        if let ranMilliseconds { lines.append("ran-ms=\(Int(ranMilliseconds))") }
         if let error { lines.append("error=\(error)") }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -15,6 +15,8 @@
 //   userns.c     the user namespace (`userns: auto`): maps, idmapped mounts, the init's clone
 //   cgroup.c     joining the container's cgroup, killing through it, OOM kill counts
 //   log.c        errors from the container child, the rotated container log
+//   health.c     the health check: run inside the container, states, the last results
+//   events.c     DIR/events: what happened to the container, one JSON line each
 //   supervise.c  `run`: namespaces, the container init, restarts, stop, the state file
 //   exec.c       `exec`: join a running container, optionally through a pty
 //   main.c       argument dispatch
@@ -42,7 +44,19 @@ struct shim_mount {
     bool readonly;
 };
 
+// unless-stopped runs as always here: being stopped on purpose is the engine's record.
 enum shim_restart { SHIM_RESTART_NO, SHIM_RESTART_ON_FAILURE, SHIM_RESTART_ALWAYS };
+
+enum { SHIM_HEALTH_ARGS = 64 };
+
+/// The container's health check (`healthcheck:`); none when argc is 0.
+struct shim_healthcheck {
+    const char *argv[SHIM_HEALTH_ARGS + 1];
+    int argc;
+    long interval_ms, timeout_ms, start_period_ms;
+    int retries;
+    bool restart_when_unhealthy;  // onUnhealthy: restart
+};
 
 // Namespace bits, as requested by the spec.
 enum {
@@ -118,7 +132,9 @@ struct shim_spec {
     int caps[SHIM_MAX_ITEMS];
     int capc;
     long stop_timeout_ms;
+    int stop_signal;       // what stop sends first (default SIGTERM)
     long log_limit;
+    struct shim_healthcheck health;
     struct shim_mount mounts[SHIM_MAX_ITEMS];
     int mountc;
 
@@ -178,11 +194,15 @@ struct shim_log {
     int fd;
     long size;
     long limit;
+    int times_fd;        // DIR/log.times: "OFFSET SECONDS" per write, -1 when unavailable
+    long times_size;
+    double times_last;   // wall clock of the last entry
 };
 
 int log_open(struct shim_log *log, int dir_fd, long limit);
-/// Appends, rotating to log.1 first when the write would cross the limit.
-void log_append(struct shim_log *log, const char *data, size_t size);
+/// Appends, rotating to log.1 first when the write would cross the limit, and notes in
+/// DIR/log.times when (wall clock `now`) the bytes were written.
+void log_append(struct shim_log *log, const char *data, size_t size, double now);
 
 /// write(2) of everything, retrying on EINTR and short writes.
 int write_all(int fd, const void *data, size_t size);
@@ -297,6 +317,60 @@ int mount_options_parse(const char *text, struct mount_options *out);
 /// mounts to attach (the working directory is the rootfs); NULL without one. On failure
 /// fills `failure`, returns -1.
 int rootfs_setup(const struct shim_spec *spec, const struct shim_trees *trees, struct shim_failure *failure);
+
+// ---- events.c -------------------------------------------------------------------------
+
+/// Opens DIR/events for appending (container name for every line).
+void events_open(int dir_fd, const char *container);
+/// Appends {"time":…,"container":…,"type":TYPE,FIELDS} as one line; `fields` is JSON
+/// members without braces ("\"pid\":12"), may be "". Rotates to events.1 at a limit.
+void event_emit(const char *type, const char *fields_format, ...) __attribute__((format(printf, 2, 3)));
+/// `text` as a JSON string literal (quotes included) into `out`; truncated to fit.
+void json_quote(char *out, size_t size, const char *text, size_t length);
+
+// ---- health.c -------------------------------------------------------------------------
+
+enum { HEALTH_OUTPUT_MAX = 4096, HEALTH_LOG_MAX = 5 };
+
+struct health_result {
+    double start, end;     // wall clock
+    int exit_code;         // -1: timed out
+    char output[HEALTH_OUTPUT_MAX];
+    size_t output_length;
+};
+
+/// The health of the current run (Docker's semantics): "starting" until the first
+/// success, "healthy" after it, "unhealthy" after `retries` failures in a row; failures
+/// within the start period of a run that never succeeded do not count.
+struct health_monitor {
+    const char *status;       // NULL: no health check
+    int failing_streak;
+    long long run_started_ms; // monotonic
+    long long next_at_ms;     // the next check, 0: none scheduled
+    pid_t pid;                // the check's helper process, 0: none
+    int output_fd;            // what the check prints, -1
+    long long deadline_ms;    // the helper is killed then (timeout)
+    bool timed_out;
+    struct health_result current;
+    struct health_result log[HEALTH_LOG_MAX];
+    int logc;
+};
+
+/// A new run started (or the settings changed): status "starting", first check after
+/// one interval. Without a health check the monitor is cleared.
+void health_reset(struct health_monitor *h, const struct shim_spec *spec, long long now_ms);
+/// The run ended: a check in flight is killed and reaped; nothing more is scheduled.
+void health_stop(struct health_monitor *h);
+/// Starts a check of the container whose init is `init_pid` (started at `init_start`).
+void health_launch(struct health_monitor *h, const struct shim_spec *spec, pid_t init_pid, unsigned long long init_start,
+                   long long now_ms);
+/// Reads what the check printed (bounded; the rest is discarded).
+void health_read_output(struct health_monitor *h);
+/// The helper exited with `status`: records the result. Returns the previous status when
+/// the status changed, else NULL.
+const char *health_finish(struct health_monitor *h, const struct shim_spec *spec, int status, long long now_ms);
+/// DIR/health: the status, the failing streak and the last results, as JSON.
+void health_write(const struct health_monitor *h, int dir_fd);
 
 // ---- supervise.c / exec.c -------------------------------------------------------------
 

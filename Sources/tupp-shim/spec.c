@@ -12,10 +12,15 @@
 //   arg              argv entries in order, argv[0] first    (repeated, ≥ 1)
 //   env              KEY=VALUE                               (repeated)
 //   workdir          absolute path inside the container
-//   restart          no | on-failure | always
+//   restart          no | on-failure | always | unless-stopped (runs as always)
 //   cap              a capability number (linux/capability.h) kept in the bounding,
 //                    permitted and effective sets            (repeated)
-//   stop-timeout-ms  grace period between SIGTERM and SIGKILL
+//   stop-timeout-ms  grace period between the stop signal and SIGKILL
+//   stop-signal      the signal stop sends first, a number (default SIGTERM)
+//   health-arg       the health check's argv, argv[0] first  (repeated; none: no check)
+//   health-interval-ms, health-timeout-ms, health-start-period-ms, health-retries
+//                    when and how often it runs (defaults 30 s, 30 s, 0, 3)
+//   health-on-unhealthy  none | restart: what becoming unhealthy does
 //   log-limit        size in bytes at which DIR/log rotates to DIR/log.1
 //   mount            bind | tmpfs — starts a mount record; the mount-* keys that follow
 //   mount-source     bind: absolute host path
@@ -56,6 +61,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +161,9 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
     memset(spec, 0, sizeof *spec);
     spec->workdir = "/";
     spec->stop_timeout_ms = 10000;
+    spec->stop_signal = SIGTERM;
+    spec->health.interval_ms = spec->health.timeout_ms = 30000;
+    spec->health.retries = 3;
     spec->log_limit = 1 << 20;
     spec->shm_size = 64LL << 20;
     int rule_capacity = 0;
@@ -211,7 +220,7 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
         } else if (!strcmp(key, "restart")) {
             if (!strcmp(value, "no")) spec->restart = SHIM_RESTART_NO;
             else if (!strcmp(value, "on-failure")) spec->restart = SHIM_RESTART_ON_FAILURE;
-            else if (!strcmp(value, "always")) spec->restart = SHIM_RESTART_ALWAYS;
+            else if (!strcmp(value, "always") || !strcmp(value, "unless-stopped")) spec->restart = SHIM_RESTART_ALWAYS;
             else goto bad_value;
         } else if (!strcmp(key, "cap")) {
             if (spec->capc >= SHIM_MAX_ITEMS) goto too_many;
@@ -220,6 +229,29 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
         } else if (!strcmp(key, "stop-timeout-ms")) {
             if (!parse_long(value, &number) || number < 0) goto bad_value;
             spec->stop_timeout_ms = number;
+        } else if (!strcmp(key, "stop-signal")) {
+            if (!parse_long(value, &number) || number < 1 || number >= NSIG || number == SIGKILL || number == SIGSTOP)
+                goto bad_value;
+            spec->stop_signal = (int)number;
+        } else if (!strcmp(key, "health-arg")) {
+            if (spec->health.argc >= SHIM_HEALTH_ARGS) goto too_many;
+            spec->health.argv[spec->health.argc++] = value;
+        } else if (!strcmp(key, "health-interval-ms")) {
+            if (!parse_long(value, &number) || number < 1) goto bad_value;
+            spec->health.interval_ms = number;
+        } else if (!strcmp(key, "health-timeout-ms")) {
+            if (!parse_long(value, &number) || number < 1) goto bad_value;
+            spec->health.timeout_ms = number;
+        } else if (!strcmp(key, "health-start-period-ms")) {
+            if (!parse_long(value, &number) || number < 0) goto bad_value;
+            spec->health.start_period_ms = number;
+        } else if (!strcmp(key, "health-retries")) {
+            if (!parse_long(value, &number) || number < 1 || number > 1000) goto bad_value;
+            spec->health.retries = (int)number;
+        } else if (!strcmp(key, "health-on-unhealthy")) {
+            if (!strcmp(value, "none")) spec->health.restart_when_unhealthy = false;
+            else if (!strcmp(value, "restart")) spec->health.restart_when_unhealthy = true;
+            else goto bad_value;
         } else if (!strcmp(key, "log-limit")) {
             if (!parse_long(value, &number) || number < 4096) goto bad_value;
             spec->log_limit = number;
@@ -354,6 +386,7 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
     }
     spec->argv[spec->argc] = NULL;
     spec->env[spec->envc] = NULL;
+    spec->health.argv[spec->health.argc] = NULL;
     return 0;
 
 truncated:

@@ -18,8 +18,16 @@
 //     version=1, shim-pid, shim-start, init-pid, init-start, state (starting | running |
 //     restarting | exited | stopped), restarts, started-at (epoch seconds),
 //     exit-code | exit-signal, exit-at, exit-oom (1: the kernel's OOM killer killed a
-//     process of the container during the run that ended), oom-kills (the cgroup's
-//     count since the container started), error, ns-mnt ns-pid ns-net ns-uts ns-ipc.
+//     process of the container during the run that ended), ran-ms (how long that run
+//     lasted), oom-kills (the cgroup's count since the container started), error,
+//     health (starting | healthy | unhealthy, with a health check), health-failures
+//     (failures in a row), ns-mnt ns-pid ns-net ns-uts ns-ipc.
+// DIR/health (health.c) keeps the last health check results; DIR/events (events.c) is
+// the stream of starts, exits, restarts, health changes and stops.
+//
+// SIGHUP makes the supervisor re-read the spec's in-place settings (restart policy, stop
+// signal and timeout, log limit, health check) at once; it also re-reads them at every
+// exit and stop.
 // It is not fsynced: after a host crash no process it describes exists anyway, and the
 // rename alone gives readers an old or a new record, never a mix.
 //
@@ -85,6 +93,10 @@ struct supervisor {
     long long started_mono_ms;
     char error[768];
     unsigned long long ns[5];
+
+    long long ran_ms;         // how long the run that ended lasted
+    struct health_monitor health;
+    bool restart_unhealthy;   // the run is being ended because it became unhealthy
 
     bool stopping;
     long long kill_at_ms;     // SIGKILL deadline while stopping, 0: none
@@ -157,7 +169,11 @@ static void write_state(struct supervisor *s) {
             n += snprintf(text + n, sizeof text - (size_t)n, "exit-code=%d\n", s->exit_code);
         n += snprintf(text + n, sizeof text - (size_t)n, "exit-at=%.3f\n", s->exit_at);
         if (s->exit_oom) n += snprintf(text + n, sizeof text - (size_t)n, "exit-oom=1\n");
+        n += snprintf(text + n, sizeof text - (size_t)n, "ran-ms=%lld\n", s->ran_ms);
     }
+    if (s->health.status)
+        n += snprintf(text + n, sizeof text - (size_t)n, "health=%s\nhealth-failures=%d\n", s->health.status,
+                      s->health.failing_streak);
     if (s->oom_kills >= 0) n += snprintf(text + n, sizeof text - (size_t)n, "oom-kills=%lld\n", s->oom_kills);
     if (s->error[0]) n += snprintf(text + n, sizeof text - (size_t)n, "error=%s\n", s->error);
     for (int i = 0; i < 5; i++)
@@ -388,6 +404,9 @@ static void mark_started(struct supervisor *s, pid_t pid) {
     s->state = "running";
     s->error[0] = '\0';
     record_namespaces(s);
+    health_reset(&s->health, &s->spec, s->started_mono_ms);
+    health_write(&s->health, s->dir_fd);
+    event_emit("start", "\"pid\":%d,\"restarts\":%d", (int)pid, s->restarts);
 }
 
 // ---- exits, restarts, stop ------------------------------------------------------------
@@ -397,7 +416,7 @@ static void drain_log(struct supervisor *s) {
     for (;;) {
         ssize_t n = read(s->log_read, buffer, sizeof buffer);
         if (n > 0) {
-            log_append(&s->log, buffer, (size_t)n);
+            log_append(&s->log, buffer, (size_t)n, wall_seconds());
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -407,6 +426,7 @@ static void drain_log(struct supervisor *s) {
 
 __attribute__((noreturn)) static void finish(struct supervisor *s, const char *state) {
     drain_log(s);
+    health_stop(&s->health);
     s->state = state;
     s->init_pid = 0;
     s->init_start = 0;
@@ -414,16 +434,32 @@ __attribute__((noreturn)) static void finish(struct supervisor *s, const char *s
     _exit(0);
 }
 
-/// The spec's fields the engine may change in place; re-read at every exit and stop.
+static bool same_healthcheck(const struct shim_healthcheck *a, const struct shim_healthcheck *b) {
+    if (a->argc != b->argc || a->interval_ms != b->interval_ms || a->timeout_ms != b->timeout_ms ||
+        a->start_period_ms != b->start_period_ms || a->retries != b->retries ||
+        a->restart_when_unhealthy != b->restart_when_unhealthy)
+        return false;
+    for (int i = 0; i < a->argc; i++)
+        if (strcmp(a->argv[i], b->argv[i]) != 0) return false;
+    return true;
+}
+
+/// Re-reads the spec, whose in-place settings (restart policy, stop signal and timeout,
+/// log limit, health check) the engine may have changed; at every exit, every stop and
+/// on SIGHUP. The engine rewrites the others only together with a new start, so taking
+/// the whole new spec is the same as taking these. A changed health check starts over.
 static void reload_live_settings(struct supervisor *s) {
     struct shim_spec fresh;
     char error[512];
     if (spec_load(s->dir, &fresh, error, sizeof error) < 0) return;  // keep the old ones
-    s->spec.restart = fresh.restart;
-    s->spec.stop_timeout_ms = fresh.stop_timeout_ms;
-    s->spec.log_limit = fresh.log_limit;
+    bool health_changed = !same_healthcheck(&s->spec.health, &fresh.health);
+    spec_free(&s->spec);
+    s->spec = fresh;
     s->log.limit = fresh.log_limit;
-    spec_free(&fresh);
+    if (health_changed && s->init_pid && !s->stopping) {
+        health_reset(&s->health, &s->spec, monotonic_ms());
+        health_write(&s->health, s->dir_fd);
+    }
 }
 
 static void start_again(struct supervisor *s);
@@ -434,19 +470,36 @@ static void handle_exit(struct supervisor *s, int status) {
     s->exit_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     s->exit_at = wall_seconds();
     long long ran_ms = monotonic_ms() - s->started_mono_ms;
+    s->ran_ms = ran_ms;
     s->init_pid = 0;
     s->init_start = 0;
+    s->kill_at_ms = 0;  // the SIGKILL deadline was this run's; the next one starts without
+    health_stop(&s->health);
     // Nothing of this run may outlive it (a daemonized child, an exec'd process
     // without a pid namespace): the next run, or the stop, starts from an empty cgroup.
     cgroup_kill_all(&s->spec);
     long long oom = cgroup_oom_kills(&s->spec);
     s->exit_oom = oom > s->oom_at_start && s->oom_at_start >= 0;
     s->oom_kills = oom;
+    char error[800] = "";
+    if (s->error[0]) {
+        error[0] = ',';
+        memcpy(error + 1, "\"error\":", 8);
+        json_quote(error + 9, sizeof error - 9, s->error, strlen(s->error));
+    }
+    if (s->exit_signal)
+        event_emit("exit", "\"signal\":%d,\"oom\":%s,\"ran_ms\":%lld%s", s->exit_signal, s->exit_oom ? "true" : "false",
+                   ran_ms, error);
+    else
+        event_emit("exit", "\"code\":%d,\"oom\":%s,\"ran_ms\":%lld%s", s->exit_code, s->exit_oom ? "true" : "false",
+                   ran_ms, error);
     if (s->stopping) finish(s, "stopped");
 
     reload_live_settings(s);
     bool failed = s->exit_signal != 0 || s->exit_code != 0;
-    bool again = s->spec.restart == SHIM_RESTART_ALWAYS || (s->spec.restart == SHIM_RESTART_ON_FAILURE && failed);
+    bool again = s->spec.restart == SHIM_RESTART_ALWAYS || (s->spec.restart == SHIM_RESTART_ON_FAILURE && failed) ||
+                 s->restart_unhealthy;
+    s->restart_unhealthy = false;
     if (!again) finish(s, "exited");
 
     if (ran_ms >= backoff_reset_after_ms) s->backoff_step = 0;
@@ -456,6 +509,7 @@ static void handle_exit(struct supervisor *s, int status) {
     s->state = "restarting";
     s->restart_at_ms = monotonic_ms() + delay;
     write_state(s);
+    event_emit("restart", "\"attempt\":%d,\"delay_ms\":%ld", s->restarts + 1, delay);
 }
 
 static void start_again(struct supervisor *s) {
@@ -486,7 +540,7 @@ static void start_again(struct supervisor *s) {
 /// PID 1 of a pid namespace only receives signals it installed a handler for: a
 /// SIGTERM to an init that did not (a plain `sleep`, a shell) is silently dropped,
 /// so waiting out the grace period would only delay the SIGKILL.
-static bool catches_sigterm(pid_t pid) {
+static bool catches_signal(pid_t pid, int signal) {
     char path[64], text[4096];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -498,7 +552,7 @@ static bool catches_sigterm(pid_t pid) {
     const char *line = strstr(text, "\nSigCgt:");
     if (!line) return true;
     unsigned long long mask = strtoull(line + 8, NULL, 16);
-    return (mask >> (SIGTERM - 1)) & 1;
+    return (mask >> (signal - 1)) & 1;
 }
 
 /// SIGKILL to the init (our unreaped child: its pid cannot be reused) and to everything
@@ -508,21 +562,48 @@ static void kill_container(struct supervisor *s) {
     cgroup_kill_all(&s->spec);
 }
 
+/// The stop signal to the init, SIGKILL after `timeout_ms` (or at once when the init
+/// would not receive it).
+static void terminate_run(struct supervisor *s, long timeout_ms) {
+    // The init is our unreaped child: its pid cannot be reused, so kill(2) is safe here.
+    int signal = s->spec.stop_signal;
+    bool polite = (s->spec.namespaces & SHIM_NS_PID) == 0 || catches_signal(s->init_pid, signal);
+    if (polite && timeout_ms > 0) {
+        kill(s->init_pid, signal);
+        s->kill_at_ms = monotonic_ms() + timeout_ms;
+    } else {
+        kill_container(s);
+    }
+}
+
 static void handle_stop(struct supervisor *s, long timeout_override_ms) {
     if (s->stopping) return;
-    if (!s->init_pid) finish(s, "stopped");  // between restarts: nothing to signal
     reload_live_settings(s);
+    event_emit("stop", "\"signal\":%d", s->spec.stop_signal);
+    if (!s->init_pid) finish(s, "stopped");  // between restarts: nothing to signal
     long timeout = timeout_override_ms >= 0 ? timeout_override_ms : s->spec.stop_timeout_ms;
     s->stopping = true;
     s->state = "stopping";
     write_state(s);
-    // The init is our unreaped child: its pid cannot be reused, so kill(2) is safe here.
-    bool polite = (s->spec.namespaces & SHIM_NS_PID) == 0 || catches_sigterm(s->init_pid);
-    if (polite && timeout > 0) {
-        kill(s->init_pid, SIGTERM);
-        s->kill_at_ms = monotonic_ms() + timeout;
-    } else {
-        kill_container(s);
+    terminate_run(s, timeout);
+}
+
+/// A health check ended: its result, a changed status recorded and announced, and an
+/// unhealthy run ended for a restart when the spec asks for that.
+static void handle_health_exit(struct supervisor *s, int status) {
+    const char *before = health_finish(&s->health, &s->spec, status, monotonic_ms());
+    health_write(&s->health, s->dir_fd);
+    if (!before) return;
+    write_state(s);
+    static char quoted[HEALTH_OUTPUT_MAX * 6 + 3];
+    const struct health_result *r = &s->health.log[s->health.logc - 1];
+    json_quote(quoted, sizeof quoted < 8192 ? sizeof quoted : 8192, r->output, r->output_length);
+    event_emit("health", "\"from\":\"%s\",\"to\":\"%s\",\"exit_code\":%d,\"output\":%s", before, s->health.status,
+               r->exit_code, quoted);
+    if (!strcmp(s->health.status, "unhealthy") && s->spec.health.restart_when_unhealthy && s->init_pid && !s->stopping &&
+        !s->restart_unhealthy) {
+        s->restart_unhealthy = true;
+        terminate_run(s, s->spec.stop_timeout_ms);
     }
 }
 
@@ -532,6 +613,7 @@ static void reap(struct supervisor *s) {
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
         if (pid == s->init_pid) handle_exit(s, status);
+        else if (pid == s->health.pid) handle_health_exit(s, status);
         // Others: orphans adopted as subreaper (only without a pid namespace).
     }
 }
@@ -540,14 +622,17 @@ static void supervise_loop(struct supervisor *s) {
     for (;;) {
         long long now = monotonic_ms();
         long long deadline = 0;
-        if (s->restart_at_ms) deadline = s->restart_at_ms;
-        if (s->kill_at_ms && (!deadline || s->kill_at_ms < deadline)) deadline = s->kill_at_ms;
+        long long candidates[] = {s->restart_at_ms, s->kill_at_ms, s->health.next_at_ms, s->health.deadline_ms};
+        for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+            if (candidates[i] && (!deadline || candidates[i] < deadline)) deadline = candidates[i];
         int timeout = deadline ? (int)(deadline > now ? deadline - now : 0) : -1;
 
-        struct pollfd fds[2] = {{.fd = s->signal_fd, .events = POLLIN}, {.fd = s->log_read, .events = POLLIN}};
-        int ready = poll(fds, 2, timeout);
+        struct pollfd fds[3] = {{.fd = s->signal_fd, .events = POLLIN}, {.fd = s->log_read, .events = POLLIN},
+                                {.fd = s->health.output_fd, .events = POLLIN}};
+        int ready = poll(fds, s->health.output_fd >= 0 ? 3 : 2, timeout);
         if (ready < 0 && errno != EINTR) _exit(3);
         if (ready > 0 && fds[1].revents) drain_log(s);
+        if (ready > 0 && s->health.output_fd >= 0 && fds[2].revents) health_read_output(&s->health);
         if (ready > 0 && fds[0].revents) {
             struct signalfd_siginfo info;
             while (read(s->signal_fd, &info, sizeof info) == sizeof info) {
@@ -557,6 +642,9 @@ static void supervise_loop(struct supervisor *s) {
                     // TuppRuntime.stop may queue the grace period (ms) with the signal.
                     long override = info.ssi_code == SI_QUEUE ? (long)info.ssi_int : -1;
                     handle_stop(s, override);
+                } else if (info.ssi_signo == SIGHUP) {
+                    reload_live_settings(s);
+                    write_state(s);
                 }
             }
         }
@@ -566,6 +654,13 @@ static void supervise_loop(struct supervisor *s) {
             s->kill_at_ms = 0;
         }
         if (s->restart_at_ms && now >= s->restart_at_ms) start_again(s);
+        if (s->health.deadline_ms && now >= s->health.deadline_ms && s->health.pid) {
+            s->health.timed_out = true;
+            kill(s->health.pid, SIGKILL);  // reaped through SIGCHLD; the check dies with it
+            s->health.deadline_ms = 0;
+        }
+        if (s->health.next_at_ms && now >= s->health.next_at_ms && s->init_pid && !s->stopping && !s->health.pid)
+            health_launch(&s->health, &s->spec, s->init_pid, s->init_start, now);
     }
 }
 
@@ -597,6 +692,7 @@ int supervise_main(const char *dir) {
     s.sync_fd = SYNC_FD;
     s.state = "starting";
     s.oom_kills = s.oom_at_start = -1;
+    s.health.output_fd = -1;
     s.shim_pid = getpid();
     s.shim_start = process_start_time(s.shim_pid);
     struct shim_failure failure;
@@ -615,9 +711,8 @@ int supervise_main(const char *dir) {
     sigaddset(&handled, SIGCHLD);
     sigaddset(&handled, SIGTERM);
     sigaddset(&handled, SIGINT);
-    sigaddset(&handled, SIGHUP);  // ignored by leaving it blocked and unread
+    sigaddset(&handled, SIGHUP);  // re-read the in-place settings
     sigprocmask(SIG_BLOCK, &handled, NULL);
-    sigdelset(&handled, SIGHUP);
     s.signal_fd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
     if (s.signal_fd < 0) {
         failure_set(&failure, errno, "create", NULL, "signalfd");
@@ -635,6 +730,7 @@ int supervise_main(const char *dir) {
         failure_set(&failure, 0, "load spec", error, "%s/spec", dir);
         fail_start(&s, &failure);
     }
+    events_open(s.dir_fd, s.spec.name);
 
     int shared = 0;
     if (s.spec.namespaces & SHIM_NS_NET) shared |= CLONE_NEWNET;

@@ -2,6 +2,9 @@ import ArgumentParser
 import Glibc
 import TuppBase
 import TuppEngine
+import TuppManifestLoader
+import TuppPlan
+import TuppRuntime
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,6 +41,9 @@ struct StatusCommand: ParsableCommand {
                     ("ports", .array(s.ports.map { .string($0) })),
                     ("restarts", .int(Int64(s.restarts))), ("last_exit", s.lastExit.map(JSON.Node.string) ?? .null),
                     ("last_exit_at", s.lastExitAt.map(JSON.Node.double) ?? .null), ("error", s.error.map(JSON.Node.string) ?? .null),
+                    ("started_at", s.startedAt.map(JSON.Node.double) ?? .null), ("last_run", s.lastRun.map(JSON.Node.string) ?? .null),
+                    ("stopped_by_user", .bool(s.stoppedByUser)), ("health", s.health.map(JSON.Node.string) ?? .null),
+                    ("health_log", healthJSON(s.healthReport)),
                     ("oom_kills", s.oomKills.map { .int(Int64($0)) } ?? .null),
                     ("memory_bytes", s.memoryBytes.map { .int(Int64($0)) } ?? .null),
                     ("pids_current", s.pids.map { .int(Int64($0)) } ?? .null),
@@ -56,18 +62,32 @@ struct StatusCommand: ParsableCommand {
         }
         // USERNS only when a container has one: the host ids its root and users run as.
         let userns = statuses.contains { $0.usernsHostIDs != nil }
-        var header = ["NAME", "PROJECT", "STATE", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "MEMORY", "PIDS", "CPU", "RESTARTS", "LAST EXIT"]
+        var header = ["NAME", "PROJECT", "STATE", "HEALTH", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "MEMORY", "PIDS", "CPU", "RESTARTS", "LAST EXIT"]
         if userns { header.append("USERNS") }
         let rows: [[String]] = statuses.map { s in
-            var row: [String] = [s.name, s.project ?? "-", s.state, s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-",
-                                 s.image ?? "-", s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ",")]
-            row += [s.memoryBytes.map { Units.formatSize(UInt64($0)) } ?? "-", s.pids.map(String.init) ?? "-",
-                    s.cpuSeconds.map { "\(($0 * 100).rounded() / 100)s" } ?? "-", String(s.restarts), s.lastExit ?? "-"]
+            var row: [String] = [s.name, s.project ?? "-", s.stoppedByUser ? "\(s.state) (tupp stop)" : s.state, s.health ?? "-",
+                                 s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-", s.image ?? "-"]
+            row += [s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","),
+                    s.memoryBytes.map { Units.formatSize(UInt64($0)) } ?? "-", s.pids.map(String.init) ?? "-"]
+            row += [s.cpuSeconds.map { "\(($0 * 100).rounded() / 100)s" } ?? "-", String(s.restarts), s.lastRun ?? s.lastExit ?? "-"]
             if userns { row.append(s.usernsHostIDs ?? "host") }
             return row
         }
         emitTable([header] + rows)
     }
+}
+
+/// The health check's state and last results, for `status --json`.
+func healthJSON(_ report: HealthReport?) -> JSON.Node {
+    guard let report else { return .null }
+    return JSON.object([
+        ("status", .string("\(report.status)")), ("failing_streak", .int(Int64(report.failingStreak))),
+        ("results", .array(report.log.map { r in
+            JSON.object([("start", .double(r.start)), ("end", .double(r.end)),
+                         ("exit_code", r.exitCode.map { .int(Int64($0)) } ?? .null), ("timed_out", .bool(r.exitCode == nil)),
+                         ("output", .string(r.output))])
+        })),
+    ])
 }
 
 /// Columns padded to their widest cell.
@@ -199,11 +219,14 @@ struct LogsCommand: ParsableCommand {
         commandName: "logs",
         abstract: "Print a container's output (stdout and stderr).",
         discussion: """
-            The log is bounded: it rotates at 1 MiB, keeping one older file.
+            The log is bounded: it rotates at 1 MiB, keeping one older file. The supervisor \
+            notes when it wrote each piece of output: --timestamps and --since use that.
 
             Examples:
               tupp logs tupperware
               tupp logs -f tupperware                follow until the container stops
+              tupp logs --tail 20 --timestamps db    the last 20 lines, each with its time
+              tupp logs --since 10m db               what the last ten minutes brought
             """
     )
 
@@ -212,10 +235,156 @@ struct LogsCommand: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Keep printing new output until the container stops.")
     var follow = false
 
+    @Option(help: ArgumentHelp("Only the last N lines.", valueName: "N"))
+    var tail: Int?
+
+    @Option(help: ArgumentHelp("Only lines written in this last span: 10m, 1h30m, 45s.", valueName: "duration"))
+    var since: String?
+
+    @Flag(help: "Prefix each line with when it was written (RFC 3339, UTC).")
+    var timestamps = false
+
     @Argument(help: "The container.")
     var name: String
 
+    func validate() throws {
+        if let tail, tail < 0 { throw ValidationError("--tail must not be negative") }
+        if let since, case .failure(let e) = Units.parseDuration(since) { throw ValidationError("--since \(since): \(e.message)") }
+    }
+
     func run() throws {
-        try Engine(stateDirectory: global.stateDirectory, logger: global.logger).logs(name, follow: follow, to: 1)
+        var selection = LogSelection(tail: tail, timestamps: timestamps)
+        if let since, case .success(let seconds) = Units.parseDuration(since) { selection.since = wallClock() - seconds }
+        try Engine(stateDirectory: global.stateDirectory, logger: global.logger).logs(name, selection: selection, follow: follow, to: 1)
+    }
+}
+
+struct StopCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stop",
+        abstract: "Stop containers on purpose: under restart: unless-stopped they stay stopped until tupp start.",
+        discussion: """
+            Sends the stop signal (stopSignal, SIGTERM by default), then SIGKILL after the \
+            container's stopTimeout. A container with restart: unless-stopped then stays \
+            stopped across applies and reboots, and plans show it as stopped on purpose; \
+            other containers are started again by the next apply.
+
+            Examples:
+              tupp stop db
+              tupp stop --timeout 30s db cache
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(help: ArgumentHelp("Time between the stop signal and SIGKILL (default: the container's stopTimeout).", valueName: "duration"))
+    var timeout: String?
+
+    @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
+    var lockTimeout: Double = 60
+
+    @Argument(help: "The containers.")
+    var names: [String]
+
+    func run() throws {
+        var grace: Double?
+        if let timeout {
+            guard case .success(let seconds) = Units.parseDuration(timeout) else { throw ValidationError("--timeout \(timeout): not a duration") }
+            grace = seconds
+        }
+        try Engine(stateDirectory: global.stateDirectory, logger: global.logger)
+            .stop(names, timeout: grace, lockTimeout: lockTimeout, holder: CommandLine.arguments.joined(separator: " "))
+        for name in names { emit("\(name): stopped\n") }
+    }
+}
+
+struct StartCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "start",
+        abstract: "Start containers stopped with tupp stop (applies the manifest for them only).",
+        discussion: """
+            Clears the mark tupp stop left and applies the manifest for the named \
+            containers only, waiting for their dependencies as apply does.
+
+            Examples:
+              tupp start db
+              tupp start -f site/ db cache
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: [.customShort("f"), .customLong("file")],
+            help: ArgumentHelp("Manifest files or directories (repeatable; default ./tupperware.yaml).", valueName: "file|dir"))
+    var files: [String] = []
+
+    @Option(help: ArgumentHelp("The project (default: the manifests' project: key, else their directory's name).", valueName: "name"))
+    var project: String?
+
+    @Option(help: ArgumentHelp("Seconds to wait for another apply to finish.", valueName: "seconds"))
+    var lockTimeout: Double = 60
+
+    @Flag(help: "Stream JSON lines instead of text.")
+    var json = false
+
+    @OptionGroup var waiting: WaitOptions
+
+    @Argument(help: "The containers.")
+    var names: [String]
+
+    func run() async throws {
+        let loaded = try loadManifests(files, project: project)
+        try await runApply(loaded, options: PlanOptions(prune: false, project: loaded.project), json: json, lockTimeout: lockTimeout,
+                           global: global, command: "start", lifecycle: try waiting.options(), starting: names)
+    }
+}
+
+struct EventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events",
+        abstract: "Stream what the supervisors report: starts, exits, restarts, health changes, stops.",
+        discussion: """
+            Each line is one event as it happens. With --json, the supervisor's own JSON \
+            lines: {"time", "container", "type": start | exit | restart | health | stop, …}; \
+            an exit has "code" or "signal", "oom" and "ran_ms", a health change "from", "to", \
+            "exit_code" and "output".
+
+            Examples:
+              tupp events
+              tupp events --json db | jq -c 'select(.type=="health")'
+              tupp events --since 1h --until 0s      what the last hour brought, then stop
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Machine-readable JSON lines.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Also show what happened in this last span (10m, 1h).", valueName: "duration"))
+    var since: String?
+
+    @Option(help: ArgumentHelp("Stop after this span from now (0s: stop at once, after --since's events).", valueName: "duration"))
+    var until: String?
+
+    @Argument(help: "Only these containers (default: all, also those created meanwhile).")
+    var names: [String] = []
+
+    func run() async throws {
+        func seconds(_ text: String?, _ flag: String) throws -> Double? {
+            guard let text else { return nil }
+            guard case .success(let value) = Units.parseDuration(text) else { throw ValidationError("\(flag) \(text): not a duration") }
+            return value
+        }
+        let now = wallClock()
+        let since = try seconds(since, "--since").map { now - $0 }
+        let until = try seconds(until, "--until").map { now + $0 }
+        try await Engine(stateDirectory: global.stateDirectory, logger: global.logger).events(names, since: since, until: until) { event in
+            if json {
+                emit(event.json.serialized() + "\n")
+            } else {
+                emit("\(LogLines.rfc3339(event.time)) \(event.container) \(event.summary)\n")
+            }
+        }
     }
 }

@@ -60,6 +60,10 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
             if message.hasPrefix("warning:") {
                 emit((state.openLine != nil ? "\n" : "") + style.yellow("  \(change.address): \(message)") + "\n")
                 state.openLine = nil
+            } else if message.hasPrefix("waiting for") && !tty {
+                // A dependent may wait minutes: a log (the boot unit's journal) says why.
+                emit((state.openLine != nil ? "\n" : "") + "  \(change.address): \(message)\n")
+                state.openLine = nil
             } else if tty && state.running == 1 {
                 emit("\r\u{1B}[K\(change.address): \(change.verb)… \(message)")
                 state.openLine = change.address
@@ -69,6 +73,10 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
 
     func complete(_ change: Plan.ResourceChange, milliseconds: Double) {
         finish(change, style.green("done") + " (\(formatMilliseconds(milliseconds)))")
+    }
+
+    func complete(_ change: Plan.ResourceChange, milliseconds: Double, note: String) {
+        finish(change, style.yellow(note))
     }
 
     func errored(_ change: Plan.ResourceChange, _ error: any Error) {
@@ -89,8 +97,22 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
     }
 
     func summary(_ outcome: ApplyOutcome) {
+        for u in outcome.unready where !outcome.changed {
+            emit(style.red("Not ready:") + " \(u.address): \(u.error)\n")
+        }
         guard outcome.changed else { return }   // the plan said "No changes." and its warnings
         for w in outcome.warnings { emit(style.yellow("Warning:") + " \(w)\n") }
+        for c in outcome.crashing { emit(style.yellow("Crashing:") + " \(c.address) \(c.note)\n") }
+        if outcome.applied.count + outcome.failed.count + outcome.notAttempted.count == 0 {
+            for u in outcome.unready { emit(style.red("Not ready:") + " \(u.address): \(u.error)\n") }
+            if !outcome.unready.isEmpty { emit("\(operation) waited: \(outcome.unready.count) container\(outcome.unready.count == 1 ? " is" : "s are") not ready.\n") }
+            return
+        }
+        if outcome.failed.isEmpty && outcome.notAttempted.isEmpty && !outcome.unready.isEmpty {
+            for u in outcome.unready { emit(style.red("Not ready:") + " \(u.address): \(u.error)\n") }
+            emit("\(operation) applied \(outcome.applied.count) change\(outcome.applied.count == 1 ? "" : "s"), but \(outcome.unready.count) container\(outcome.unready.count == 1 ? " is" : "s are") not ready.\n")
+            return
+        }
         if outcome.succeeded {
             emit(style.bold("\(operation) complete!") + " \(outcome.applied.count) change\(outcome.applied.count == 1 ? "" : "s") in \(formatMilliseconds(outcome.milliseconds)).\n")
         } else {
@@ -128,6 +150,11 @@ final class JSONReporter: ApplyReporter, @unchecked Sendable {
                           ("elapsed_ms", .double((milliseconds * 10).rounded() / 10))])
     }
 
+    func complete(_ change: Plan.ResourceChange, milliseconds: Double, note: String) {
+        line("complete", [("address", .string(change.address.description)), ("actions", .array(change.action.jsonActions.map { .string($0) })),
+                          ("elapsed_ms", .double((milliseconds * 10).rounded() / 10)), ("note", .string(note))])
+    }
+
     func errored(_ change: Plan.ResourceChange, _ error: any Error) {
         line("errored", [("address", .string(change.address.description)), ("error", .string("\(error)"))])
     }
@@ -139,6 +166,8 @@ final class JSONReporter: ApplyReporter, @unchecked Sendable {
             ("failed", .array(outcome.failed.map { JSON.object([("address", .string($0.address.description)), ("error", .string($0.error))]) })),
             ("not_attempted", .array(outcome.notAttempted.map { .string($0.description) })),
             ("warnings", .array(outcome.warnings.map { .string($0) })),
+            ("crashing", .array(outcome.crashing.map { JSON.object([("address", .string($0.address.description)), ("note", .string($0.note))]) })),
+            ("unready", .array(outcome.unready.map { JSON.object([("address", .string($0.address.description)), ("error", .string($0.error))]) })),
             ("elapsed_ms", .double((outcome.milliseconds * 10).rounded() / 10)),
         ])
     }

@@ -102,6 +102,12 @@ struct ApplyCommand: AsyncParsableCommand {
               tupp plan --out reviewed.plan && tupp apply reviewed.plan
               tupp apply --json site/ | jq -c 'select(.type=="complete")'
               tupp apply --prune-volumes             also delete volumes that left the manifest
+              tupp apply --wait /etc/tupp/           return once everything runs and is healthy
+
+            A container with dependsOn starts once its dependencies are started, healthy or \
+            completed (--wait-timeout). Every command apply starts is watched for the settle \
+            time (--settle): one that exits or restarts meanwhile is reported as crashing \
+            instead of done, and fails --wait.
             """
     )
 
@@ -125,16 +131,41 @@ struct ApplyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The project: what apply prunes and destroy removes (default: the manifests' project: key, else their directory's name).", valueName: "name"))
     var project: String?
 
+    @OptionGroup var waiting: WaitOptions
+
     func run() async throws {
         if paths.count == 1, let saved = SavedPlan.read(paths[0]) {
             let loaded = try loadManifests(saved.manifests, project: saved.project)
             try await runApply(loaded, options: saved.options, reviewed: saved, json: json, lockTimeout: lockTimeout,
-                               global: global, command: "apply")
+                               global: global, command: "apply", lifecycle: try waiting.options())
             return
         }
         let loaded = try loadManifests(paths, project: project)
         try await runApply(loaded, options: PlanOptions(prune: !noPrune, project: loaded.project, pruneVolumes: pruneVolumes), json: json,
-                           lockTimeout: lockTimeout, global: global, command: "apply")
+                           lockTimeout: lockTimeout, global: global, command: "apply", lifecycle: try waiting.options())
+    }
+}
+
+/// How apply waits: for readiness (--wait), how long (--wait-timeout), and how long it
+/// watches a started command (--settle).
+struct WaitOptions: ParsableArguments {
+    @Flag(help: "Return only when every container runs and, where it has a health check, is healthy; exit 1 otherwise.")
+    var wait = false
+
+    @Option(help: ArgumentHelp("How long --wait and dependsOn wait: 120s, 5m (default 120s).", valueName: "duration"))
+    var waitTimeout: String = "120s"
+
+    @Option(help: ArgumentHelp("How long apply watches a command it started before it calls it done (default 1s; 0 to skip).", valueName: "duration"))
+    var settle: String = "1s"
+
+    func options() throws -> LifecycleOptions {
+        func seconds(_ text: String, _ flag: String) throws -> Double {
+            switch Units.parseDuration(text) {
+            case .success(let value): return value
+            case .failure(let e): throw ValidationError("\(flag) \(text): \(e.message)")
+            }
+        }
+        return LifecycleOptions(wait: wait, waitTimeout: try seconds(waitTimeout, "--wait-timeout"), settle: try seconds(settle, "--settle"))
     }
 }
 
@@ -187,14 +218,20 @@ struct DestroyCommand: AsyncParsableCommand {
 /// Apply and destroy: the engine does the work; this picks the reporter and turns a
 /// refusal or failure into the exit status.
 func runApply(_ loaded: LoadedManifest, options: PlanOptions, reviewed: SavedPlan? = nil, json: Bool, lockTimeout: Double,
-              global: GlobalOptions, command: String) async throws {
+              global: GlobalOptions, command: String, lifecycle: LifecycleOptions = LifecycleOptions(),
+              starting names: [String]? = nil) async throws {
     let engine = Engine(stateDirectory: global.stateDirectory, logger: global.logger)
     let reporter: any ApplyReporter = json ? JSONReporter(version: Tupp.version)
-                                           : TextReporter(operation: options.destroy ? "Destroy" : "Apply")
+                                           : TextReporter(operation: options.destroy ? "Destroy" : names != nil ? "Start" : "Apply")
     do {
-        let outcome = try await engine.apply(loaded, options: options, reviewed: reviewed, version: Tupp.version,
-                                             lockTimeout: lockTimeout, holder: CommandLine.arguments.joined(separator: " "),
-                                             reporter: reporter)
+        let holder = CommandLine.arguments.joined(separator: " ")
+        let outcome = if let names {
+            try await engine.start(names, loaded: loaded, options: options, version: Tupp.version, lockTimeout: lockTimeout,
+                                   holder: holder, reporter: reporter, lifecycle: lifecycle)
+        } else {
+            try await engine.apply(loaded, options: options, reviewed: reviewed, version: Tupp.version,
+                                   lockTimeout: lockTimeout, holder: holder, reporter: reporter, lifecycle: lifecycle)
+        }
         if !outcome.succeeded { throw ExitCode(1) }
     } catch let refusal as ApplyRefusal {
         switch refusal {

@@ -27,7 +27,7 @@ struct Tupp: AsyncParsableCommand {
             """,
         version: version,
         subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, DestroyCommand.self, StatusCommand.self, ListCommand.self,
-                      ExecCommand.self, LogsCommand.self, VolumeCommand.self]
+                      ExecCommand.self, LogsCommand.self, VolumeCommand.self, StopCommand.self, StartCommand.self, EventsCommand.self]
     )
 }
 
@@ -65,10 +65,14 @@ struct GlobalOptions: ParsableArguments {
         return logger
     }
 
+    /// Always absolute: records name paths inside it that become bind-mount sources.
     var stateDirectory: String {
-        if let stateDirOption { return stateDirOption }
-        if let env = getenv("TUPP_STATE_DIR"), env.pointee != 0 { return String(cString: env) }
-        return "/var/lib/tupp"
+        var path = "/var/lib/tupp"
+        if let stateDirOption { path = stateDirOption }
+        else if let env = getenv("TUPP_STATE_DIR"), env.pointee != 0 { path = String(cString: env) }
+        guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        return String(cString: cwd) + "/" + path
     }
 }
 

@@ -125,6 +125,21 @@ extension Installation {
         try i.expectClean(m)
     }
 
+    /// `--state-dir state` from the installation's directory is the same installation as the
+    /// absolute path: the container's name files are bind-mounted from it and it runs.
+    @Test func aRelativeStateDirectoryIsTheSameInstallation() throws {
+        guard try ready() else { return }
+        let i = try Installation()
+        defer { i.cleanupLeavingNothing() }
+        let m = try i.manifest("m.yaml", smallManifest(service("web", extra: "    network: { attach: net }")))
+        let relative = try Spawn.run(["/bin/sh", "-c", "cd \"$1\" && exec \"$2\" --state-dir state apply m.yaml", "sh",
+                                      i.root.path, Built.tupp], stderrToStdout: true, environment: ["NO_COLOR=1"])
+        #expect(relative.status == 0, "\(relative)")
+        let pid = try #require(try i.pid("web"), "the absolute --state-dir sees the container")
+        #expect(try Files.readText("/proc/\(pid)/root/etc/hosts")?.contains("web") == true)
+        try i.expectClean(m)
+    }
+
     @Test func driftIsNamedAndRepaired() throws {
         guard try ready() else { return }
         let i = try Installation()

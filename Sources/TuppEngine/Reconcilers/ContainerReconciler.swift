@@ -1,4 +1,5 @@
 import Logging
+import TuppBase
 import TuppFacts
 import TuppManifest
 import TuppNetworking
@@ -20,6 +21,11 @@ struct ContainerReconciler: Reconciler {
         let names = ContainerKind.names(declared: context.manifest.containers.keys, records: records.keys, host: host,
                                         installation: context.installation)
         var facts = ContainerFacts(contents: observation.facts[PoolFacts.self]?.contents, host: host, processes: [:])
+        var t = Monotonic.nanoseconds()
+        func lap(_ what: String) {
+            context.logger.debug("  containers: \(what) in \((Monotonic.milliseconds(since: t) * 100).rounded() / 100) ms")
+            t = Monotonic.nanoseconds()
+        }
         // One pass over the supervisors, then one netns snapshot per running container.
         var netnsPaths: [(String, String)] = []
         for name in names {
@@ -30,21 +36,33 @@ struct ContainerReconciler: Reconciler {
                 netnsPaths.append((name, "/proc/\(process.shimPID)/ns/net"))
             }
         }
+        lap("\(names.count) supervisors")
         for (i, result) in NetlinkSession.snapshots(ofNamespaces: netnsPaths.map(\.1)).enumerated() {
             if case .success(let snapshot) = result { facts.namespaces[netnsPaths[i].0] = snapshot }
         }
+        lap("\(netnsPaths.count) network namespaces")
         // Live hostnames, read inside each UTS namespace on one thread.
         let named = names.filter { facts.processes[$0]!.isRunning && records[$0]?.attributes[ContainerAttribute.hostname] != nil }
         for (name, hostname) in zip(named, context.runtime.hostnames(of: named.map { facts.processes[$0]! })) {
             if let hostname { facts.hostnames[name] = hostname }
         }
-        // The name files tupp wrote, read back.
+        lap("hostnames")
+        // The name files tupp wrote: /etc/hosts by its stamp (read only when it changed), the
+        // small resolv.conf whole.
         for name in names where facts.processes[name]!.isRunning {
             let directory = context.store.containerDirectory(name)
-            facts.hostsFiles[name] = (try? Files.readText(ContainerNameFiles.hostsPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
+            let hosts = ContainerNameFiles.hostsPath(runtimeDirectory: directory)
+            if let stamp = (try? ContainerNameFiles.stamp(hosts)) ?? nil {
+                facts.hostsStamps[name] = stamp
+                if stamp != records[name]?.hostsStamp {
+                    facts.hostsFiles[name] = (try? Files.readText(hosts, limit: 16 << 20)) ?? nil
+                }
+            }
             facts.resolvFiles[name] = (try? Files.readText(ContainerNameFiles.resolvConfPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
         }
+        lap("name files")
         observeConfinement(context, records: records, processes: facts.processes, into: &facts, &observation)
+        lap("cgroups and seccomp profiles")
         allocateUserNamespaces(context, records: records, processes: facts.processes, &observation)
         checkCgroupDelegation(context, &observation)
         if let resolvers = try? ResolvConf.readHost() {
@@ -53,6 +71,7 @@ struct ContainerReconciler: Reconciler {
         observation.facts[ContainerFacts.self] = facts
         observation.merge(ContainerKind.interpret(declared: Set(context.manifest.containers.keys), records: records, facts: facts,
                                                   images: observation.state, installation: context.installation))
+        lap("judgement")
     }
 
     /// The host ids of every container with `userns: auto`: what each container holds now
@@ -129,11 +148,13 @@ struct ContainerReconciler: Reconciler {
                 }
             }
         }
+        // Containers with limits: their limit files, read back (the others have none to drift).
         for (name, record) in records where processes[name]?.isRunning == true {
             let limits = ContainerKind.resourceLimits(record.attributes)
-            guard let seen = context.runtime.observeResources(directory: context.store.containerDirectory(name), expecting: limits,
-                                                              layout: layout) else { continue }
-            facts.limitDrift[name] = seen.drift.map(\.description)
+            guard !limits.declared.isEmpty,
+                  let drift = context.runtime.limitDrift(directory: context.store.containerDirectory(name), expecting: limits,
+                                                         layout: layout) else { continue }
+            facts.limitDrift[name] = drift.map(\.description)
         }
     }
 
@@ -212,6 +233,7 @@ struct ContainerReconciler: Reconciler {
             context.logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
             record.status = .ready
             record.setContainerFacts(hostVeth: veth, snapshot: snapshot.uuid, process: started, specDigest: specDigest(name))
+            record.hostsStamp = try hostsStamp(name)
             try context.save(record)
         }
 
@@ -228,11 +250,17 @@ struct ContainerReconciler: Reconciler {
             let dir = directory(spec.name)
             try Files.createDirectory(dir, mode: 0o700)
             let hosts = try HostsFile.render(container: spec.name, hostname: spec.hostname, address: spec.network?.address.address,
-                                             extras: spec.names.extraHosts, peers: spec.names.peers)
+                                             extras: spec.names.extraHosts, peers: spec.names.members.addresses)
             let resolv = try ResolvConf.render(spec.names.resolver, container: spec.name)
             let wroteHosts = try ContainerNameFiles.write(ContainerNameFiles.hostsPath(runtimeDirectory: dir), hosts)
             let wroteResolv = try ContainerNameFiles.write(ContainerNameFiles.resolvConfPath(runtimeDirectory: dir), resolv)
             return wroteHosts || wroteResolv
+        }
+
+        /// The stamp of the /etc/hosts just written, for the record: the next plan reads the
+        /// file back only when it changed.
+        func hostsStamp(_ name: String) throws -> String? {
+            try ContainerNameFiles.stamp(ContainerNameFiles.hostsPath(runtimeDirectory: directory(name)))
         }
 
         /// The runtime's view of a planned container: its spec, rooted at its snapshot, with
@@ -269,7 +297,12 @@ struct ContainerReconciler: Reconciler {
             let name = spec.name
             let rootfs = "\(root)/containers/\(name)"
             var process = context.observation.facts[ContainerFacts.self]?.processes[name] ?? runtime.observe(directory: directory(name))
-            if change.effect == .restart {
+            if record.stoppedOnPurpose && !process.isRunning {
+                // `tupp stop` under unless-stopped: the changes wait in the spec for `tupp start`.
+                try writeNameFiles(spec)
+                try runtime.updateSettings(config(spec, rootfs: rootfs), directory: directory(name))
+                Checkpoint.pass("settings of the stopped \(name) rewritten")
+            } else if change.effect == .restart {
                 try runtime.stop(directory: directory(name), timeout: spec.stopTimeout)
                 Checkpoint.pass("\(name) stopped for a restart")
                 _ = try host.deleteLink(name: hostVeth(name))
@@ -292,14 +325,14 @@ struct ContainerReconciler: Reconciler {
                     try writeNameFiles(spec)
                     Checkpoint.pass("name files of \(name) rewritten")
                 }
-                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname) {
+                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname), process.isRunning {
                     try runtime.setHostname(hostname, for: process)
                     Checkpoint.pass("hostname of \(name) set")
                 }
                 let replug = change.changes(ContainerAttribute.network)
                     || change.conditions(ContainerCondition.self).contains(where: \.needsReplug)
                     || change.reasons.contains { $0.dependency?.kind == .network }
-                if replug {
+                if replug && process.isSupervised {
                     if let plug = plug(for: spec, netnsPath: "/proc/\(process.shimPID)/ns/net") {
                         let repairs = try host.ensurePlugged(plug)
                         context.logger.debug("\(name): network \(repairs.isEmpty ? "already as declared" : repairs.map(\.description).joined(separator: ", "))")
@@ -314,6 +347,7 @@ struct ContainerReconciler: Reconciler {
             record.protect = spec.protect
             record.setContainerFacts(hostVeth: hostVeth(name), snapshot: record.containerSnapshotUUID, process: process,
                                      specDigest: specDigest(name))
+            record.hostsStamp = try hostsStamp(name)
             try context.save(record)
         }
     }

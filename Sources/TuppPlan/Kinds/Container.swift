@@ -51,6 +51,15 @@ public enum ContainerAttribute {
     /// Its /etc/hosts lines of the other containers on its network (of every project):
     /// rewritten in place when one comes, goes or moves.
     public static let peers = AttributePath("peers")
+    /// `healthcheck.command`, `.interval`, `.timeout`, `.retries`, `.start_period`: the
+    /// supervisor takes a new check in place.
+    public static let healthcheck = AttributePath("healthcheck")
+    public static let onUnhealthy = AttributePath("on_unhealthy")
+    public static let stopSignal = AttributePath("stop_signal")
+    /// "db: healthy", "cache: started (restart)": the start order, nothing on the host.
+    public static let dependsOn = AttributePath("depends_on")
+    /// The files `env` was read from (their variables are `env.*`).
+    public static let envFile = AttributePath("env_file")
 
     public static let schema = AttributeSchema([
         AttributeRule(image, .replace),
@@ -78,6 +87,11 @@ public enum ContainerAttribute {
         AttributeRule(dns, .inPlace, optional: true),
         AttributeRule(hosts, .inPlace, optional: true),
         AttributeRule(peers, .inPlace, optional: true),
+        AttributeRule(healthcheck, .inPlace, family: true, optional: true),
+        AttributeRule(onUnhealthy, .inPlace, optional: true),
+        AttributeRule(stopSignal, .inPlace, optional: true),
+        AttributeRule(dependsOn, .inPlace, optional: true),
+        AttributeRule(envFile, .inPlace, optional: true),
     ])
 }
 
@@ -116,6 +130,15 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     /// The seccomp profile file's content digest ("sha256:…"), when `seccomp` names one: an
     /// edited profile restarts the process like a changed setting.
     public var seccompDigest: String?
+    /// Run by the supervisor inside the container. The manifest's; an image's own
+    /// Healthcheck may fill it when the manifest has none.
+    public var healthcheck: Healthcheck?
+    public var onUnhealthy: OnUnhealthy
+    /// What stop sends first: the manifest's, else the image's StopSignal, else SIGTERM.
+    public var stopSignal: Signal
+    /// The containers this one waits for before its command starts.
+    public var dependsOn: [String: Dependency]
+    public var envFiles: [String]
     /// `userns: auto`: the maps allocated to it (`UserNamespaceAllocator`); nil: the host's.
     public var userNamespace: IDMapping?
     /// Container root manages its own cgroup (cgroup v2).
@@ -134,7 +157,13 @@ public struct ContainerSpec: ResourceSpec, Equatable {
         namespaces = c.namespaces.sorted()
         mounts = c.mounts
         command = c.command
-        env = Dictionary(c.env.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+        // envFile's variables first (later files won already), `env` over them.
+        env = c.lifecycle.fileEnvironment.merging(c.env.map { ($0.key, $0.value) }, uniquingKeysWith: { _, declared in declared })
+        healthcheck = c.lifecycle.healthcheck
+        onUnhealthy = c.lifecycle.onUnhealthy
+        stopSignal = c.lifecycle.stopSignal ?? .term
+        dependsOn = c.lifecycle.dependsOn
+        envFiles = c.lifecycle.envFiles
         workdir = c.workdir
         restart = c.restart
         capabilities = c.effectiveCapabilities
@@ -147,30 +176,66 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     }
 }
 
+/// The containers of one network, by name: every container's /etc/hosts lists the others.
+/// Built once per network and shared (copy on write) by all its containers' specs, with an
+/// order-free digest, so a plan stays linear in the number of containers.
+public struct NetworkMembers: Sendable, Equatable {
+    public private(set) var addresses: [String: IPv4Address] = [:]
+    /// XOR of every member's hash: a member's view of the others is this minus itself.
+    public private(set) var digest: UInt64 = 0
+
+    public init() {}
+
+    public init(_ addresses: [String: IPv4Address]) {
+        for (name, address) in addresses { insert(name, address) }
+    }
+
+    public mutating func insert(_ name: String, _ address: IPv4Address) {
+        if let old = addresses[name] { digest ^= Self.hash(name, old) }
+        addresses[name] = address
+        digest ^= Self.hash(name, address)
+    }
+
+    static func hash(_ name: String, _ address: IPv4Address) -> UInt64 { StableHash(name, address.description).value }
+
+    /// What `container`'s /etc/hosts says of the others, as the plan shows it: their names
+    /// and addresses on a small network, a count and digest on a large one.
+    public func summary(except container: String) -> Value {
+        let others = addresses.count - (addresses[container] == nil ? 0 : 1)
+        if others <= Self.listedUpTo {
+            return .strings(HostsFile.display(HostsFile.peerLines(addresses, except: container)))
+        }
+        let own = addresses[container].map { Self.hash(container, $0) } ?? 0
+        return .string("\(others) containers (\(String(digest ^ own, radix: 16)))")
+    }
+
+    /// Up to this many others, the plan lists them.
+    static let listedUpTo = 8
+}
+
 /// What a container's /etc/resolv.conf and /etc/hosts hold.
 public struct NameSettings: Sendable, Equatable {
     public var resolver: ResolverSettings
     /// Why the resolver is not what one would expect (a loopback stub left out), for the plan.
     public var resolverWarnings: [String]
     public var extraHosts: [String: IPv4Address]
-    /// The other containers on its network, by name.
-    public var peers: [String: IPv4Address]
+    /// Every container on its network, itself included (the file leaves itself out).
+    public var members: NetworkMembers
 
     public init(resolver: ResolverSettings = ResolverSettings(), resolverWarnings: [String] = [],
-                extraHosts: [String: IPv4Address] = [:], peers: [String: IPv4Address] = [:]) {
+                extraHosts: [String: IPv4Address] = [:], members: NetworkMembers = NetworkMembers()) {
         self.resolver = resolver
         self.resolverWarnings = resolverWarnings
         self.extraHosts = extraHosts
-        self.peers = peers
+        self.members = members
     }
 
-    /// The settings of `c`: its dns settings over the host's, its extras, its peers.
-    public init(_ c: Container, peers: [String: IPv4Address], resolvers: HostResolvers) {
+    /// The settings of `c`: its dns settings over the host's, its extras, its network's members.
+    public init(_ c: Container, members: NetworkMembers, resolvers: HostResolvers) {
         let (resolver, warnings) = ResolvConf.forContainer(dns: c.nameService.dns, search: c.nameService.search,
                                                             options: c.nameService.options, host: resolvers.host,
                                                             resolvedUpstream: resolvers.resolvedUpstream)
-        self.init(resolver: resolver, resolverWarnings: warnings, extraHosts: c.nameService.hosts,
-                  peers: peers.filter { $0.key != c.name })
+        self.init(resolver: resolver, resolverWarnings: warnings, extraHosts: c.nameService.hosts, members: members)
     }
 
     /// The resolv.conf lines (the file without its comment).
@@ -180,9 +245,6 @@ public struct NameSettings: Sendable, Equatable {
 
     /// The /etc/hosts lines of the manifest's `hosts:`.
     public var extraLines: [String] { HostsFile.extraLines(extraHosts) }
-
-    /// The /etc/hosts lines of the other containers.
-    public func peerLines(container: String) -> [String] { HostsFile.peerLines(peers, except: container) }
 }
 
 /// Why a container needs work although its attributes match.
@@ -243,7 +305,10 @@ extension Record {
     /// What identifies a started container: its host veth, snapshot, supervisor and init
     /// (pid + start time), and the digest of the spec the supervisor runs.
     public mutating func setContainerFacts(hostVeth: String, snapshot: String?, process: ProcessObservation?, specDigest: String?) {
+        let stopped = facts[Record.stoppedFact]
         facts = ["hostVeth": hostVeth]
+        // `tupp stop` holds while the container does not run.
+        if let stopped, !(process?.isRunning ?? false) { facts[Record.stoppedFact] = stopped }
         if let snapshot { facts["snapshot"] = snapshot }
         if let process {
             facts["initPID"] = String(process.initPID)
@@ -251,6 +316,24 @@ extension Record {
             facts["shimPID"] = String(process.shimPID)
         }
         if let specDigest { facts["spec"] = specDigest }
+    }
+
+    /// Set by `tupp stop`, cleared by `tupp start`.
+    public static let stoppedFact = "stopped"
+
+    /// Stopped with `tupp stop`.
+    public var stoppedByUser: Bool { facts[Record.stoppedFact] == "true" }
+
+    /// Stopped with `tupp stop` under `restart: unless-stopped`: not drift, left stopped
+    /// by apply (and after a reboot) until `tupp start`.
+    public var stoppedOnPurpose: Bool {
+        stoppedByUser && attributes[ContainerAttribute.restart] == .string(RestartPolicy.unlessStopped.rawValue)
+    }
+
+    /// The stamp of the /etc/hosts tupp last wrote for a container.
+    public var hostsStamp: String? {
+        get { facts["hostsStamp"] }
+        set { facts["hostsStamp"] = newValue }
     }
 
     /// The address a container was given (allocated addresses stay while it exists).
@@ -271,7 +354,9 @@ public struct ContainerFacts: Sendable {
     public var namespaces: [String: NetworkSnapshot]
     /// Live hostnames, read inside each running container's UTS namespace.
     public var hostnames: [String: String]
-    /// The /etc/hosts and /etc/resolv.conf tupp wrote for each container (nil: absent).
+    /// Each running container's /etc/hosts stamp (size, mtime, ctime) and, where it differs
+    /// from the recorded one, its text; its /etc/resolv.conf (nil: absent).
+    public var hostsStamps: [String: String] = [:]
     public var hostsFiles: [String: String]
     public var resolvFiles: [String: String]
     /// Cgroup limit files that read otherwise than tupp wrote them, per container
@@ -345,7 +430,32 @@ public enum ContainerKind {
         if c.delegateCgroup { a[ContainerAttribute.delegateCgroup] = .bool(true) }
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
-        a[ContainerAttribute.peers] = .strings(HostsFile.display(c.names.peerLines(container: c.name)))
+        a[ContainerAttribute.peers] = c.names.members.summary(except: c.name)
+        a.merge(lifecycleAttributes(c)) { _, new in new }
+        return a
+    }
+
+    /// Only what differs from the defaults, so records of containers without these
+    /// fields compare equal.
+    static func lifecycleAttributes(_ c: ContainerSpec) -> Attributes {
+        var a: Attributes = [:]
+        if let check = c.healthcheck {
+            let h = ContainerAttribute.healthcheck
+            a[h.child("command")] = .strings(check.command)
+            a[h.child("interval")] = .string(Units.formatDuration(check.interval))
+            a[h.child("timeout")] = .string(Units.formatDuration(check.timeout))
+            a[h.child("retries")] = .int(Int64(check.retries))
+            a[h.child("start_period")] = .string(Units.formatDuration(check.startPeriod))
+            a[ContainerAttribute.onUnhealthy] = .string(c.onUnhealthy.rawValue)
+        }
+        if c.stopSignal != .term { a[ContainerAttribute.stopSignal] = .string(c.stopSignal.description) }
+        if !c.dependsOn.isEmpty {
+            a[ContainerAttribute.dependsOn] = .strings(c.dependsOn.keys.sorted().map { name in
+                let d = c.dependsOn[name]!
+                return "\(name): \(d.condition.rawValue)\(d.restart ? " (restart)" : "")"
+            })
+        }
+        if !c.envFiles.isEmpty { a[ContainerAttribute.envFile] = .strings(c.envFiles) }
         return a
     }
 
@@ -459,6 +569,7 @@ public enum ContainerKind {
             case .stopping:
                 resource.conditions.append(ContainerCondition.stopping)
             case .exited, .stopped, .absent, .supervisorDied:
+                if record.stoppedOnPurpose { break }   // `tupp stop`: it stays stopped until `tupp start`
                 let why: String
                 if let exit = process.lastExit { why = "process not running (\(exit.status))" }
                 else if process.state == .supervisorDied { why = "process not running (its supervisor died)" }
@@ -493,13 +604,17 @@ public enum ContainerKind {
                     resource.conditions.append(ContainerCondition.nameFilesMissing)
                 }
             }
-            if process.isRunning, let text = facts.hostsFiles[name] {
-                let live = HostsFile.parse(text)
-                for (path, lines) in [(ContainerAttribute.hosts, live?.extras), (ContainerAttribute.peers, live?.peers)] {
-                    let value = lines.map { Value.strings(HostsFile.display($0)) }
-                    let recorded = record.attributes[path]
+            // /etc/hosts: unchanged since tupp wrote it (same stamp) holds what the record says;
+            // otherwise it is read back.
+            if process.isRunning, let stamp = facts.hostsStamps[name], stamp != record.hostsStamp {
+                let live = facts.hostsFiles[name].flatMap(HostsFile.parse)
+                let values: [(AttributePath, Value?)] = [
+                    (ContainerAttribute.hosts, live.map { .strings(HostsFile.display($0.extras)) }),
+                    (ContainerAttribute.peers, live.map { NetworkMembers(HostsFile.entries($0.peers)).summary(except: name) }),
+                ]
+                for (path, value) in values {
                     resource.attributes[path] = value
-                    if let recorded, value != recorded, record.status == .ready, path == ContainerAttribute.hosts || live == nil {
+                    if let recorded = record.attributes[path], value != recorded, record.status == .ready {
                         resource.drift.append(Drift(address, "its /etc/hosts was changed outside tupp", path: path,
                                                     recorded: recorded, observed: value))
                     }
