@@ -273,4 +273,17 @@ struct UserNamespaceTests {
             #expect(!Files.exists(directory + "/inner") && !Files.exists(directory))
         }
     }
+
+    @Test func theHealthCheckRunsInTheUserNamespace() throws {
+        guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
+        let fixture = try ContainerFixture()
+        defer { fixture.cleanup() }
+        let mapping = Self.mapping()
+        _ = try start(fixture, mapping) { config in
+            config.healthcheck = Healthcheck(command: ["/bin/sh", "-c", "cat /proc/self/uid_map; id -u"], interval: 0.1, timeout: 2, retries: 1)
+        }
+        #expect(waitUntil(10) { fixture.runtime.observe(directory: fixture.directory).health == .healthy })
+        let output = try #require(fixture.runtime.health(directory: fixture.directory)?.log.last?.output)
+        #expect(output.split(whereSeparator: \.isWhitespace) == ["0", "\(mapping.uids[0].outside)", "65536", "0"], "\(output)")
+    }
 }
