@@ -84,7 +84,8 @@ struct ContainerReconciler: Reconciler {
         var held: [String: IDMapping] = [:]
         for (name, record) in records { held[name] = ContainerKind.userNamespace(record.attributes) }
         for (name, process) in processes { if let live = process.userNamespace { held[name] = live } }
-        guard !wanting.isEmpty else { return }
+        // A destroy plans deletions only: nothing to allocate.
+        guard !wanting.isEmpty, !context.destroying else { return }
         let subordinate = UserNamespaces.subordinateIDs()
         let pool = UserNamespaceAllocator.Pool.choose(context.manifest.userNamespaces, subuid: subordinate.uids, subgid: subordinate.gids)
         var inUse = UserNamespaceAllocator.InUse(uids: subordinate.uids.filter { $0.user != "tupp" }.map(\.range),
