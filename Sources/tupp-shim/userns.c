@@ -25,13 +25,13 @@
 //            root. The init attaches them with move_mount in its own mount namespace.
 //   clone    The init's mount and pid namespaces must be owned by the user namespace too
 //            (container root mounts /proc and its tree there), so they are created by a
-//            process inside it: a short-lived middle process changes into the rootfs
-//            (the path is not reachable by container root: the pool is 0700; the kernel
-//            carries the working directory into the new mount namespace), joins the user
-//            namespace, becomes root there, sets the netns's ping group range (read in
-//            the writer's ids), applies the rlimits first (a raised hard limit needs host
-//            privileges), and clones the init with CLONE_PARENT — the init is the shim's
-//            child, as without a user namespace.
+//            process inside it: a short-lived middle process applies the rlimits (a
+//            raised hard limit needs host privileges), changes into the rootfs (the path
+//            is not reachable by container root: the pool is 0700; the kernel carries the
+//            working directory into the new mount namespace), joins the user namespace,
+//            becomes root there, sets the netns's ping group range (read in the writer's
+//            ids), and clones the init with CLONE_PARENT — the init is the shim's child,
+//            as without a user namespace.
 //
 // Every function here runs in the single-threaded shim or its children.
 #include "shim.h"
