@@ -286,4 +286,33 @@ struct UserNamespaceTests {
         let output = try #require(fixture.runtime.health(directory: fixture.directory)?.log.last?.output)
         #expect(output.split(whereSeparator: \.isWhitespace) == ["0", "\(mapping.uids[0].outside)", "65536", "0"], "\(output)")
     }
+
+    @Test func aUserAReadOnlyRootAndADeviceWorkInside() throws {
+        guard try Host.require(.root, .command(ContainerFixture.busyboxPath)) else { return }
+        let fixture = try ContainerFixture()
+        defer { fixture.cleanup() }
+        try fixture.writeUsers(passwd: "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n", group: "root:x:0:\napp:x:1000:\n")
+        let mapping = Self.mapping()
+        let base = mapping.uids[0].outside
+        let hasFuse = Files.exists("/dev/fuse")
+        let observation = try start(fixture, mapping) { config in
+            config.user = UserSpec("app")
+            config.readOnly = true
+            if hasFuse { config.devices = [DeviceGrant(path: "/dev/fuse")] }
+        }
+        // The container's user 1000 is host uid base + 1000.
+        #expect(try procField(observation.initPID, "Uid") == Array(repeating: "\(base + 1000)", count: 4))
+        #expect(try fixture.exec(["id", "-u"]).output == "1000\n")
+        let write = try fixture.exec(["touch", "/x"])
+        #expect(write.status != 0 && write.output.contains("Read-only"), "\(write)")
+        #expect(try fixture.exec(["sh", "-c", "touch /tmp/x && stat -c %u /tmp/x"]).output == "1000\n")
+        if hasFuse {
+            // The host's node: its numbers and owner (glibc's major()/minor() are macros).
+            let host = try #require(try Files.status("/dev/fuse"))
+            let dev = UInt64(host.st_rdev)
+            let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff), minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
+            let inside = try fixture.exec(["stat", "-c", "%t,%T %u", "/dev/fuse"]).output
+            #expect(inside == "\(String(major, radix: 16)),\(String(minor, radix: 16)) \(host.st_uid)\n", "\(inside)")
+        }
+    }
 }
