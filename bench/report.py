@@ -83,7 +83,7 @@ SECTIONS = [
         ("tupp: start returns, default seccomp + cgroup", "start.tupp.confined.exec"),
         ("tupp: start returns, default seccomp + cgroup v2 path", "start.tupp.confined-v2.exec"),
     ], ("≤ +1 ms median (issue 15)", lambda m: m["start.tupp.confined"] - m["start.tupp"] <= 1.0)),
-    ("User namespace (`userns: auto`): the same start in a user namespace of its own — idmapped rootfs, /dev made by "
+    ("User namespaces (`userns` auto): the same start in a user namespace of its own — idmapped rootfs, /dev made by "
      "the shim, the init cloned from inside — interleaved round by round", [
         ("tupp start, default seccomp + cgroup, host's user namespace (ref)", "start.tupp.confined"),
         ("**tupp start, default seccomp + cgroup, `userns: auto`**", "start.tupp.confined.userns"),
