@@ -122,7 +122,7 @@ let package = Package(
             name: "tupp-bench",
             dependencies: [
                 "TuppBase", "TuppFacts", "TuppRuntime", "TuppStorage", "TuppRegistry", "TuppNetworking", "TuppManifest", "TuppSystem",
-                "CTuppSys", "TuppTestSupport",
+                "CTuppSys", "TuppTestTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict,
@@ -130,7 +130,12 @@ let package = Package(
         ),
 
         // Tests. Unit tiers need no root; the others make real pools, links and processes.
-        .target(name: "TuppTestSupport", dependencies: ["TuppBase", "TuppFacts", "TuppManifest", "TuppSystem", "TuppNetworking", "CTuppSys"],
+        // Running commands and probes (no Swift Testing: tupp-bench links it too).
+        .target(name: "TuppTestTools", dependencies: ["TuppBase", "TuppSystem", "CTuppSys"],
+                path: "Tests/TuppTestTools", swiftSettings: strict),
+        // Gates, the leak inventory and test installations (Swift Testing).
+        .target(name: "TuppTestSupport", dependencies: ["TuppBase", "TuppFacts", "TuppManifest", "TuppSystem", "TuppNetworking", "CTuppSys",
+                                                        "TuppManifestLoader", "TuppTestTools"],
                 path: "Tests/TuppTestSupport", swiftSettings: strict),
         .testTarget(name: "TuppManifestTests", dependencies: ["TuppBase", "TuppManifest", "TuppManifestLoader", "TuppSystem", "TuppTestSupport"],
                     exclude: ["Invalid"], swiftSettings: strict),
@@ -148,7 +153,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "TuppRuntimeTests", dependencies: ["TuppBase", "TuppFacts", "TuppRuntime", "TuppManifest", "TuppSystem", "TuppTestSupport", "tupp-shim"],
                     swiftSettings: strict),
-        .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppBase", "TuppFacts", "TuppSystem", "TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"],
+        .testTarget(name: "TuppEndToEndTests", dependencies: ["TuppBase", "TuppFacts", "TuppManifest", "TuppSystem", "TuppTestSupport", "TuppNetworking", "tupp", "tupp-shim"],
                     swiftSettings: strict),
         // contrib/: the Ansible collection, tupp-sync and its units, driven as users run them.
         .testTarget(name: "TuppFleetTests", dependencies: ["TuppBase", "TuppFacts", "TuppTestSupport", "TuppPlan", "TuppSystem", "tupp", "tupp-shim"],

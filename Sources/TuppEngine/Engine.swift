@@ -281,10 +281,13 @@ public struct Engine: Sendable {
                         if Self.starts(change), let spec, !spec.dependsOn.isEmpty {
                             try await waitForDependencies(of: spec, timeout: run.lifecycle.waitTimeout) { reporter.progress(change, $0) }
                         }
-                        if change.isMembershipOnly {
-                            try updateMembership(change, context)
-                        } else {
-                            try await reconciler.apply(change, context)
+                        // Every crash checkpoint passed during the change names its resource.
+                        try await Checkpoint.$resource.withValue(change.address.description) {
+                            if change.isMembershipOnly {
+                                try updateMembership(change, context)
+                            } else {
+                                try await reconciler.apply(change, context)
+                            }
                         }
                         let milliseconds = Monotonic.milliseconds(since: t0)
                         if Self.starts(change), let spec,
@@ -361,8 +364,11 @@ public struct Engine: Sendable {
         for dir in ["\(store.directory)/containers", store.recordsDirectory] {
             if (try? Files.list(dir))?.isEmpty == true { rmdir(dir) }
         }
+        Checkpoint.pass("empty state directories removed")
         try? Files.removeTree(store.cacheDirectory)
+        Checkpoint.pass("state cache removed")
         unlink(store.lockPath)
+        Checkpoint.pass("state lock file removed")
         rmdir(store.directory)   // kept when something else lives there (a pool file, say)
     }
 }

@@ -54,7 +54,7 @@ public struct StateStore: Sendable {
         record.updated = wallClockSeconds()
         try Files.createDirectory(recordsDirectory, mode: 0o700)
         try Files.writeAtomically(path(record.address), Array(record.json.serialized().utf8) + [10])
-        Checkpoint.pass("recorded \(record.address) \(record.status.rawValue)")
+        Checkpoint.pass("recorded \(record.status.rawValue)", resource: "\(record.address)")
     }
 
     /// Removes half-written temporary files a killed writer left in records/. Only call
@@ -68,6 +68,6 @@ public struct StateStore: Sendable {
     public func remove(_ address: ResourceAddress) throws {
         try Files.remove(path(address))
         try Files.syncDirectory(recordsDirectory)
-        Checkpoint.pass("removed the record of \(address)")
+        Checkpoint.pass("record removed", resource: "\(address)")
     }
 }

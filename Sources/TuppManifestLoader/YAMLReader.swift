@@ -167,11 +167,15 @@ private struct TreeBuilder {
             root = node
             return
         }
+        // `top` gives up its arrays before they grow: otherwise each append copies the
+        // whole collection, and a list at the node limit takes minutes instead of milliseconds.
         switch top {
         case .sequence(let m, let tag, let a, var items):
+            top = .sequence(mark: m, tag: tag, anchor: a, items: [])
             items.append(node)
             top = .sequence(mark: m, tag: tag, anchor: a, items: items)
         case .mapping(let m, let tag, let a, var items, let pending, var seen):
+            top = .mapping(mark: m, tag: tag, anchor: a, items: [], pendingKey: nil, seen: [:])
             if let key = pending {
                 items.append((key, node))
                 top = .mapping(mark: m, tag: tag, anchor: a, items: items, pendingKey: nil, seen: seen)

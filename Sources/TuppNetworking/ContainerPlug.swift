@@ -84,18 +84,24 @@ extension NetlinkSession {
             try socket.createVethPair(plug, bridgeIndex: bridge.index, mtu: plug.mtu ?? bridge.mtu,
                                       peerNamespace: netns.rawValue)
         }
+        // Between these two points the host end carries no ownership mark yet.
+        Checkpoint.pass("veth \(plug.hostName) created")
         do {
-            try withSocket { socket in
-                try socket.modifyLink(named: plug.hostName, "set alias of") { rtnl_link_set_ifalias($0, plug.alias) }
-                try socket.setHairpin(plug.hostName)
-            }
+            try withSocket { try $0.modifyLink(named: plug.hostName, "set alias of") { rtnl_link_set_ifalias($0, plug.alias) } }
+            Checkpoint.pass("veth \(plug.hostName) marked")
+            try withSocket { try $0.setHairpin(plug.hostName) }
+            Checkpoint.pass("veth \(plug.hostName) in hairpin mode")
             let inside = NetlinkSession(try NamespaceSockets.open(plug.netnsPath))
             try inside.withSocket { socket in
                 try socket.setUp("lo")
+                Checkpoint.pass("lo up inside")
                 try socket.setUp(plug.interface)
+                Checkpoint.pass("\(plug.interface) up inside")
                 let peer = try socket.requireLink(named: plug.interface)
                 try socket.addAddress(plug.address, toLink: peer.index, linkName: plug.interface)
+                Checkpoint.pass("\(plug.interface) addressed inside")
                 try socket.replaceDefaultRoute(via: plug.gateway, linkIndex: peer.index, linkName: plug.interface)
+                Checkpoint.pass("default route set inside")
             }
         } catch {
             _ = try? deleteLink(name: plug.hostName)
@@ -133,15 +139,19 @@ extension NetlinkSession {
         let bridge = try withSocket { try $0.requireLink(named: plug.bridge) }
         if host.masterIndex != bridge.index {
             try attach(name: plug.hostName, toBridge: plug.bridge)
+            Checkpoint.pass("veth \(plug.hostName) attached to \(plug.bridge)")
             try withSocket { try $0.setHairpin(plug.hostName) }  // a new bridge port starts without it
             repairs.append(.attachedToBridge)
+            Checkpoint.pass("veth \(plug.hostName) in hairpin mode")
         } else if !host.isUp {
             try setUp(name: plug.hostName)
             repairs.append(.broughtUpHostEnd)
+            Checkpoint.pass("veth \(plug.hostName) up")
         }
         if host.alias != plug.alias {
             try setAlias(name: plug.hostName, alias: plug.alias)
             repairs.append(.restoredAlias)
+            Checkpoint.pass("veth \(plug.hostName) marked")
         }
         let inside = try NetlinkSession.inNamespace(plug.netnsPath)
         let seen = try inside.snapshot()
@@ -149,25 +159,30 @@ extension NetlinkSession {
             // The host end's peer lives elsewhere (an earlier namespace of this container
             // that something still holds open): the name is ours, so start over.
             try deleteLink(name: plug.hostName)
+            Checkpoint.pass("stale veth \(plug.hostName) deleted")
             try self.plug(plug)
             return [.createdPair]
         }
         if seen.link(named: "lo")?.isUp == false {
             try inside.setUp(name: "lo")
             repairs.append(.broughtUpLoopback)
+            Checkpoint.pass("lo up inside")
         }
         if !peer.isUp {
             try inside.setUp(name: plug.interface)
             repairs.append(.broughtUpInterface)
+            Checkpoint.pass("\(plug.interface) up inside")
         }
         if seen.addresses(onLink: peer.index) != [plug.address] {
             try inside.replaceAddresses(on: plug.interface, with: plug.address)
             repairs.append(.replacedAddress)
+            Checkpoint.pass("\(plug.interface) addressed inside")
         }
         let route = seen.defaultRoute
         if route?.gateway != plug.gateway || route?.linkIndex != peer.index || repairs.contains(.replacedAddress) {
             try inside.replaceDefaultRoute(via: plug.gateway, on: plug.interface)
             repairs.append(.replacedDefaultRoute)
+            Checkpoint.pass("default route set inside")
         }
         return repairs
     }

@@ -86,10 +86,13 @@ public final class NetlinkSession: Sendable {
             rtnl_link_set_addr(bridge, hardware)
             nl_addr_put(hardware)
             try socket.perform("create bridge", name) { rtnl_link_add(socket.handle, bridge, NLM_F_CREATE | NLM_F_EXCL) }
+            Checkpoint.pass("bridge \(name) created")
             do {
                 try socket.modifyLink(named: name, "set alias of") { rtnl_link_set_ifalias($0, alias) }
+                Checkpoint.pass("bridge \(name) marked")
                 let created = try socket.requireLink(named: name)
                 try socket.addAddress(address, toLink: created.index, linkName: name)
+                Checkpoint.pass("bridge \(name) addressed")
             } catch {
                 _ = try? socket.deleteLink(named: name)
                 throw error

@@ -2,8 +2,8 @@ import TuppBase
 
 /// What tupp records about a resource it owns: the facts the kernel cannot tell (that tupp
 /// created it, what it was built from) and the values it applied. Written atomically
-/// *before* each side effect (status `creating` / `deleting`) and again after it, so a
-/// crash at any instant leaves a record the next plan can reconcile. Each kind reads and
+/// *before* each side effect (status `creating` / `updating` / `deleting`) and again after
+/// it, so a crash at any instant leaves a record the next plan can reconcile. Each kind reads and
 /// writes its own facts through typed accessors (Kinds/); the keys are spelled there only.
 public struct Record: Sendable, Equatable {
     public enum Status: String, Sendable {
@@ -11,6 +11,9 @@ public struct Record: Sendable, Equatable {
         case creating
         /// Created and recorded.
         case ready
+        /// A change in place or a restart started: the attributes are still the ones from
+        /// before it, and some of the change may already be done.
+        case updating
         /// Removal started.
         case deleting
     }

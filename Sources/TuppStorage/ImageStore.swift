@@ -157,6 +157,7 @@ public struct ImageStore: Sendable {
         let temporary = "\(Self.leftoverPrefix)\(name)-\(Self.randomSuffix())"
         let temporaryPath = "\(poolRoot)/images/\(temporary)"
         try Btrfs.createSubvolume(in: images, named: temporary, describedAs: temporaryPath)
+        Checkpoint.pass("temporary subvolume created")
         do {
             let rootfs = try images.openAt(temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: temporaryPath)
             let meter = ProgressMeter(totalBytes: nil, callback: progress)
@@ -164,9 +165,12 @@ public struct ImageStore: Sendable {
             let digest = try await populate(writer, from: source, meter: meter, cacheDirectory: cacheDirectory)
             meter.finish(entries: writer.entriesWritten)
             try Btrfs.sync(rootfs, describedAs: temporaryPath)
+            Checkpoint.pass("contents written")
             try Btrfs.setReadOnly(rootfs, true, describedAs: temporaryPath)
+            Checkpoint.pass("made read-only")
             var warnings = writer.warnings
             if let note = try moveIntoPlace(images, temporary: temporary, name: name) { warnings.append(note) }
+            Checkpoint.pass("renamed into place")
             let final = try images.openAt(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, describedAs: "\(poolRoot)/images/\(name)")
             return ImportedImage(info: try Btrfs.info(final, path: "images/\(name)"), digest: digest,
                                  warnings: warnings, entries: writer.entriesWritten,
@@ -226,6 +230,7 @@ public struct ImageStore: Sendable {
         try Errno.check("swap image into place", object) {
             tupp_renameat2(images.rawValue, temporary, images.rawValue, name, UInt32(TUPP_RENAME_EXCHANGE))
         }
+        Checkpoint.pass("swapped with the previous image")
         // The previous image now sits at the temporary name.
         do {
             try Btrfs.deleteSubvolume(in: images, named: temporary, describedAs: "\(poolRoot)/images/\(temporary)")

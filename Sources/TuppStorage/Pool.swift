@@ -8,6 +8,8 @@ import TuppManifest
 import TuppSystem
 
 /// Operations on the pool. Each one is safe to repeat: it does only what is missing.
+/// A crash checkpoint follows each side effect (`Checkpoint`): creating a pool is five
+/// steps a crash can fall between.
 public enum Pool {
     /// Reads the live state; never fails — what cannot be read is reported as absent.
     public static func observe(_ config: Storage) -> PoolObservation {
@@ -50,24 +52,29 @@ public enum Pool {
     public static func create(_ config: Storage) async throws {
         guard let device = config.device else {
             try Files.createDirectory(config.root, mode: 0o700)
+            Checkpoint.pass("root directory created")
             guard isBtrfs(config.root) else {
                 throw SystemError.failure("use pool", config.root,
                                           "not on btrfs; put the root on a btrfs filesystem or set storage.device to have tupp create one")
             }
             try prepareLayout(config.root)
+            Checkpoint.pass("layout prepared")
             return
         }
         if try Files.status(device.file) == nil {
             try createImageFile(device)
+            Checkpoint.pass("image file created")
             do {
                 try await format(device.file)
             } catch {
                 try? Files.remove(device.file)
                 throw error
             }
+            Checkpoint.pass("image file formatted")
         } else if try isBlank(device.file) {
             // Left by a create that died between ftruncate and mkfs: nothing to lose.
             try await format(device.file)
+            Checkpoint.pass("image file formatted")
         }
         try mount(config)
     }
@@ -85,20 +92,25 @@ public enum Pool {
                                           "\(observation.mountSource ?? "another filesystem") is already mounted there, not \(device.file)")
             }
             try prepareLayout(config.root)
+            Checkpoint.pass("layout prepared")
             return
         }
         guard observation.fileExists else {
             throw SystemError("mount pool", device.file, errno: ENOENT, detail: "the image file is missing")
         }
         try Files.createDirectory(config.root, mode: 0o700)
-        // `loop` stays open until the mount holds the device; if mounting fails, closing
-        // it lets autoclear detach the device again.
+        Checkpoint.pass("mount point created")
+        // `loop` stays open until the mount holds the device; if mounting fails (or tupp
+        // dies), closing it lets autoclear detach the device again.
         let (loopPath, loop) = try LoopDevice.attach(device.file)
+        Checkpoint.pass("loop device attached")
         try Errno.check("mount btrfs", "\(loopPath) (\(device.file)) on \(config.root)") {
             Glibc.mount(loopPath, config.root, "btrfs", 0, nil)
         }
         withExtendedLifetime(loop) {}
+        Checkpoint.pass("mounted")
         try prepareLayout(config.root)
+        Checkpoint.pass("layout prepared")
     }
 
     /// Grows the image file to the configured size and the filesystem with it, online.
@@ -118,6 +130,7 @@ public enum Pool {
         if device.size > current {
             let fd = try FileDescriptor.open(device.file, O_WRONLY)
             try Errno.check("extend image file", device.file) { ftruncate(fd.rawValue, off_t(device.size)) }
+            Checkpoint.pass("image file extended")
         }
         var observation = observe(config)
         if !observation.mounted {
@@ -128,8 +141,10 @@ public enum Pool {
             throw SystemError.failure("grow pool", config.root, "not mounted from a loop device backed by \(device.file)")
         }
         try LoopDevice.refreshCapacity(loop)
+        Checkpoint.pass("loop device capacity refreshed")
         let rootFD = try FileDescriptor.open(config.root, O_RDONLY | O_DIRECTORY)
         try Errno.check("resize btrfs to max", "\(config.root) (\(loop))") { tupp_btrfs_resize(rootFD.rawValue, "max") }
+        Checkpoint.pass("filesystem grown")
     }
 
     /// Unmounts the pool and makes sure its loop device is detached. Fails (EBUSY) while
@@ -148,9 +163,11 @@ public enum Pool {
             throw SystemError("unmount pool", root, errno: code,
                               detail: code == EBUSY ? "still in use; stop containers and unmount what is mounted below it" : nil)
         }
+        Checkpoint.pass("unmounted")
         if let loop = observation.loopDevice {
             try LoopDevice.waitForDetach(loop, from: device.file)
         }
+        Checkpoint.pass("loop device detached")
     }
 
     /// Deletes the image file — all pool data. Only for `destroy --include-storage`;
@@ -163,6 +180,7 @@ public enum Pool {
                                       "still attached to \(attached.joined(separator: ", ")); unmount the pool first")
         }
         try Files.remove(device.file)
+        Checkpoint.pass("image file deleted")
     }
 
     // MARK: - Helpers

@@ -1,5 +1,5 @@
 import TuppSystem
-import TuppTestSupport
+import TuppTestTools
 
 /// Runs the reference tools (tar, btrfs, umoci, ip) that the library calls are compared
 /// with, through the test suite's posix_spawn runner (never fork: this process is

@@ -4,7 +4,7 @@ import Glibc
 import TuppFacts
 import TuppStorage
 import TuppSystem
-import TuppTestSupport
+import TuppTestTools
 
 /// A volume of many files: a read-only snapshot of it (VolumeStore, then again with
 /// quotas on) against `cp -a --reflink=always` of the tree and `btrfs subvolume snapshot

@@ -9,13 +9,13 @@ import TuppTestSupport
 /// machine), two containers talking across their bridge.
 @Suite(.serialized) struct NetworkEngineTests {
     @Test func mtuNatAndNeighbours() throws {
-        guard try ready(), try Host.require(.command("/usr/sbin/nft")) else { return }
+        guard try ready(), try Host.require(.command("/usr/sbin/nft"), .command("/usr/bin/nsenter")) else { return }
         let i = try Installation()
         // nat: true turns on the host's IPv4 forwarding (and tupp leaves it on, as Docker
         // does); the test puts back what it found.
         let forwarding = try Files.readText("/proc/sys/net/ipv4/ip_forward") ?? "0\n"
         defer {
-            i.cleanup()
+            i.finish()
             if let fd = try? FileDescriptor.open("/proc/sys/net/ipv4/ip_forward", O_WRONLY) {
                 try? fd.writeAll(Array(forwarding.utf8))
             }
@@ -27,23 +27,27 @@ import TuppTestSupport
         try i.apply(m)
         let table = "tupp_\(i.installationID)"
 
-        // Outside witnesses: iproute2 for the MTU, nft for the masquerade rule.
+        // Outside witnesses: sysfs and iproute2 (inside the netns) for the MTU, nft for the rule.
         #expect(try Files.readText("/sys/class/net/\(i.bridge)/mtu")?.trimmingCharacters() == "1400")
-        #expect(try i.tupp("exec", "a", "--", "cat", "/sys/class/net/eth0/mtu").stdout == "1400\n")
+        let a = try i.initProcess(of: "a")
+        let eth0 = try Spawn.run(["/usr/bin/nsenter", "-t", String(a.pid), "-n", "/sbin/ip", "-j", "link", "show", "dev", "eth0"]).stdout
+        #expect(eth0.contains("\"mtu\":1400"), "\(eth0)")
         let rules = try Spawn.run(["/usr/sbin/nft", "list", "table", "ip", table])
         #expect(rules.status == 0 && rules.stdout.contains("ip saddr \(i.subnet)") && rules.stdout.contains("masquerade"), "\(rules)")
         #expect(try Files.readText("/proc/sys/net/ipv4/ip_forward")?.trimmingCharacters() == "1")
+        i.expectOnlyDeclared("with NAT on")
 
-        // Neighbours on one bridge reach each other (addresses were allocated).
-        let b = try #require(try i.tupp("exec", "b", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
-            .split(separator: " ").first { $0.hasPrefix("10.214.") }.map { String($0.prefix { $0 != "/" }) })
-        let reach = try Ping.untilAnswered { try i.tupp(["exec", "a", "--", "ping"] + Ping.once(b)) }
-        #expect(reach.status == 0, "a → b: \(reach)")
+        // Neighbours on one bridge reach each other (addresses were allocated): a ping from
+        // inside a's network namespace to b's address.
+        let b = try #require(try i.liveAddress(of: "b"))
+        #expect(try Ping.reaches(b, through: ["/usr/bin/nsenter", "-t", String(a.pid), "-n"]), "a → b")
 
         // NAT off: the rule and the table go, in place.
         try i.manifest("m.yaml", manifest.replacing("nat: true", with: "nat: false"))
         try i.apply(m)
         #expect(try Spawn.run(["/usr/sbin/nft", "list", "table", "ip", table]).status != 0, "table removed with its last rule")
+        #expect(try i.initProcess(of: "a") == a, "NAT changes in place")
+        i.expectOnlyDeclared("with NAT off")
         try i.manifest("m.yaml", manifest)
         try i.apply(m)
         try i.expectClean(m)
@@ -56,7 +60,7 @@ import TuppTestSupport
     @Test func unmountedPoolIsRemountedAndGrowsInPlace() throws {
         guard try ready() else { return }
         let i = try Installation()
-        defer { i.cleanup() }
+        defer { i.finish() }
         let m = try i.manifest("m.yaml", smallManifest(service("web"), network: false))
         try i.apply(m)
         let pool = "\(i.root.path)/pool"
@@ -67,7 +71,8 @@ import TuppTestSupport
         let plan = try i.tupp("plan", "--detailed-exitcode", m)
         #expect(plan.status == 2 && plan.stdout.contains("is not mounted at \(pool)"), "\(plan)")
         try i.apply(m)
-        #expect(try MountInfo.read().contains { $0.mountPoint == pool && $0.fsType == "btrfs" })
+        #expect(Inventory.readMountInfo("/proc/self/mountinfo").contains { $0.mountPoint == pool && $0.fsType == "btrfs" })
+        i.expectOnlyDeclared("after the remount")
 
         // Grown from 256 MiB to 384 MiB: the file and the filesystem, in place.
         try i.manifest("m.yaml", smallManifest(service("web"), network: false).replacing("size: 256MiB", with: "size: 384MiB"))
@@ -75,6 +80,7 @@ import TuppTestSupport
         #expect(grow.status == 0 && grow.stdout.contains("~ device.size = 268435456 (256MiB) -> 402653184 (384MiB)"), "\(grow)")
         let df = try Spawn.run(["/bin/btrfs", "filesystem", "show", "--raw", pool])
         #expect(df.stdout.contains("size 402653184"), "\(df)")
+        #expect(try Files.status("\(i.root.path)/pool.img")?.st_size == 402653184)
 
         // Shrinking is refused and changes nothing.
         try i.manifest("m.yaml", smallManifest(service("web"), network: false))
@@ -90,7 +96,7 @@ import TuppTestSupport
     @Test func failureIsReportedResourceByResourceAndTheNextApplyConverges() throws {
         guard try ready() else { return }
         let i = try Installation()
-        defer { i.cleanup() }
+        defer { i.finish() }
         // Two files, one desired state: the second adds a container whose program is missing.
         let base = try i.manifest("base.yaml", smallManifest(service("web"), network: false))
         let broken = try i.manifest("broken.yaml", """
@@ -127,7 +133,7 @@ import TuppTestSupport
     @Test func orphanedHostVethIsRemoved() throws {
         guard try ready() else { return }
         let i = try Installation()
-        defer { i.cleanup() }
+        defer { i.finish() }
         let m = try i.manifest("m.yaml", smallManifest(service("web", extra: "    network: { attach: net }")))
         try i.apply(m)
         // A host veth carrying this installation's mark for a container nobody declares

@@ -97,7 +97,7 @@ import TuppTestSupport
         let traced = try i.tupp(["apply", b], environment: ["TUPP_TEST_CHECKPOINTS=1"])
         #expect(traced.status == 0, "\(traced)")
         let points = traced.stderr.split(separator: "\n").filter { $0.hasPrefix("tupp checkpoint ") }
-        #expect(points.contains { $0.contains("recorded network.net ready") }, "\(points)")
+        #expect(points.contains { $0.contains("network.net: recorded ready") }, "\(points)")
         for n in 1...points.count {
             #expect(try i.tupp("destroy", b).status == 0)
             let crashed = try i.tupp(["apply", b], environment: ["TUPP_TEST_CRASH_AT=\(n)"])

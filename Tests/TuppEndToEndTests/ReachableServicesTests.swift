@@ -132,7 +132,9 @@ import TuppTestSupport
         #expect(try client.fetch("http://\(client.hostAddress):18090/") == "front\n")
         #expect(try nftRules(i)?.contains("18080") == false)
 
-        // Destroy takes the table with its last rule, and route_localnet back.
+        // Destroy takes the table with its last rule, and route_localnet back. (The client
+        // goes first: its link is the test's, not tupp's.)
+        client.stop()
         try i.expectClean(moved)
         #expect(try nftRules(i) == nil)
     }

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TuppBase
 import TuppSystem
 import TuppTestSupport
 
@@ -30,18 +31,15 @@ import TuppTestSupport
 
     func lines(_ output: Output) -> [String] { output.stdout.split(separator: "\n").map(String.init) }
 
-    func inode(_ pid: String, _ kind: String) -> UInt64? { namespaceInode(pid: pid, kind: kind) }
+    func inode(_ pid: String, _ kind: String) -> UInt64? { ProcEntry.namespace(pid, kind) }
 
     /// `userns`: the same walkthrough with `defaults: { userns: auto }` — container root an
     /// unprivileged host user — must pass unchanged.
     @Test(arguments: [false, true]) func seedWalkthrough(userns: Bool) throws {
-        guard try Host.require(.root, .btrfs, .command("/bin/busybox"), .command("/usr/bin/nsenter"), .command("/bin/btrfs")) else { return }
+        guard try Host.require(.root, .btrfs, .command("/bin/busybox"), .command("/usr/bin/nsenter"), .command("/bin/btrfs"),
+                               .command("/usr/bin/lsns"), .command("/usr/bin/python3")) else { return }
         let i = try Installation()
-        defer {
-            i.cleanup()
-            #expect(i.leftovers().isEmpty, "left behind: \(i.leftovers())")
-        }
-        let hostMountsBefore = Set(try MountInfo.read().map(\.mountPoint))
+        defer { i.finish() }
         let hostname = try #require(try Files.readText("/proc/sys/kernel/hostname")).trimmingCharacters()
 
         // Step 0: before the network is attached only lo exists inside.
@@ -52,17 +50,21 @@ import TuppTestSupport
         let manifest = try i.manifest("tupperware.yaml", withoutNetwork)
         let first = try i.tupp("apply", manifest)
         #expect(first.status == 0, "\(first)")
-        let linksBefore = try i.tupp("exec", "tupperware", "--", "cat", "/proc/net/dev")
-        #expect(linksBefore.stdout.contains("lo:") && !linksBefore.stdout.contains("eth0"), "\(linksBefore)")
+        let original = try i.initProcess(of: "tupperware")
+        func links() throws -> Set<String> {
+            let out = try Spawn.run(["/usr/bin/nsenter", "-t", String(original.pid), "-n", "/sbin/ip", "-j", "link", "show"])
+            guard case .array(let items) = try JSON.parse(Array(out.stdout.utf8)) else { return [] }
+            return Set(items.compactMap { $0["ifname"]?.string })
+        }
+        #expect(try links() == ["lo"], "only lo before the network is attached")
 
         // Now the seed's manifest, network included: plugged in place, same process.
-        let pidBefore = try #require(Int32(try i.tupp("status", "--json").stdout.split(separator: "\"pid\":").dropFirst().first?.prefix { $0.isNumber } ?? ""))
         try i.manifest("tupperware.yaml", full)
         let apply = try i.tupp("apply", manifest)
         #expect(apply.status == 0, "\(apply)")
         #expect(apply.stdout.contains("container.tupperware: updating… done"), "\(apply.stdout)")
-        let status = try i.tupp("status", "--json")
-        #expect(status.stdout.contains("\"pid\":\(pidBefore)"), "network attached in place: \(status.stdout)")
+        #expect(try i.initProcess(of: "tupperware") == original, "network attached in place: the same init (pid and start time)")
+        i.expectOnlyDeclared("the seed, running")
 
         // btrfs: the snapshot's parent is the image; a file in the snapshot is not in the image.
         let pool = "\(i.root.path)/pool"
@@ -73,50 +75,64 @@ import TuppTestSupport
         #expect(try Spawn.run(["/usr/bin/touch", "\(pool)/containers/tupperware/NICK_WAS_HERE"]).status == 0)
         #expect(Files.exists("\(pool)/containers/tupperware/NICK_WAS_HERE"))
         #expect(!Files.exists("\(pool)/images/box/NICK_WAS_HERE"))
-        #expect(lines(try i.tupp("exec", "tupperware", "--", "ls", "/")).contains("NICK_WAS_HERE"))
+        #expect(lines(try i.nsenter("tupperware", ["/bin/ls", "/"])).contains("NICK_WAS_HERE"), "the container's / is the snapshot")
+        #expect(lines(try i.tupp("exec", "tupperware", "--", "ls", "/")).contains("NICK_WAS_HERE"), "and tupp exec sees the same")
 
-        // Inside: hostname, processes, mounts, links, route.
-        #expect(try i.tupp("exec", "tupperware", "--", "hostname").stdout == "tupperware\n")
+        // Inside, seen from outside: hostname (nsenter into its UTS namespace), processes
+        // (/proc by pid namespace), mounts (/proc/PID/mountinfo), links and route (ip in its netns).
+        #expect(try i.liveHostname(of: "tupperware") == "tupperware")
         #expect(try Files.readText("/proc/sys/kernel/hostname")?.trimmingCharacters() == hostname)
-        let ps = lines(try i.tupp("exec", "tupperware", "--", "ps", "-o", "pid,comm"))
-        #expect(ps.dropFirst().first?.trimmingCharacters().hasPrefix("1 ") == true, "\(ps)")
-        #expect(ps.count <= 4, "only the container's processes: \(ps)")
-        let mountinfo = try i.tupp("exec", "tupperware", "--", "cat", "/proc/self/mountinfo").stdout
-        let mounts = mountinfo.split(separator: "\n").map { $0.split(separator: " ") }
-        #expect(mounts.first { $0[4] == "/" }?[3] == "/containers/tupperware", "\(mountinfo)")
+        let pidNamespace = ProcEntry.namespace(String(original.pid), "pid")
+        let inside = ProcEntry.all().filter { $0.pidNamespace == pidNamespace }
+        #expect(Set(inside.map(\.pid)).contains(original.pid) && inside.allSatisfy { $0.pid == original.pid || $0.parent == original.pid },
+                "only the command and its children: \(inside.map(\.commandLine))")
+        let status = try #require(try Files.readText("/proc/\(original.pid)/status"))
+        #expect(status.split(separator: "\n").first { $0.hasPrefix("NSpid:") }?.hasSuffix("\t1") == true, "the command is PID 1 inside: \(status)")
+        let mounts = Inventory.readMountInfo("/proc/\(original.pid)/mountinfo")
+        #expect(Inventory.mountRoot("/", in: "/proc/\(original.pid)/mountinfo") == "/containers/tupperware")
         for target in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"] {
-            #expect(mounts.contains { $0[4] == Substring(target) }, "\(target) mounted: \(mountinfo)")
+            #expect(mounts.contains { $0.mountPoint == target }, "\(target) mounted: \(mounts.map(\.mountPoint))")
         }
-        // No old root, nothing shared; the only host paths are the name files tupp binds.
-        let hostPaths = mounts.filter { $0[3].hasPrefix(Substring(i.root.path)) }.map { String($0[4]) }.sorted()
-        #expect(hostPaths == ["/etc/hosts", "/etc/resolv.conf"], "\(mountinfo)")
-        #expect(mounts.filter { ["/etc/hosts", "/etc/resolv.conf"].contains(String($0[4])) }.allSatisfy { $0[5].hasPrefix("ro") }, "\(mountinfo)")
-        #expect(!mountinfo.contains("oldroot") && !mountinfo.contains("shared:"))
-        let netdev = try i.tupp("exec", "tupperware", "--", "cat", "/proc/net/dev").stdout
-        let interfaces = netdev.split(separator: "\n").dropFirst(2).map { String($0).trimmingCharacters().prefix { $0 != ":" } }
-        #expect(Set(interfaces) == ["lo", "eth0"], "\(netdev)")
-        let route = try i.tupp("exec", "tupperware", "--", "ip", "route").stdout
-        #expect(route.contains("default via \(i.address(1)) dev eth0"), "\(route)")
+        #expect(!mounts.contains { $0.mountPoint.contains("oldroot") }, "no old root")
+        #expect(!mounts.contains { $0.propagation.contains { $0.hasPrefix("shared:") } }, "nothing shared with the host")
+        // The only host paths are the name files tupp binds, read-only.
+        let hostPaths = mounts.filter { $0.root.hasPrefix(i.root.path) }
+        #expect(hostPaths.map(\.mountPoint).sorted() == ["/etc/hosts", "/etc/resolv.conf"], "\(mounts)")
+        #expect(hostPaths.allSatisfy { $0.options.contains("ro") }, "\(hostPaths)")
+        #expect(try links() == ["lo", "eth0"])
+        let route = try Spawn.run(["/usr/bin/nsenter", "-t", String(original.pid), "-n", "/sbin/ip", "-j", "route", "show", "default"]).stdout
+        #expect(route.contains("\"gateway\":\"\(i.address(1))\"") && route.contains("\"dev\":\"eth0\""), "\(route)")
 
-        // Traffic, only inside the test's own bridge.
+        // Traffic, only inside the test's own bridge: from the container's namespace and from the host.
         let inward = try Ping.untilAnswered { try i.tupp(["exec", "tupperware", "--", "ping"] + Ping.once(i.address(1))) }
         #expect(inward.status == 0, "container → gateway: \(inward)")
         let outward = try Ping.untilAnswered { try Spawn.run(["/bin/busybox", "ping"] + Ping.once(i.address(3))) }
         #expect(outward.status == 0, "host → container: \(outward)")
 
-        // Namespaces: five new ones, seen by lsns and /proc.
-        let pid = String(pidBefore)
+        // Namespaces: five new ones, seen by /proc and by lsns, each different from the host's.
+        let pid = String(original.pid)
         for kind in ["mnt", "uts", "ipc", "net", "pid"] {
-            #expect(inode(pid, kind) != nil && inode(pid, kind) != inode("1", kind), "\(kind) namespace is new")
+            #expect(inode(pid, kind) != nil && inode(pid, kind) != inode("self", kind), "\(kind) namespace is new")
         }
-        let lsns = try Spawn.run(["/usr/bin/lsns", "-p", pid, "-o", "TYPE,NS", "-n"])
-        let lsnsTypes = Set(lsns.stdout.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
-        #expect(lsnsTypes.isSuperset(of: ["mnt", "uts", "ipc", "net", "pid"]), "\(lsns)")
-        let hostMountsAfter = Set(try MountInfo.read().map(\.mountPoint))
-        // Other suites run in parallel and mount their own pools: look at ours only.
-        let ours = hostMountsAfter.subtracting(hostMountsBefore).filter { $0.hasPrefix(i.root.path) }
-        #expect(ours == [pool], "only the pool mount is new on the host: \(ours)")
-        #expect(!hostMountsAfter.contains { $0.hasPrefix("\(pool)/containers/") }, "no container mount leaks to the host")
+        func lsns(_ pid: String) throws -> [String: String] {
+            let out = try Spawn.run(["/usr/bin/lsns", "-p", pid, "-o", "TYPE,NS", "-n"]).stdout
+            var found: [String: String] = [:]
+            for line in out.split(separator: "\n") {
+                let words = line.split(separator: " ")
+                if words.count == 2 { found[String(words[0])] = String(words[1]) }
+            }
+            return found
+        }
+        // "The host" is where tupp runs: this process's namespaces.
+        let container = try lsns(pid), host = try lsns(String(getpid()))
+        for kind in ["mnt", "uts", "ipc", "net", "pid"] {
+            #expect(container[kind] != nil && container[kind] != host[kind], "lsns: \(kind) of the container \(container[kind] ?? "?") vs the host's \(host[kind] ?? "?")")
+            #expect(container[kind] == inode(pid, kind).map(String.init), "lsns and /proc agree on \(kind)")
+        }
+        #expect(container["cgroup"] == host["cgroup"], "the namespaces not asked for are the host's")
+        #expect((container["user"] != host["user"]) == userns, "lsns: a user namespace of its own only with userns: auto")
+        // Only the pool is mounted on the host; the container's mounts are its own.
+        i.expectOnlyDeclared("the seed, running")
 
         // Interactive: a shell through a pty, like the seed's `exec chroot / sh`.
         let script = """
@@ -142,18 +158,18 @@ import TuppTestSupport
         #expect(try i.tupp("plan", "--detailed-exitcode", manifest).status == 0)
 
         // With a user namespace: root inside is the range's first host id.
-        let hostUserNamespace = inode(pid, "user")
+        let containerUserNamespace = inode(pid, "user")
         if userns {
-            #expect(hostUserNamespace != inode("self", "user"))
+            #expect(containerUserNamespace != inode("self", "user"))
             let map = try i.tupp("exec", "tupperware", "--", "cat", "/proc/self/uid_map").stdout.split(whereSeparator: \.isWhitespace)
             #expect(map.count == 3 && map[0] == "0" && map[2] == "65536", "\(map)")
-            #expect(try procUID(pidBefore) == map.dropFirst().first.map(String.init))
-            #expect(mountinfo.split(separator: "\n").first { $0.split(separator: " ")[4] == "/" }?.contains("idmapped") == true, "\(mountinfo)")
+            #expect(try procUID(original.pid) == map.dropFirst().first.map(String.init))
+            #expect(mounts.first { $0.mountPoint == "/" }?.options.contains("idmapped") == true, "\(mounts)")
         } else {
-            #expect(hostUserNamespace == inode("self", "user"))
+            #expect(containerUserNamespace == inode("self", "user"))
         }
 
-        #expect(processesMounting(root: "/containers/tupperware", ofFilesystemAt: pool).contains(pidBefore))
+        #expect(processesMounting(root: "/containers/tupperware", ofFilesystemAt: pool).contains(original.pid))
         let poolDevice = try #require(try MountInfo.read().last { $0.mountPoint == pool }?.device)
 
         // Destroy leaves nothing: no subvolume, mount, loop device, link, process or state.
@@ -161,23 +177,20 @@ import TuppTestSupport
         #expect(destroy.status == 0, "\(destroy)")
         // No namespace: no process is left in the container's user namespace, and no
         // process anywhere has a mount of its snapshot (idmapped or not).
-        let members = ((try? Files.list("/proc")) ?? []).filter { Int32($0) != nil && inode($0, "user") == hostUserNamespace }
+        let members = ((try? Files.list("/proc")) ?? []).filter { Int32($0) != nil && inode($0, "user") == containerUserNamespace }
         #expect(!userns || members.isEmpty, "left in the user namespace: \(members)")
         let mounting = ((try? Files.list("/proc")) ?? []).filter { p in
             Int32(p) != nil && ((try? Files.readText("/proc/\(p)/mountinfo")) ?? nil)?.contains(" \(poolDevice) /containers/tupperware ") == true
         }
         #expect(mounting.isEmpty, "mounts of the snapshot left in \(mounting)")
-        #expect(i.leftovers().isEmpty, "\(i.leftovers())")
+        i.expectNothingLeft()
         #expect(!Files.exists("\(i.root.path)/pool.img"))
     }
 
     @Test func tarballImport() throws {
         guard try Host.require(.root, .btrfs, .command("/bin/busybox"), .command("/bin/tar")) else { return }
         let i = try Installation()
-        defer {
-            i.cleanup()
-            #expect(i.leftovers().isEmpty, "left behind: \(i.leftovers())")
-        }
+        defer { i.finish() }
         // A docker-export-style rootfs: busybox and its applets, /etc, empty system dirs.
         let rootfs = "\(i.root.path)/rootfs"
         for dir in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] { try Files.createDirectory("\(rootfs)/\(dir)") }
@@ -192,7 +205,7 @@ import TuppTestSupport
         let apply = try i.tupp("apply", manifest)
         #expect(apply.status == 0, "\(apply)")
         #expect(try i.tupp("exec", "tupperware-tar", "--", "cat", "/etc/alpine-release").stdout == "3.18.0\n")
-        #expect(try i.tupp("exec", "tupperware-tar", "--", "hostname").stdout == "tupperware\n")
+        #expect(try i.liveHostname(of: "tupperware-tar") == "tupperware")
         #expect(try i.tupp("apply", manifest).stdout.contains("No changes."))
 
         // A new export replaces the image and, with it, the container.
@@ -204,6 +217,8 @@ import TuppTestSupport
         #expect(plan.stdout.contains("image.exported is replaced # forces replacement"), "\(plan.stdout)")
         #expect(try i.tupp("apply", manifest).status == 0)
         #expect(try i.tupp("exec", "tupperware-tar", "--", "cat", "/etc/alpine-release").stdout == "3.19.0\n")
+        #expect(try i.nsenter("tupperware-tar", ["/bin/cat", "/etc/alpine-release"]).stdout == "3.19.0\n")
+        i.expectOnlyDeclared("after the image and its container were replaced")
     }
 
     /// The real uid of `pid` on the host (/proc/PID/status).

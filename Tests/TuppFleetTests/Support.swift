@@ -128,37 +128,19 @@ struct Ansible {
     }
 }
 
-/// The pid of a container's command: tupp status names it, /proc must show it alive.
-func containerPID(_ installation: Installation, _ name: String) throws -> Int32? {
-    let out = try installation.tupp("status", "--json", name)
-    guard out.status == 0, let node = try? JSON.parse(Array(out.stdout.utf8)), case .array(let items) = node,
-          let first = items.first, case .int(let pid)? = first["pid"] else { return nil }
-    guard let stat = ProcessStat.read(Int32(pid)), stat.state != "Z" else { return nil }
-    return Int32(pid)
+/// A container's init as /proc shows it (pid and start time), not as tupp reports it.
+func containerPID(_ installation: Installation, _ name: String) throws -> ProcessIdentity? {
+    installation.processes(of: name)?.initProcess
 }
 
 /// The hostname inside the container's UTS namespace, read with nsenter.
-func hostname(ofPID pid: Int32) throws -> String {
-    try Spawn.run(["/usr/bin/nsenter", "-t", String(pid), "-u", "/bin/hostname"]).stdout.trimmingCharacters()
+func hostname(ofPID process: ProcessIdentity) throws -> String {
+    try Spawn.run(["/usr/bin/nsenter", "-t", String(process.pid), "-u", "/bin/hostname"]).stdout.trimmingCharacters()
 }
 
-/// Everything `tupp destroy` and the force cleanup can find, then nothing may be left.
+/// Destroys what `manifests` (written outside the installation's directory) and the
+/// installation's own manifests declare, then nothing may be left (`Installation.finish`).
 func destroy(_ installation: Installation, manifests: [String], sourceLocation: SourceLocation = #_sourceLocation) {
-    let existing = manifests.filter { Files.exists($0) }
-    if !existing.isEmpty {
-        _ = try? installation.tupp(["destroy", "--include-storage", "--lock-timeout", "10"] + existing)
-    }
-    installation.cleanup()
-    #expect(installation.leftovers().isEmpty, "left behind: \(installation.leftovers())", sourceLocation: sourceLocation)
-}
-
-/// What of an installation exists on the host besides its (empty) state directory, which
-/// `tupp plan` creates: tupp objects — pool file, mounts, loop devices, links, processes,
-/// records.
-func tuppObjects(_ installation: Installation, poolFile: String) -> [String] {
-    var found = installation.leftovers().filter { !$0.hasPrefix("state directory") }
-    if Files.exists(poolFile) { found.append("pool file \(poolFile)") }
-    let records = ((try? Files.list("\(installation.state)/records")) ?? []).filter { !$0.hasPrefix(".") }
-    if !records.isEmpty { found.append("records \(records)") }
-    return found
+    for manifest in manifests where Files.exists(manifest) { installation.track(manifest) }
+    installation.finish(sourceLocation: sourceLocation)
 }

@@ -8,8 +8,18 @@ import TuppSystem
 struct InvalidCorpusTests {
     static let directory = String(#filePath.dropLast("InvalidCorpusTests.swift".count)) + "Invalid"
 
+    /// The corpus's files. A directory that cannot be listed (moved, renamed) is not an
+    /// empty corpus: it yields one case that fails naming the path.
     static var files: [String] {
-        ((try? Files.list(directory)) ?? []).filter { $0.hasSuffix(".yaml") }
+        guard let names = try? Files.list(directory) else { return ["<cannot list \(directory)>"] }
+        let yaml = names.filter { $0.hasSuffix(".yaml") }.sorted()
+        return yaml.isEmpty ? ["<no .yaml files in \(directory)>"] : yaml
+    }
+
+    @Test func theCorpusIsWhereTheTestsLook() throws {
+        let names = try Files.list(Self.directory).filter { $0.hasSuffix(".yaml") }
+        #expect(!names.isEmpty, "no corpus in \(Self.directory)")
+        #expect(Self.files == names.sorted(), "every file is a case")
     }
 
     @Test("each invalid manifest is rejected at the stated position", arguments: files)

@@ -92,6 +92,35 @@ import TuppTestSupport
         #expect(f.diagnostics.first?.message.contains("more than 10 keys") == true)
     }
 
+    /// The bounds README and CHANGELOG state, at their stated values: what is exactly at
+    /// the limit is read, one more is refused.
+    @Test func statedLimitsHoldAtTheirValues() {
+        func refusal(_ bytes: [UInt8], _ words: String) -> Bool { diagnostics(bytes).contains { $0.message.contains(words) } }
+        // 4 MiB.
+        let header = Array("version: 1\n# ".utf8)
+        let exactly = header + [UInt8](repeating: UInt8(ascii: "x"), count: (4 << 20) - header.count)
+        #expect(exactly.count == 4 << 20 && !refusal(exactly, "limited to"))
+        #expect(refusal(exactly + [UInt8(ascii: "x")], "manifests are limited to 4194304 bytes"))
+        // 64 levels: the document's mapping and 63 lists inside it; one more is refused.
+        func nested(_ levels: Int) -> [UInt8] {
+            Array(("version: 1\nx: " + String(repeating: "[", count: levels - 1) + String(repeating: "]", count: levels - 1) + "\n").utf8)
+        }
+        #expect(!refusal(nested(64), "nesting deeper"))
+        #expect(refusal(nested(65), "nesting deeper than 64 levels"))
+        // 10,000 keys in one mapping.
+        func keys(_ n: Int) -> [UInt8] { Array(("version: 1\nenv:\n" + (0..<n).map { "  k\($0): v\n" }.joined()).utf8) }
+        #expect(!refusal(keys(10_000), "keys in one mapping"))
+        #expect(refusal(keys(10_001), "more than 10000 keys in one mapping"))
+        // 200,000 nodes after alias expansion: "version", "1", "x" and the list's items.
+        func items(_ n: Int) -> [UInt8] { Array(("version: 1\nx: [" + Array(repeating: "0", count: n).joined(separator: ",") + "]\n").utf8) }
+        #expect(!refusal(items(199_997), "nodes"))
+        #expect(refusal(items(199_998), "more than 200000 nodes"))
+        // …counting what aliases stand for: 20 copies of a 10,000-item list.
+        let anchored = "version: 1\na: &l [" + Array(repeating: "0", count: 10_000).joined(separator: ",") + "]\nb: ["
+            + Array(repeating: "*l", count: 20).joined(separator: ",") + "]\n"
+        #expect(refusal(Array(anchored.utf8), "more than 200000 nodes (alias expansion bomb?)"))
+    }
+
     @Test func multiDocumentFilesMerge() throws {
         let m = try load("""
             version: 1

@@ -83,7 +83,7 @@ struct BridgeTests {
         defer { #expect(net.cleanUp().isEmpty) }
         let host = try NetlinkSession.host()
         // Stands in for somebody else's network: a bridge with a route into our subnet.
-        let foreign = net.prefix + "fx"
+        let foreign = net.made(net.prefix + "fx")
         #expect(try Witness.run(["/usr/sbin/ip", "link", "add", foreign, "type", "bridge"]).status == 0)
         #expect(try Witness.run(["/usr/sbin/ip", "link", "set", foreign, "up"]).status == 0)
         let part = IPv4Network(address: net.subnet.network, prefixLength: 25)

@@ -64,18 +64,22 @@ enum Witness {
     static func flags(_ link: [String: Any]) -> [String] { link["flags"] as? [String] ?? [] }
 }
 
-/// Per-test network resources with unique names, removed by `cleanUp()` even when the
-/// test failed, and a leak check on the way out.
+/// Per-test network resources with unique names. `cleanUp()` removes what the test made
+/// itself (its holders, its bridge, links it registered), waits for the veth pairs to die
+/// with their namespaces, and only then looks: any link still carrying the test's prefix or
+/// its mark is a leak, reported before it is removed by force.
 final class TestNetwork: @unchecked Sendable {
     let prefix: String
     let subnet: IPv4Network
     var gateway: IPv4Interface { IPv4Interface(address: subnet.firstHost, prefixLength: subnet.prefixLength) }
     private var holders: [NetnsHolder] = []
+    private var ownLinks: [String] = []
     private let lock = Mutex(())
 
     init(_ label: String = #function) throws {
         prefix = uniquePrefix(label)
         subnet = try Self.freeSubnet()
+        ownLinks = [bridge]
     }
 
     /// The n-th host address of the subnet (gateway is 1).
@@ -86,21 +90,35 @@ final class TestNetwork: @unchecked Sendable {
     var bridge: String { prefix + "br" }
     func veth(_ n: Int) -> String { prefix + "v\(n)" }
 
+    /// A link the test creates itself (a foreign bridge): deleted by `cleanUp()` before it looks.
+    func made(_ name: String) -> String {
+        lock.withLock { _ in ownLinks.append(name) }
+        return name
+    }
+
     func holder() throws -> NetnsHolder {
         let holder = try NetnsHolder()
         lock.withLock { _ in holders.append(holder) }
         return holder
     }
 
-    /// Kills holders, deletes every host link with this test's prefix, then reports any
-    /// link that survived (a leak is a test failure).
+    /// What of the test's links is on the host: by name prefix and by the mark of its
+    /// installation (`LinkOwner(installation: prefix, …)`), read with `ip -j`.
+    func links() -> [Inventory.Link] {
+        Inventory.take(Inventory.Scope(prefixes: [prefix], installations: [prefix])).links
+    }
+
+    /// Removes what the test made, then returns every link of the test still there
+    /// (each one a leak), removing those too.
     func cleanUp() -> [String] {
-        lock.withLock { _ in holders.forEach { $0.stop() } }
-        let session = try? NetlinkSession.host()
-        for link in (try? session?.snapshot().links) ?? [] where link.name.hasPrefix(prefix) {
-            _ = try? session?.deleteLink(name: link.name)
-        }
-        return ((try? session?.snapshot().links) ?? []).map(\.name).filter { $0.hasPrefix(prefix) }
+        let (holders, own) = lock.withLock { _ in (self.holders, ownLinks) }
+        holders.forEach { $0.stop() }
+        for name in own { _ = try? Witness.run(["/usr/sbin/ip", "link", "del", name]) }
+        // A veth pair dies with its namespace, on a kernel work queue.
+        _ = eventually(seconds: 5) { links().isEmpty }
+        let leaked = links()
+        for link in leaked { _ = try? Witness.run(["/usr/sbin/ip", "link", "del", link.name]) }
+        return leaked.map { "\($0.name) (\($0.kind ?? "?"), alias \($0.alias ?? "none"))" }
     }
 
     /// A /24 in 10.213.0.0/16 that no host route overlaps and no other test in this
@@ -120,16 +138,6 @@ final class TestNetwork: @unchecked Sendable {
     }
 
     private static let taken = Mutex<Set<IPv4Network>>([])
-}
-
-/// Polls `condition` every 10 ms for up to `seconds`.
-func eventually(seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Monotonic.nanoseconds() + UInt64(seconds * 1e9)
-    while Monotonic.nanoseconds() < deadline {
-        if try condition() { return true }
-        usleep(10_000)
-    }
-    return try condition()
 }
 
 /// The `SystemError` that `body` throws, or nil when it succeeds.

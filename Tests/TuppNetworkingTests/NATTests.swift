@@ -11,7 +11,12 @@ struct NATTests {
         guard try Host.require(.root, .command(NAT.nftPath)) else { return }
         let net = try TestNetwork()
         let table = "tupp_" + net.prefix
-        defer { _ = try? Witness.run([NAT.nftPath, "delete", "table", "ip", table]) }
+        defer {
+            // Removed by the test below; anything left of the table is a leak.
+            let left = Inventory.take(Inventory.Scope(prefixes: [table])).nftTables
+            #expect(left.isEmpty, "left behind: \(left)")
+            _ = try? Witness.run([NAT.nftPath, "delete", "table", "ip", table])
+        }
         let other = IPv4Network(address: IPv4Address(net.subnet.network.value ^ 0x8000), prefixLength: 25)
 
         #expect(try NAT.masqueradedSubnets(table: table) == nil)
@@ -35,25 +40,24 @@ struct NATTests {
     }
 
     @Test func forwardingIsPerNamespace() throws {
-        guard try Host.require(.root, .command("/usr/bin/unshare")) else { return }
+        guard try Host.require(.root, .command("/usr/bin/unshare"), .command("/usr/bin/nsenter")) else { return }
         let net = try TestNetwork()
         defer { #expect(net.cleanUp().isEmpty) }
         let holder = try net.holder()
-        let hostBefore = try NAT.isIPv4ForwardingEnabled()
+        // Witnesses: the sysctl file read in each namespace, by this process and by nsenter.
+        func inside() throws -> String {
+            try Witness.run(Witness.inside(holder.path) + ["/bin/cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.trimmingCharacters()
+        }
+        let hostBefore = try Files.readText("/proc/sys/net/ipv4/ip_forward")?.trimmingCharacters()
 
         // Flipped inside a test namespace only; the host's setting is left alone.
+        // A new netns copies the host's IPv4 setting (devconf_inherit_init_net=0): start
+        // from off whatever the host has.
+        #expect(try Witness.run(Witness.inside(holder.path) + ["/bin/sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]).status == 0)
+        #expect(try inside() == "0")
         let cloneNewNet: Int32 = 0x4000_0000  // CLONE_NEWNET
-        let inside = try NamespaceThread.run(joining: [(holder.path, cloneNewNet)]) { () throws -> (Bool, Bool) in
-            // A new netns copies the host's IPv4 setting (devconf_inherit_init_net=0):
-            // start from off whatever the host has.
-            let fd = try FileDescriptor.open("/proc/sys/net/ipv4/ip_forward", O_WRONLY)
-            try fd.writeAll(Array("0\n".utf8))
-            let before = try NAT.isIPv4ForwardingEnabled()
-            try NAT.enableIPv4Forwarding()
-            return (before, try NAT.isIPv4ForwardingEnabled())
-        }
-        #expect(inside.0 == false)
-        #expect(inside.1 == true)
-        #expect(try NAT.isIPv4ForwardingEnabled() == hostBefore)
+        try NamespaceThread.run(joining: [(holder.path, cloneNewNet)]) { try NAT.enableIPv4Forwarding() }
+        #expect(try inside() == "1")
+        #expect(try Files.readText("/proc/sys/net/ipv4/ip_forward")?.trimmingCharacters() == hostBefore)
     }
 }

@@ -62,7 +62,10 @@ struct PlugTests {
         // Hairpin mode: a container can reach its own published port where br_netfilter is loaded.
         let port = (hostEnd["linkinfo"] as? [String: Any])?["info_slave_data"] as? [String: Any]
         #expect(port?["hairpin"] as? Bool == true)
-        #expect(try Witness.link("eth0")?["ifalias"] as? String != plug.alias)  // the peer is not on the host
+        // The peer was born in the container's namespace: not on the host under any name.
+        #expect(hostEnd["link_netnsid"] != nil, "the host end's peer is in another namespace: \(hostEnd)")
+        let hostMACs = try Witness.run(["/usr/sbin/ip", "-j", "link", "show"]).stdout
+        #expect(!hostMACs.contains("\"\(plug.mac)\""), "no host link has the peer's MAC \(plug.mac)")
 
         // Inside, seen through nsenter: name, MAC, MTU, address, default route, lo up.
         let peer = try #require(try Witness.link("eth0", netns: holder.path))
@@ -174,12 +177,18 @@ struct PlugTests {
         defer { #expect(net.cleanUp().isEmpty) }
         #expect(try host.ensurePlugged(plug).isEmpty)
 
+        let namespace = ProcEntry.namespace(String(holder.pid), "net")
+        let before = try #require(try Witness.link(plug.hostName))["ifindex"] as? Int
         #expect(try Witness.run(["/usr/sbin/ip", "link", "del", plug.hostName]).status == 0)
-        #expect(try host.snapshot().link(named: plug.hostName) == nil)
-        #expect(try NetlinkSession.inNamespace(holder.path).snapshot().link(named: "eth0") == nil)
+        #expect(try Witness.link(plug.hostName) == nil)
+        #expect(try Witness.link("eth0", netns: holder.path) == nil)
 
         #expect(try host.ensurePlugged(plug) == [.createdPair])
-        #expect(ProcessStat.read(holder.pid) != nil)  // same holder, never restarted
+        // A new pair, its peer in the same namespace as before (nothing was restarted).
+        #expect(try Witness.link(plug.hostName)?["ifindex"] as? Int != before)
+        #expect(ProcEntry.namespace(String(holder.pid), "net") == namespace)
+        #expect(try Witness.link("eth0", netns: holder.path)?["address"] as? String == plug.mac.description)
+        #expect(try Witness.addresses("eth0", netns: holder.path) == [plug.address.description])
         #expect(try Witness.ping(plug.address.address))
 
         // Detached and downed by hand, address and route removed inside: all put back.

@@ -39,6 +39,14 @@ private func conditions<C: ResourceCondition>(_ kind: KindObservation, _ address
         #expect(o.resources.isEmpty)
     }
 
+    @Test func aDestroyInterruptedAfterTheFileWentIsFinished() {
+        let record = Record(PoolKind.address, status: .deleting, attributes: PoolKind.attributes(storage))
+        let gone = pool(mounted: false, fileSize: nil)
+        #expect(PoolKind.interpret(PoolFacts(storage: storage, observation: gone), record: record, destroying: true)[PoolKind.address] != nil)
+        #expect(PoolKind.interpret(PoolFacts(storage: storage, observation: gone), record: record)[PoolKind.address] == nil,
+                "apply creates it again")
+    }
+
     @Test func unmountedShrunkAndOpenPoolsAreRepairedInPlace() {
         let o = PoolKind.interpret(PoolFacts(storage: storage, observation: pool(mounted: false)))
         #expect(conditions(o, PoolKind.address, PoolCondition.self) == [.notMounted(file: "/pool.img", root: "/pool")])
@@ -104,6 +112,15 @@ private func conditions<C: ResourceCondition>(_ kind: KindObservation, _ address
         let o = ImageKind.interpret(declared: ["box": box], records: ["box": record(status: .creating)],
                                     facts: ImageFacts(contents: contents(["box": subvolume("images/box", uuid: "u1")])))
         #expect(conditions(o, address, ImageCondition.self) == [.importUnfinished])
+    }
+
+    @Test func anInterruptedChangeInPlaceKeepsTheImage() {
+        // Only `protect` and leftover cleanup change in place: the subvolume is the imported one.
+        let mounted = ImageKind.interpret(declared: ["box": box], records: ["box": record(status: .updating)],
+                                          facts: ImageFacts(contents: contents(["box": subvolume("images/box", uuid: "u1")])))
+        #expect(conditions(mounted, address, ImageCondition.self).isEmpty)
+        let unmounted = ImageKind.interpret(declared: ["box": box], records: ["box": record(status: .updating)], facts: ImageFacts(contents: nil))
+        #expect(unmounted[address]?.attributes == record().attributes)
     }
 
     @Test func aDeletedImageIsDriftAndCreatedAgain() {
@@ -369,6 +386,21 @@ private func conditions<C: ResourceCondition>(_ kind: KindObservation, _ address
         let o = interpret(facts(), record: record(status: .creating))
         #expect(conditions(o, address, ContainerCondition.self).first == .createUnfinished)
         #expect(plan(o)?.action == .replace)
+    }
+
+    @Test func anInterruptedUpdateIsDoneAgainInPlace() {
+        // The record keeps the attributes from before the change: with the manifest unchanged
+        // since, only the condition says that the host may be half-way.
+        let o = interpret(facts(), record: record(status: .updating))
+        #expect(conditions(o, address, ContainerCondition.self) == [.updateUnfinished])
+        let change = plan(o)
+        #expect(change?.action == .update && change?.effect == .inPlace)
+        #expect(change?.conditions(ContainerCondition.self).allSatisfy(\.needsReplug) == true)
+        // Interrupted between stopping and starting: restarted, on the same snapshot.
+        var stopped = running(state: .stopped)
+        stopped.lastExit = ExitRecord(status: .signal(15), at: 0)
+        let restart = plan(interpret(facts(process: stopped), record: record(status: .updating)))
+        #expect(restart?.action == .update && restart?.effect == .restart)
     }
 
     @Test func leftoversWithoutRecordAreRemoved() {

@@ -52,11 +52,18 @@ final class ContainerFixture {
                                cgroup: placement)
     }
 
-    /// Stops whatever runs (also after a failed expectation), removes the container's
-    /// cgroup and every file.
-    func cleanup() {
+    /// Stops whatever runs (also after a failed expectation) and removes the container's
+    /// cgroup, checks from outside that nothing of the container is left — no process
+    /// naming or descending from the test's directory or sharing a container's pid
+    /// namespace, no mount on or from it, no cgroup of its parent — then removes every file
+    /// (and, after a reported leak, what leaked).
+    func cleanup(sourceLocation: SourceLocation = #_sourceLocation) {
         try? runtime.stop(directory: directory, timeout: 1)
         try? runtime.remove(directory: directory)
+        let left = Inventory.take(Inventory.Scope(prefixes: [cgroupParent], directories: [temp.path]))
+        #expect(left.isEmpty, "left behind after stop:\n\(left)", sourceLocation: sourceLocation)
+        for process in left.processes where process.isLive { kill(process.pid, SIGKILL) }
+        for mount in left.mounts.reversed() { umount2(mount.mountPoint, Int32(MNT_DETACH)) }
         temp.remove()
     }
 
@@ -96,6 +103,10 @@ final class ContainerFixture {
     }
 
     func sh(_ script: String) throws -> Output { try exec(["sh", "-c", script]) }
+}
+
+extension Inventory.Process {
+    var isLive: Bool { ProcEntry.read(pid)?.startTime == startTime }
 }
 
 /// Polls `condition` every 20 ms for up to `timeout` seconds.

@@ -19,12 +19,12 @@ struct LifecycleTests {
 
         // The supervisor is not our child and leads its own session: the caller exiting
         // (or its terminal closing) does not touch it.
-        let shim = try #require(ProcessStat.read(observation.shimPID))
-        #expect(shim.parentPID != getpid())
+        let shim = try #require(ProcEntry.read(observation.shimPID))
+        #expect(shim.parent != getpid())
         let stat = try #require(try Files.readText("/proc/\(observation.shimPID)/stat"))
         let fields = stat[stat.lastIndex(of: ")")!...].split(separator: " ")
         #expect(fields[4] == "\(observation.shimPID)", "session id = supervisor pid (setsid)")
-        #expect(ProcessStat.read(observation.initPID)?.parentPID == observation.shimPID)
+        #expect(ProcEntry.read(observation.initPID)?.parent == observation.shimPID)
 
         // kill -9 of the init: restart "no" records the exit and the supervisor leaves.
         kill(observation.initPID, SIGKILL)
@@ -128,16 +128,17 @@ struct LifecycleTests {
         defer { fixture.cleanup() }
         let hostBefore = hostHostname()
         let observation = try fixture.runtime.start(try fixture.config(), directory: fixture.directory)
-        // Witness: nsenter into the UTS namespace the supervisor holds.
+        let initBefore = try #require(ProcEntry.read(observation.initPID))
+        // Witness: nsenter into the UTS namespace of the container's init.
         func live() throws -> String {
-            try Spawn.run(["nsenter", "-t", String(observation.shimPID), "-u", "hostname"]).stdout
+            try Spawn.run(["nsenter", "-t", String(observation.initPID), "-u", "hostname"]).stdout
         }
         #expect(try live() == fixture.name + "\n")
 
         try fixture.runtime.setHostname("renamed-\(fixture.name)", for: observation)
         #expect(try live() == "renamed-\(fixture.name)\n")
         #expect(try fixture.exec(["hostname"]).output == "renamed-\(fixture.name)\n")
-        #expect(fixture.runtime.observe(directory: fixture.directory).initPID == observation.initPID, "same process")
+        #expect(ProcEntry.read(observation.initPID)?.startTime == initBefore.startTime, "same process (pid and start time)")
         #expect(hostHostname() == hostBefore)
     }
 

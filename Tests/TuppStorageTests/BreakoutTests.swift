@@ -96,7 +96,7 @@ let breakouts: [Breakout] = [
 struct BreakoutTests {
     @Test func corpusIsLargeEnough() { #expect(breakouts.count >= 15) }
 
-    @Test(arguments: breakouts)
+    @Test(.requires(storageFeatures), arguments: breakouts)
     func breakoutIsRefusedOrContained(_ breakout: Breakout) async throws {
         try await withPool { pool in
             let outside = "\(pool.directory.path)/outside"

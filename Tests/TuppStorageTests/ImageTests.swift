@@ -82,7 +82,7 @@ struct ImageTests {
         }
     }
 
-    @Test(arguments: ["", "gz", "xz", "bz2"])
+    @Test(.requires(storageFeatures), arguments: ["", "gz", "xz", "bz2"])
     func tarImportPreservesEverything(compression: String) async throws {
         try await withPool { pool in
             let tar = "\(pool.directory.path)/rootfs.tar\(compression.isEmpty ? "" : "." + compression)"

@@ -77,6 +77,8 @@ struct PoolTests {
         let config = Storage(root: "\(directory.path)/pool", device: Storage.Device(file: "\(directory.path)/pool.img", size: 256 << 20))
         defer {
             try? Pool.unmountAndDetach(config)
+            let left = Inventory.take(Inventory.Scope(directories: [directory.path]))
+            #expect(left.mounts.isEmpty && left.loopDevices.isEmpty, "left behind:\n\(left)")
             directory.remove()
         }
         // A file with data but no filesystem: never formatted, the mount error says why.

@@ -41,25 +41,39 @@ struct TestPool {
         return pool
     }
 
-    func destroy() {
+    /// Unmounts and removes the pool through `Pool`, then checks from outside that nothing
+    /// of it is left (mount, loop device, pool file) before the directory goes.
+    func destroy(sourceLocation: SourceLocation = #_sourceLocation) {
         // Mounts a test made below the root go first (tests unmount their own; this
         // is the safety net when one failed half-way).
-        if let table = try? MountInfo.read() {
-            for mount in MountInfo.mounts(under: Paths.canonical(root) ?? root, in: table).reversed()
-            where mount.mountPoint != (Paths.canonical(root) ?? root) {
-                umount2(mount.mountPoint, Int32(MNT_DETACH))
-            }
+        let canonicalRoot = Paths.canonical(root) ?? root
+        for mount in Inventory.readMountInfo("/proc/self/mountinfo").reversed()
+        where mount.mountPoint.hasPrefix(canonicalRoot + "/") {
+            umount2(mount.mountPoint, Int32(MNT_DETACH))
         }
-        do { try Pool.unmountAndDetach(config) } catch { Issue.record("teardown: \(render(error))") }
-        do { try Pool.removeFile(config) } catch { Issue.record("teardown: \(render(error))") }
+        do {
+            try Pool.unmountAndDetach(config)
+        } catch {
+            let holders = ProcEntry.holders(of: canonicalRoot)
+            Issue.record("teardown: \(render(error)); holding it: \(holders.isEmpty ? "no process of this namespace" : holders.joined(separator: "; "))",
+                         sourceLocation: sourceLocation)
+        }
+        do { try Pool.removeFile(config) } catch { Issue.record("teardown: \(render(error))", sourceLocation: sourceLocation) }
+        let left = Inventory.take(Inventory.Scope(directories: [directory.path]))
+        #expect(left.isEmpty, "the pool left behind:\n\(left)", sourceLocation: sourceLocation)
+        for mount in left.mounts.reversed() { umount2(mount.mountPoint, Int32(MNT_DETACH)) }
+        for loop in left.loopDevices { _ = try? command(["losetup", "-d", String(loop.prefix { $0 != " " })], allowFailure: true) }
         directory.remove()
     }
 }
 
 /// Gate for every integration test here.
 func storageHostReady() throws -> Bool {
-    try Host.require(.root, .btrfs, .command("/usr/sbin/mkfs.btrfs"), .command("/usr/bin/btrfs"))
+    try Host.require(storageFeatures)
 }
+
+/// What the storage tests need; `.requires(storageFeatures)` gates a parameterized one.
+let storageFeatures: [Host.Feature] = [.root, .btrfs, .command("/usr/sbin/mkfs.btrfs"), .command("/usr/bin/btrfs")]
 
 /// Writes a Python tarfile program's output: `script` gets `out` (the archive path) and
 /// `tarfile`, `io` imported, with a helper `add(tf, name, data=b"", **attributes)`.

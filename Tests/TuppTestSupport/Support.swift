@@ -1,42 +1,77 @@
+@_exported import TuppTestTools
 import Glibc
+import Testing
 import TuppBase
 import TuppSystem
 
-/// Gates for integration tests that need root and kernel features.
+/// Gates for integration tests that need root, kernel features or tools.
 ///
-/// Locally a missing capability skips the test (so `swift test` works as a normal user
-/// for the unit tiers); with `CI=true` it is a failure, never a silent skip.
+/// A missing prerequisite skips the test — Swift Testing reports it as cancelled with the
+/// reason, and `scripts/test` lists every such test at the end — so `swift test` runs the
+/// unit tiers as a normal user. With `CI=true` it is a failure instead, never a skip.
 public enum Host {
     public static var isRoot: Bool { geteuid() == 0 }
     public static var isCI: Bool { getenv("CI").map { String(cString: $0) } == "true" }
 
-    /// True when the test may run. When it may not: in CI this is a failure the caller
-    /// reports (by throwing `missing`), locally the test returns early.
-    public static func require(_ features: Feature...) throws -> Bool {
-        for feature in features where !feature.available {
-            if isCI { throw MissingFeature(feature: feature.name) }
-            return false
+    /// Returns true when every feature is there. Otherwise the test ends here: skipped with
+    /// the reason, or (CI=true) failed with it. `guard try Host.require(…) else { return }`
+    /// reads as before; the `else` is never taken.
+    @discardableResult
+    public static func require(_ features: Feature..., sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
+        try require(features, sourceLocation: sourceLocation)
+    }
+
+    @discardableResult
+    public static func require(_ features: [Feature], sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
+        let missing = features.filter { !$0.available }
+        guard missing.isEmpty else {
+            try unavailable("needs \(missing.map(\.name).joined(separator: ", "))", sourceLocation: sourceLocation)
         }
         return true
     }
 
-    public struct MissingFeature: Error, CustomStringConvertible {
-        public var feature: String
-        public var description: String { "integration test needs \(feature) (CI=true makes this a failure)" }
+    /// Ends the test for a reason that is not a missing feature (the kernel refuses what the
+    /// test would witness): skipped, or with CI=true failed.
+    public static func unavailable(_ reason: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> Never {
+        if isCI { throw Missing(reason: reason) }
+        try Test.cancel("skipped: \(reason) (CI=true makes this a failure)", sourceLocation: sourceLocation)
+    }
+
+    public struct Missing: Error, CustomStringConvertible {
+        public var reason: String
+        public var description: String { "integration test \(reason); CI=true makes a missing prerequisite a failure" }
     }
 
     public struct Feature: Sendable {
         public var name: String
         public var available: Bool
 
-        public static var root: Feature { Feature(name: "root", available: Host.isRoot) }
+        public init(name: String, available: Bool) {
+            self.name = name
+            self.available = available
+        }
+
+        public static var root: Feature { Feature(name: "root (run as root)", available: Host.isRoot) }
         public static var btrfs: Feature {
             Feature(name: "btrfs in /proc/filesystems (modprobe btrfs)",
                     available: (try? Files.readText("/proc/filesystems"))?.contains("btrfs") ?? false)
         }
         public static func command(_ path: String) -> Feature {
-            Feature(name: path, available: access(path, X_OK) == 0)
+            Feature(name: "\(path) (scripts/install-deps)", available: access(path, X_OK) == 0)
         }
+    }
+}
+
+extension Trait where Self == ConditionTrait {
+    /// The gate as a trait, for parameterized tests: Swift Testing does not report a
+    /// cancelled test case, but it does report a skipped test. With CI=true the test runs
+    /// (and fails on its own `Host.require`).
+    public static func requires(_ features: Host.Feature...) -> Self { requires(features) }
+
+    public static func requires(_ features: [Host.Feature]) -> Self {
+        let missing = features.filter { !$0.available }.map(\.name)
+        return .enabled(if: Host.isCI || missing.isEmpty,
+                        Comment(rawValue: "skipped: needs \(missing.joined(separator: ", ")) (CI=true makes this a failure)"))
     }
 }
 
@@ -92,8 +127,17 @@ public enum Ping {
 
 /// True when `pid` exists and is neither a zombie nor dead (/proc/PID/stat).
 public func isProcessAlive(_ pid: Int32) -> Bool {
-    guard pid > 0, let stat = ProcessStat.read(pid) else { return false }
-    return stat.state != "Z" && stat.state != "X"
+    pid > 0 && ProcEntry.read(pid) != nil
+}
+
+/// Polls `condition` every 10 ms until it holds or `seconds` have passed; the last answer.
+public func eventually(seconds: Double = 5, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Monotonic.nanoseconds() + UInt64(seconds * 1e9)
+    while Monotonic.nanoseconds() < deadline {
+        if try condition() { return true }
+        usleep(10_000)
+    }
+    return try condition()
 }
 
 /// Processes with a mount of `root` (a path inside the filesystem) of the filesystem

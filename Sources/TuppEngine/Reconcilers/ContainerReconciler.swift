@@ -197,18 +197,19 @@ struct ContainerReconciler: Reconciler {
             }
             // nil: the stop timeout the supervisor was started with (its spec file).
             try runtime.stop(directory: directory(name), timeout: nil)
-            Checkpoint.pass("\(name) stopped")
+            Checkpoint.pass("stopped")
             // The pair normally dies with the netns; a leftover host end (the netns was pinned) goes too.
             _ = try host.deleteLink(name: hostVeth(name))
-            Checkpoint.pass("host veth of \(name) gone")
+            Checkpoint.pass("host veth deleted")
             if let root = context.poolRoot {
                 let images = ImageStore(poolRoot: root)
                 if try images.subvolume("containers/\(name)") != nil {
                     try images.deleteSubvolume("containers/\(name)")
-                    Checkpoint.pass("snapshot containers/\(name) deleted")
                 }
+                Checkpoint.pass("snapshot deleted")
             }
             try runtime.remove(directory: directory(name))
+            Checkpoint.pass("runtime directory removed")
             try store.remove(address)
         }
 
@@ -225,10 +226,12 @@ struct ContainerReconciler: Reconciler {
             _ = try host.deleteLink(name: veth)
             if try images.subvolume("containers/\(name)") != nil { try images.deleteSubvolume("containers/\(name)") }
             if Files.exists(directory(name)) { try runtime.remove(directory: directory(name)) }
+            Checkpoint.pass("leftovers of an earlier start cleared")
 
             let snapshot = try images.snapshot(image: spec.image, container: name)
-            Checkpoint.pass("snapshot containers/\(name) created")
+            Checkpoint.pass("snapshot created")
             try writeNameFiles(spec)
+            Checkpoint.pass("name files written")
             context.logger.debug("\(name): snapshot \(snapshot.uuid) of images/\(spec.image)")
             let started = try start(spec, rootfs: "\(root)/containers/\(name)")
             context.logger.debug("\(name): supervisor pid \(started.shimPID), init pid \(started.initPID)")
@@ -274,15 +277,18 @@ struct ContainerReconciler: Reconciler {
         }
 
         /// Starts the supervisor and command; the network is plugged in the sync window,
-        /// before the command runs.
+        /// before the command runs. Until the command starts, a crash takes the supervisor,
+        /// its namespaces and the veth pair born in them along (the supervisor reads EOF).
         func start(_ spec: ContainerSpec, rootfs: String) throws -> ProcessObservation {
-            try runtime.start(try config(spec, rootfs: rootfs), directory: directory(spec.name)) { starting in
-                Checkpoint.pass("supervisor of \(spec.name) started")
+            let started = try runtime.start(try config(spec, rootfs: rootfs), directory: directory(spec.name)) { starting in
+                Checkpoint.pass("supervisor started")
                 guard let plug = plug(for: spec, netnsPath: starting.netnsPath) else { return }
+                // Passes a checkpoint after each step.
                 try host.plug(plug)
                 context.logger.debug("\(spec.name): \(plug.hostName) on \(plug.bridge), \(plug.interface) \(plug.address) via \(plug.gateway)")
-                Checkpoint.pass("\(spec.name) plugged into its network")
             }
+            Checkpoint.pass("command started")
+            return started
         }
 
         func plug(for spec: ContainerSpec, netnsPath: String) -> ContainerPlug? {
@@ -292,11 +298,18 @@ struct ContainerReconciler: Reconciler {
                                  alias: LinkOwner(installation: context.installation, role: .container, name: spec.name).description)
         }
 
+        /// A restart (stop, start on the same snapshot) or a change in place (limits,
+        /// settings, name files, hostname, network). The record says `updating` first, with
+        /// the attributes from before: an interrupted update shows in the next plan and is
+        /// done again in full.
         func update(_ change: Plan.ResourceChange) throws {
             guard let spec = change.spec(ContainerSpec.self), var record = context.record(change.address),
                   let root = context.poolRoot else { return }
             let name = spec.name
             let rootfs = "\(root)/containers/\(name)"
+            record.status = .updating
+            try context.save(record)
+            let unfinished = change.conditions(ContainerCondition.self).contains(.updateUnfinished)
             var process = context.observation.facts[ContainerFacts.self]?.processes[name] ?? runtime.observe(directory: directory(name))
             if record.stoppedOnPurpose && !process.isRunning {
                 // `tupp stop` under unless-stopped: the changes wait in the spec for `tupp start`.
@@ -305,9 +318,11 @@ struct ContainerReconciler: Reconciler {
                 Checkpoint.pass("settings of the stopped \(name) rewritten")
             } else if change.effect == .restart {
                 try runtime.stop(directory: directory(name), timeout: spec.stopTimeout)
-                Checkpoint.pass("\(name) stopped for a restart")
+                Checkpoint.pass("stopped for the restart")
                 _ = try host.deleteLink(name: hostVeth(name))
+                Checkpoint.pass("host veth deleted")
                 try writeNameFiles(spec)
+                Checkpoint.pass("name files written")
                 process = try start(spec, rootfs: rootfs)
             } else {
                 let config = try config(spec, rootfs: rootfs)
@@ -315,31 +330,34 @@ struct ContainerReconciler: Reconciler {
                     if case .limitChanged = $0 { true } else { false }
                 }) {
                     let update = try runtime.updateResources(config, directory: directory(name))
-                    Checkpoint.pass("limits of \(name) written")
+                    Checkpoint.pass("limits written")
                     guard update.refused.isEmpty else {
                         throw SystemError.failure("change the limits of", "container \(name)",
                                                   update.refused.map(\.description).joined(separator: "; ") + " — not forced; free the memory or stop the container first")
                     }
                 }
                 try runtime.updateSettings(config, directory: directory(name))
-                if change.changes(ContainerAttribute.dns) || change.changes(ContainerAttribute.hosts) || change.changes(ContainerAttribute.peers) {
+                Checkpoint.pass("settings rewritten")
+                if change.changes(ContainerAttribute.dns) || change.changes(ContainerAttribute.hosts) || change.changes(ContainerAttribute.peers)
+                    || unfinished {
                     try writeNameFiles(spec)
-                    Checkpoint.pass("name files of \(name) rewritten")
+                    Checkpoint.pass("name files rewritten")
                 }
-                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname), process.isRunning {
+                if let hostname = spec.hostname, change.changes(ContainerAttribute.hostname) || unfinished, process.isRunning {
                     try runtime.setHostname(hostname, for: process)
-                    Checkpoint.pass("hostname of \(name) set")
                 }
+                Checkpoint.pass("hostname set")
                 let replug = change.changes(ContainerAttribute.network)
                     || change.conditions(ContainerCondition.self).contains(where: \.needsReplug)
                     || change.reasons.contains { $0.dependency?.kind == .network }
                 if replug && process.isSupervised {
+                    // Passes a checkpoint after each repair.
                     if let plug = plug(for: spec, netnsPath: "/proc/\(process.shimPID)/ns/net") {
                         let repairs = try host.ensurePlugged(plug)
                         context.logger.debug("\(name): network \(repairs.isEmpty ? "already as declared" : repairs.map(\.description).joined(separator: ", "))")
-                        if !repairs.isEmpty { Checkpoint.pass("network of \(name) repaired") }
                     } else {
                         _ = try host.deleteLink(name: hostVeth(name))
+                        Checkpoint.pass("host veth deleted")
                     }
                 }
             }

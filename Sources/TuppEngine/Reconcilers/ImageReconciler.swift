@@ -38,19 +38,20 @@ struct ImageReconciler: Reconciler {
             record.status = .deleting
             try context.save(record)
             for leftover in leftovers { try images.removeLeftover(leftover) }
+            Checkpoint.pass("leftover imports removed")
             if try images.subvolume("images/\(name)") != nil {
                 try images.deleteSubvolume("images/\(name)")
-                Checkpoint.pass("images/\(name) deleted")
             }
+            Checkpoint.pass("images/\(name) deleted")
             try context.store.remove(change.address)
         case .create, .replace:
             guard let image = change.spec(ImageSpec.self)?.image else { return }
-            for leftover in leftovers { try images.removeLeftover(leftover) }
             try context.save(Record(change.address, status: .creating, attributes: change.after ?? [:], protect: image.protect))
+            for leftover in leftovers { try images.removeLeftover(leftover) }
+            Checkpoint.pass("leftover imports removed")
             let meter = RateMeter()
             let imported = try await images.importImage(name: name, from: image.source,
                                                         cacheDirectory: context.store.cacheDirectory) { p in
-                if meter.first() { Checkpoint.pass("importing images/\(name)") }
                 if let line = meter.line(bytes: p.bytesRead) { context.progress(line) }
             }
             for warning in imported.warnings { context.progress("warning: \(warning)") }
@@ -60,8 +61,13 @@ struct ImageReconciler: Reconciler {
             record.imageSubvolumeUUID = imported.info.uuid
             try context.save(record)
         case .update:
+            // In place: `protect`, and leftovers of an interrupted import removed.
+            var record = context.record(change.address) ?? Record(change.address, status: .ready, attributes: change.after ?? [:])
+            record.status = .updating
+            try context.save(record)
             for leftover in leftovers { try images.removeLeftover(leftover) }
-            guard var record = context.record(change.address) else { return }
+            Checkpoint.pass("leftover imports removed")
+            record.status = .ready
             record.protect = change.spec(ImageSpec.self)?.image.protect ?? record.protect
             try context.save(record)
         case .noop:
@@ -74,13 +80,6 @@ struct ImageReconciler: Reconciler {
 final class RateMeter: @unchecked Sendable {
     let start = Monotonic.nanoseconds()
     var last: UInt64 = 0
-    private var started = false
-
-    /// True on the first call only.
-    func first() -> Bool {
-        defer { started = true }
-        return !started
-    }
 
     func line(bytes: UInt64) -> String? {
         let now = Monotonic.nanoseconds()

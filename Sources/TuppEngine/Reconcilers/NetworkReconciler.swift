@@ -35,14 +35,18 @@ struct NFTablesMasquerading: Masquerading {
 
     func enable(_ subnet: IPv4Network, table: String) throws(SystemError) {
         try NAT.enableIPv4Forwarding()
+        Checkpoint.pass("IPv4 forwarding on")
         _ = try NAT.ensureMasquerade(subnet: subnet, table: table)
+        Checkpoint.pass("masquerade of \(subnet) added")
     }
 
     func disable(_ subnet: IPv4Network, table: String) throws(SystemError) {
         _ = try NAT.removeMasquerade(subnet: subnet, table: table)
+        Checkpoint.pass("masquerade of \(subnet) removed")
         if try NAT.masqueradedSubnets(table: table)?.isEmpty == true {
             _ = try NAT.removeTable(table)
         }
+        Checkpoint.pass("nft table \(table) removed if empty")
     }
 }
 
@@ -91,13 +95,15 @@ struct NetworkReconciler: Reconciler {
             deleting.status = .deleting
             try context.save(deleting)
             if !record.isExternal, observed?.external != true {
+                // Also when the rule is already gone: a removal killed between the rule and
+                // the table left an empty table to remove.
                 if let subnet = record.attributes[NetworkAttribute.subnet]?.string.flatMap(IPv4Network.init),
-                   natSubnets?.contains(subnet) == true {
+                   natSubnets?.contains(subnet) == true || record.attributes[NetworkAttribute.nat] == .bool(true) {
                     try masquerading.disable(subnet, table: table)
-                    Checkpoint.pass("masquerade of \(subnet) removed")
                 }
                 if let bridge = record.bridgeName ?? observed?.attributes[NetworkAttribute.bridge]?.string {
-                    if try host.deleteLink(name: bridge) { Checkpoint.pass("bridge \(bridge) deleted") }
+                    _ = try host.deleteLink(name: bridge)
+                    Checkpoint.pass("bridge \(bridge) deleted")
                 }
             }
             try context.store.remove(change.address)
@@ -116,22 +122,21 @@ struct NetworkReconciler: Reconciler {
         }
         try context.save(record)
         if try host.link(named: network.bridge) == nil {
+            // Passes its own checkpoints: created, marked, addressed.
             try host.createBridge(name: network.bridge, address: gateway, mtu: network.mtu, alias: owner, mac: nil)
-            Checkpoint.pass("bridge \(network.bridge) created")
         } else {
-            if try host.updateBridge(name: network.bridge, address: gateway, mtu: network.mtu) {
-                Checkpoint.pass("bridge \(network.bridge) changed")
-            }
+            _ = try host.updateBridge(name: network.bridge, address: gateway, mtu: network.mtu)
+            Checkpoint.pass("bridge \(network.bridge) up, sized and addressed")
             try host.setAlias(name: network.bridge, alias: owner)
+            Checkpoint.pass("bridge \(network.bridge) marked")
             try host.setUp(name: network.bridge)
+            Checkpoint.pass("bridge \(network.bridge) up")
         }
         let natOn = natSubnets?.contains(network.subnet) ?? false
         if network.nat && !natOn {
             try masquerading.enable(network.subnet, table: table)
-            Checkpoint.pass("masquerade of \(network.subnet) added")
         } else if !network.nat && natOn {
             try masquerading.disable(network.subnet, table: table)
-            Checkpoint.pass("masquerade of \(network.subnet) removed")
         }
         record.status = .ready
         try context.save(record)

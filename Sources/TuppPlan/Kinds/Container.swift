@@ -252,6 +252,8 @@ public enum ContainerCondition: ResourceCondition, Equatable {
     /// Processes, links or a runtime directory without a record.
     case leftovers
     case createUnfinished
+    /// An update in place or a restart was interrupted: it is done again in full.
+    case updateUnfinished
     case snapshotMissing(container: String)
     case snapshotOfOlderImage(image: String)
     case stopping
@@ -269,14 +271,14 @@ public enum ContainerCondition: ResourceCondition, Equatable {
         switch self {
         case .leftovers, .createUnfinished, .snapshotMissing, .snapshotOfOlderImage: .replace
         case .stopping, .notRunning, .nameFilesMissing: .restart
-        case .hostVethDown, .hostVethMissing, .interfaceDown, .limitChanged: .inPlace
+        case .updateUnfinished, .hostVethDown, .hostVethMissing, .interfaceDown, .limitChanged: .inPlace
         }
     }
 
     /// The container's network must be plugged again (same process).
     public var needsReplug: Bool {
         switch self {
-        case .hostVethDown, .hostVethMissing, .interfaceDown: true
+        case .updateUnfinished, .hostVethDown, .hostVethMissing, .interfaceDown: true
         default: false
         }
     }
@@ -285,6 +287,7 @@ public enum ContainerCondition: ResourceCondition, Equatable {
         switch self {
         case .leftovers: "leftovers of an earlier container are removed"
         case .createUnfinished: "an earlier apply did not finish creating it"
+        case .updateUnfinished: "an earlier apply did not finish changing it"
         case .snapshotMissing(let name): "snapshot containers/\(name) is missing"
         case .snapshotOfOlderImage(let image): "snapshot of an older image (images/\(image) was replaced)"
         case .stopping: "process is stopping"
@@ -550,6 +553,8 @@ public enum ContainerKind {
             var resource = ObservedResource(address, attributes: record.attributes, protect: record.protect)
             if record.status == .creating {
                 resource.conditions.append(ContainerCondition.createUnfinished)
+            } else if record.status == .updating {
+                resource.conditions.append(ContainerCondition.updateUnfinished)
             }
             if facts.contents != nil && snapshot == nil {
                 if record.status == .ready { resource.drift.append(Drift(address, "its snapshot containers/\(name) was deleted outside tupp")) }

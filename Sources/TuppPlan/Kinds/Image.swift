@@ -96,7 +96,7 @@ public enum ImageKind {
             let address = ResourceAddress(.image, name)
             let record = records[name]
             guard let contents = facts.contents else {
-                if let record, record.status == .ready {
+                if let record, record.status == .ready || record.status == .updating {
                     out.resources.append(ObservedResource(address, attributes: record.attributes, protect: record.protect))
                 }
                 continue
@@ -109,7 +109,7 @@ public enum ImageKind {
                     continue
                 }
                 var resource = ObservedResource(address, attributes: record.attributes, conditions: cleanup, protect: record.protect)
-                if record.status != .ready {
+                if record.status == .creating || record.status == .deleting {
                     resource.conditions.append(ImageCondition.importUnfinished)
                 } else if let uuid = record.imageSubvolumeUUID, uuid != subvolume.uuid {
                     resource.drift.append(Drift(address, "images/\(name) was replaced outside tupp (subvolume \(uuid) → \(subvolume.uuid))"))

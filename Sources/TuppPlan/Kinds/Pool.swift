@@ -90,15 +90,21 @@ public enum PoolKind {
         return device.size > size || (pool.filesystemSize ?? size) + growSlack < size
     }
 
-    /// The live pool as a resource (nothing without declared storage).
-    public static func interpret(_ facts: PoolFacts) -> KindObservation {
+    /// The live pool as a resource (nothing without declared storage). `record` and
+    /// `destroying`: a destroy interrupted after deleting the image file left its record,
+    /// which is shown so that the next destroy finishes.
+    public static func interpret(_ facts: PoolFacts, record: Record? = nil, destroying: Bool = false) -> KindObservation {
         var out = KindObservation()
         if let error = facts.contentsError { out.problems.append("pool.main: cannot list subvolumes: \(error)") }
         guard let storage = facts.storage, let pool = facts.observation else { return out }
         var resource = ObservedResource(address)
         resource.attributes[PoolAttribute.root] = .string(storage.root)
         if let device = storage.device {
-            guard pool.fileExists else { return out }   // absent: created by apply
+            guard pool.fileExists else {
+                // Absent: created by apply, or — its record left by an interrupted destroy — removed.
+                if destroying, let record { out.resources.append(ObservedResource(address, attributes: record.attributes)) }
+                return out
+            }
             resource.attributes[PoolAttribute.deviceFile] = .string(device.file)
             if let size = pool.fileSize { resource.attributes[PoolAttribute.deviceSize] = .int(Int64(size)) }
             if pool.mounted {

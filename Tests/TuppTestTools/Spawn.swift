@@ -148,7 +148,7 @@ public enum Built {
     public static var shim: String { "\(directory)/tupp-shim" }
     /// The repository checkout (for manifests/ and schemas/).
     public static var repository: String {
-        String(#filePath.dropLast("Tests/TuppTestSupport/Spawn.swift".count))
+        String(#filePath.dropLast("Tests/TuppTestTools/Spawn.swift".count))
     }
 }
 
