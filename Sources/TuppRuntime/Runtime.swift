@@ -70,6 +70,9 @@ public struct Runtime: Sendable {
                 if config.delegateCgroup {
                     let root = config.userNamespace.map { ($0.hostUID(0) ?? 0, $0.hostGID(0) ?? 0) } ?? (0, 0)
                     try cgroup.delegate(to: (UInt32(root.0), UInt32(root.1)))
+                    // Killed here, the spec already names the cgroup: the next start or
+                    // remove finds it, child cgroups included.
+                    Checkpoint.pass("cgroup delegated")
                 }
             } catch {
                 try? cgroup.remove()

@@ -190,6 +190,23 @@ private func hostRanges(_ m: [String: IDMapping]) -> [IDRange] { m.values.flatMa
         #expect(plan(auto, other)?.effect == .restart)
     }
 
+    /// A restart into a user namespace records the range with its intent: a crash before
+    /// `ready` leaves the record holding the new range (its attributes still the old ones),
+    /// and the allocator keeps that block for this container — not only while its process
+    /// can be observed as the container's.
+    @Test func aRestartUnderWayHoldsTheRangeItStartsWith() {
+        let host = ContainerKind.desired(container(), network: nil, address: nil)
+        var record = Record(address, status: .updating, attributes: host.attributes)
+        #expect(record.heldUserNamespace == nil)
+        record.startingUserNamespace = mapping
+        #expect(record.heldUserNamespace == mapping, "the new range, though the attributes are the old ones")
+        #expect(allocate(["web"], held: ["web": record.heldUserNamespace!]) == ["web": mapping])
+        // Done: the record is ready with the new attributes, the fact goes with the others.
+        record.attributes = ContainerKind.desired(container(.auto), network: nil, address: nil, userNamespace: mapping).attributes
+        record.setContainerFacts(hostVeth: "v", snapshot: "s", process: nil, specDigest: nil)
+        #expect(record.startingUserNamespace == nil && record.heldUserNamespace == mapping)
+    }
+
     @Test func delegatingTheCgroupRestartsAndIsShownOnlyWhenOn() {
         let plain = ContainerKind.desired(container(), network: nil, address: nil)
         #expect(plain.attributes[ContainerAttribute.delegateCgroup] == nil)

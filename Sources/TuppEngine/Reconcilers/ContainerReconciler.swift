@@ -82,7 +82,7 @@ struct ContainerReconciler: Reconciler {
                                 _ observation: inout Observation) {
         let wanting = context.manifest.containers.values.filter { context.manifest.userns(of: $0) == .auto }.map(\.name)
         var held: [String: IDMapping] = [:]
-        for (name, record) in records { held[name] = ContainerKind.userNamespace(record.attributes) }
+        for (name, record) in records { held[name] = record.heldUserNamespace }
         for (name, process) in processes { if let live = process.userNamespace { held[name] = live } }
         // A destroy plans deletions only: nothing to allocate.
         guard !wanting.isEmpty, !context.destroying else { return }
@@ -308,6 +308,8 @@ struct ContainerReconciler: Reconciler {
             let name = spec.name
             let rootfs = "\(root)/containers/\(name)"
             record.status = .updating
+            // The range the new process gets is this container's from now on, before it starts.
+            record.startingUserNamespace = change.after.flatMap(ContainerKind.userNamespace)
             try context.save(record)
             let unfinished = change.conditions(ContainerCondition.self).contains(.updateUnfinished)
             var process = context.observation.facts[ContainerFacts.self]?.processes[name] ?? runtime.observe(directory: directory(name))

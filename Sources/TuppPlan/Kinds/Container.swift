@@ -324,6 +324,27 @@ extension Record {
     /// Set by `tupp stop`, cleared by `tupp start`.
     public static let stoppedFact = "stopped"
 
+    /// The maps a restart starts the process with (`userns: auto`), recorded with the
+    /// `updating` intent while the attributes still hold the ones from before: killed after
+    /// the new process started and before `ready` — its supervisor maybe still dying, not yet
+    /// the container's to observe — the range stays this container's instead of moving (or
+    /// going to another one). Cleared with the other facts when the record is `ready`.
+    public var startingUserNamespace: IDMapping? {
+        get {
+            guard let uids = facts["startingUIDMap"].flatMap(IDMapping.parse(rendered:)),
+                  let gids = facts["startingGIDMap"].flatMap(IDMapping.parse(rendered:)) else { return nil }
+            return IDMapping(uids: uids, gids: gids)
+        }
+        set {
+            facts["startingUIDMap"] = newValue.map { IDMapping.render($0.uids) }
+            facts["startingGIDMap"] = newValue.map { IDMapping.render($0.gids) }
+        }
+    }
+
+    /// The host ids the record holds for its container: those a restart under way starts it
+    /// with, else the recorded ones; nil for the host's user namespace.
+    public var heldUserNamespace: IDMapping? { startingUserNamespace ?? ContainerKind.userNamespace(attributes) }
+
     /// Stopped with `tupp stop`.
     public var stoppedByUser: Bool { facts[Record.stoppedFact] == "true" }
 
