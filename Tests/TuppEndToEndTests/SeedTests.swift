@@ -158,15 +158,16 @@ import TuppTestSupport
         #expect(try i.tupp("plan", "--detailed-exitcode", manifest).status == 0)
 
         // With a user namespace: root inside is the range's first host id.
-        let containerUserNamespace = inode(pid, "user")
+        let containerUserNamespace = try #require(PinnedNamespace(pid: original.pid, kind: "user"))
         if userns {
-            #expect(containerUserNamespace != inode("self", "user"))
+            #expect(containerUserNamespace.inode != inode("self", "user"))
+            #expect(containerUserNamespace.members().contains { $0.hasPrefix("\(original.pid) ") }, "the witness sees the live one")
             let map = try i.tupp("exec", "tupperware", "--", "cat", "/proc/self/uid_map").stdout.split(whereSeparator: \.isWhitespace)
             #expect(map.count == 3 && map[0] == "0" && map[2] == "65536", "\(map)")
             #expect(try procUID(original.pid) == map.dropFirst().first.map(String.init))
             #expect(mounts.first { $0.mountPoint == "/" }?.options.contains("idmapped") == true, "\(mounts)")
         } else {
-            #expect(containerUserNamespace == inode("self", "user"))
+            #expect(containerUserNamespace.inode == inode("self", "user"))
         }
 
         #expect(processesMounting(root: "/containers/tupperware", ofFilesystemAt: pool).contains(original.pid))
@@ -177,8 +178,7 @@ import TuppTestSupport
         #expect(destroy.status == 0, "\(destroy)")
         // No namespace: no process is left in the container's user namespace, and no
         // process anywhere has a mount of its snapshot (idmapped or not).
-        let members = ((try? Files.list("/proc")) ?? []).filter { Int32($0) != nil && inode($0, "user") == containerUserNamespace }
-        #expect(!userns || members.isEmpty, "left in the user namespace: \(members)")
+        #expect(!userns || containerUserNamespace.members().isEmpty, "left in the user namespace: \(containerUserNamespace.members())")
         let mounting = ((try? Files.list("/proc")) ?? []).filter { p in
             Int32(p) != nil && ((try? Files.readText("/proc/\(p)/mountinfo")) ?? nil)?.contains(" \(poolDevice) /containers/tupperware ") == true
         }

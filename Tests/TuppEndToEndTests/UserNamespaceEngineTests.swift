@@ -25,10 +25,6 @@ import TuppTestSupport
         return Glibc.lstat(path, &st) == 0 ? st : nil
     }
 
-    /// Processes whose user namespace is `inode` (none once the container is gone).
-    func members(ofUserNamespace inode: UInt64) -> [String] {
-        ((try? Files.list("/proc")) ?? []).filter { Int32($0) != nil && namespaceInode(pid: $0, kind: "user") == inode }
-    }
 
     @Test func sharedVolumeDisjointRangesAndNoChown() throws {
         guard try Host.require(.root, .btrfs, .command("/bin/busybox"), .command("/bin/btrfs"), .command("/bin/ps")) else { return }
@@ -82,7 +78,8 @@ import TuppTestSupport
         #expect(try i.tupp("apply", manifest).stdout.contains("No changes."))
         let snapshotUUID = try Witness.subvolumeUUID("\(pool)/containers/b")
         let pidOfB = try #require(try initPID(i, "b"))
-        let usernsOfB = try #require(namespaceInode(pid: String(pidOfB), kind: "user"))
+        let usernsOfB = try #require(PinnedNamespace(pid: pidOfB, kind: "user"))
+        #expect(usernsOfB.members().contains { $0.hasPrefix("\(pidOfB) ") }, "the witness sees the live one")
 
         // Back to the host's namespace: the process restarts, the snapshot stays.
         let hostForB = volumesManifest(volumes: "  data: {}", containers: user("a", of: "data", at: "/data")
@@ -97,16 +94,16 @@ import TuppTestSupport
         let hostB = try #require(try initPID(i, "b"))
         #expect(namespaceInode(pid: String(hostB), kind: "user") == namespaceInode(pid: "self", kind: "user"))
         #expect(try i.tupp("exec", "b", "--", "stat", "-c", "%u", "/data/root-owned").stdout == "0\n", "the same files, now unshifted")
-        #expect(members(ofUserNamespace: usernsOfB).isEmpty, "b's old user namespace is gone")
+        #expect(usernsOfB.members().isEmpty, "b's old user namespace is gone")
 
         // Destroy: no process of a's user namespace, no mount of its snapshot anywhere.
         let pidOfA = try #require(try initPID(i, "a"))
-        let usernsOfA = try #require(namespaceInode(pid: String(pidOfA), kind: "user"))
+        let usernsOfA = try #require(PinnedNamespace(pid: pidOfA, kind: "user"))
         #expect(processesMounting(root: "/containers/a", ofFilesystemAt: pool).contains(pidOfA), "the witness sees the live one")
         // Read before destroy: the pool's device number, which the witness looks for after.
         let device = try #require(try MountInfo.read().last { $0.mountPoint == pool }?.device)
         #expect(try i.tupp("destroy", "--include-storage", "--include-volumes", manifest).status == 0)
-        #expect(members(ofUserNamespace: usernsOfA).isEmpty)
+        #expect(usernsOfA.members().isEmpty)
         let mounted = ((try? Files.list("/proc")) ?? []).filter { pid in
             Int32(pid) != nil && ((try? Files.readText("/proc/\(pid)/mountinfo")) ?? nil)?.contains(" \(device) /containers/a ") == true
         }
