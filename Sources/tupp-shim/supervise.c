@@ -102,10 +102,9 @@ struct supervisor {
     long long kill_at_ms;     // SIGKILL deadline while stopping, 0: none
     long long restart_at_ms;  // backoff deadline, 0: none
 
-    // With a user namespace (spec.uid_mapc > 0): its descriptor, the current run's trees,
-    // and the seccomp filter prepared by the shim.
+    // With a user namespace (spec.uid_mapc > 0): its descriptor, and the seccomp filter
+    // prepared by the shim. (A run's trees live on spawn_init's stack: a start's worth.)
     int userns_fd;
-    struct shim_trees trees;
     struct shim_filter filter;
     bool filter_ready;
 };
@@ -234,7 +233,8 @@ static char wait_for(int go_fd) {
     return byte;
 }
 
-__attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd, int error_fd) {
+/// `trees`: in a user namespace, the run's detached mounts (userns.c); NULL without one.
+__attribute__((noreturn)) static void init_child(struct supervisor *s, const struct shim_trees *trees, int go_fd, int error_fd) {
     struct shim_failure failure;
     // Die with the shim. Set before waiting for "go": if the shim died between clone and
     // this prctl, the read below sees EOF instead (the shim held the pipe's write end),
@@ -248,7 +248,7 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
         wait_for(go_fd);
         failure_exit(error_fd, &failure);
     }
-    bool userns = s->spec.uid_mapc > 0;
+    bool userns = trees != NULL;
     struct shim_filter filter = s->filter;
     struct shim_failure compile_failure;
     bool compiled = s->filter_ready || seccomp_prepare(&s->spec.seccomp, &filter, &compile_failure) == 0;
@@ -260,7 +260,7 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);  // an ignored signal would stay ignored across exec
 
-    if (rootfs_setup(&s->spec, userns ? &s->trees : NULL, &failure) < 0) failure_exit(error_fd, &failure);
+    if (rootfs_setup(&s->spec, trees, &failure) < 0) failure_exit(error_fd, &failure);
     // In a user namespace the middle process set them (userns.c).
     if (!userns && limits_apply(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
     if (identity_apply(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
@@ -307,7 +307,8 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
     pid_t pid;
     if (s->spec.uid_mapc > 0) {
         // The trees of this run; the shim's copies close once the init holds its own.
-        if (userns_prepare_trees(&s->spec, s->userns_fd, &s->trees, failure) < 0) {
+        struct shim_trees trees;
+        if (userns_prepare_trees(&s->spec, s->userns_fd, &trees, failure) < 0) {
             close(go[0]);
             close(go[1]);
             close(error[0]);
@@ -316,8 +317,8 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
         }
         int theirs[] = {go[1], error[0]};
         pid = userns_clone_init(&s->spec, s->userns_fd, flags | SIGCHLD, theirs, 2, &born_inside, failure);
-        if (pid == 0) init_child(s, go[0], error[1]);
-        userns_close_trees(&s->trees);
+        if (pid == 0) init_child(s, &trees, go[0], error[1]);
+        userns_close_trees(&trees);
         if (pid < 0) {
             close(go[0]);
             close(go[1]);
@@ -347,7 +348,7 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
     if (pid == 0) {
         close(go[1]);
         close(error[0]);
-        init_child(s, go[0], error[1]);
+        init_child(s, NULL, go[0], error[1]);
     }
     close(go[0]);
     close(error[1]);
