@@ -29,10 +29,7 @@ import TuppTestSupport
     @Test func sharedVolumeDisjointRangesAndNoChown() throws {
         guard try Host.require(.root, .btrfs, .command("/bin/busybox"), .command("/bin/btrfs"), .command("/bin/ps")) else { return }
         let i = try Installation()
-        defer {
-            i.cleanup()
-            #expect(i.leftovers().isEmpty, "left behind: \(i.leftovers())")
-        }
+        defer { i.finish() }
         let text = volumesManifest(volumes: "  data: {}", containers: user("a", of: "data", at: "/data") + user("b", of: "data", at: "/data"))
         let manifest = try i.manifest("userns.yaml", "defaults: { userns: auto }\n" + text)
         let plan = try i.tupp("plan", manifest)
@@ -115,10 +112,7 @@ import TuppTestSupport
         // On a v2-only host the runtime tests witness delegation; here, that a v1 host refuses it.
         guard try MountInfo.read().contains(where: { $0.fsType == "cgroup" && $0.superOptions.contains("memory") }) else { return }
         let i = try Installation()
-        defer {
-            i.cleanup()
-            #expect(i.leftovers().isEmpty, "left behind: \(i.leftovers())")
-        }
+        defer { i.finish() }
         let manifest = try i.manifest("delegate.yaml", volumesManifest(volumes: "  data: {}", containers: service("nested", extra: "    userns: auto\n    delegateCgroup: true")))
         let plan = try i.tupp("plan", manifest)
         #expect(plan.status == 1, "\(plan)")
