@@ -1,4 +1,5 @@
 import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppPlan
 import TuppRuntime
@@ -25,7 +26,8 @@ extension ContainerConfig {
             workdir: spec.workdir, restart: spec.restart, capabilities: spec.capabilities, stopTimeout: spec.stopTimeout,
             ambientCapabilities: k.ambient, user: k.user, readOnly: k.readOnly,
             shmSize: k.shmSize.map { Int($0) } ?? (64 << 20), ulimits: k.ulimits, devices: k.devices,
-            seccomp: seccomp, resources: k.resources, cgroup: try CgroupPlacement.installation(installation))
+            seccomp: seccomp, resources: k.resources, cgroup: try CgroupPlacement.installation(installation),
+            userNamespace: spec.userNamespace, delegateCgroup: spec.delegateCgroup)
         stopSignal = spec.stopSignal.number
         healthcheck = spec.healthcheck
         onUnhealthy = spec.onUnhealthy

@@ -37,6 +37,21 @@ public struct ContainerStatus: Sendable {
     public var lastRun: String?
     /// Stopped with `tupp stop` (kept stopped under `restart: unless-stopped`).
     public var stoppedByUser: Bool = false
+    /// Its user namespace (`userns: auto`): the maps the running process has, else the
+    /// recorded ones; nil: the host's.
+    public var userNamespace: IDMapping?
+
+    /// "0 1879048192 65536" (the lines of /proc/PID/uid_map, comma-separated).
+    public var usernsUIDMap: String? { userNamespace.map { IDMapping.render($0.uids) } }
+    public var usernsGIDMap: String? { userNamespace.map { IDMapping.render($0.gids) } }
+
+    /// "1879048192-1879113727": the host ids its ids run as (uids, then gids when they differ).
+    public var usernsHostIDs: String? {
+        userNamespace.map { m in
+            let uids = m.uids.map(\.hostRange.description).joined(separator: ","), gids = m.gids.map(\.hostRange.description).joined(separator: ",")
+            return uids == gids ? uids : "uid \(uids) gid \(gids)"
+        }
+    }
 }
 
 extension Engine {
@@ -64,7 +79,8 @@ extension Engine {
                 lastExitAt: process.lastExit?.at, error: process.error, oomKills: process.oomKills,
                 startedAt: process.startedAt, health: process.health?.rawValue,
                 healthReport: runtime.health(directory: store.containerDirectory(address.name)),
-                lastRun: process.lastRunDescription, stoppedByUser: record.stoppedByUser && !process.isRunning))
+                lastRun: process.lastRunDescription, stoppedByUser: record.stoppedByUser && !process.isRunning,
+                userNamespace: process.isRunning ? process.userNamespace : ContainerKind.userNamespace(values)))
             if process.isRunning, let layout = try? CgroupLayout.host(),
                let seen = runtime.observeResources(directory: store.containerDirectory(address.name),
                                                    expecting: ContainerKind.resourceLimits(values), layout: layout) {

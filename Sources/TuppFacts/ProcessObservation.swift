@@ -91,11 +91,15 @@ public struct ProcessObservation: Sendable, Equatable {
     public var healthFailures: Int = 0
     /// How long the last run lasted before it exited (with `lastExit`).
     public var lastRunMilliseconds: Double?
+    /// The init's user namespace maps (/proc/PID/uid_map, gid_map) while it runs in one
+    /// of its own; nil when it shares the host's or does not run.
+    public var userNamespace: IDMapping?
 
     public init(state: ContainerState, shimPID: Int32, shimStartTime: UInt64, initPID: Int32, initStartTime: UInt64,
                 restarts: Int, startedAt: Double?, lastExit: ExitRecord?, error: String?, namespaces: [Namespace: UInt64],
-                oomKills: Int? = nil) {
+                oomKills: Int? = nil, userNamespace: IDMapping? = nil) {
         self.oomKills = oomKills
+        self.userNamespace = userNamespace
         self.state = state
         self.shimPID = shimPID
         self.shimStartTime = shimStartTime

@@ -8,10 +8,19 @@ public struct Manifest: Sendable, Equatable {
     public var networks: [String: Network] = [:]
     public var containers: [String: Container] = [:]
     public var volumes: [String: Volume] = [:]
+    /// `defaults:` — what every container gets unless it says otherwise.
+    public var defaults = ContainerDefaults()
+    /// `userns:` — where containers with `userns: auto` get their host ids.
+    public var userNamespaces: UserNamespaceSettings?
     /// Where each element came from, keyed by path ("containers.web.hostname").
     public var sources = SourceMap()
 
     public init() {}
+
+    /// The container's `userns`, else `defaults.userns`, else host.
+    public func userns(of container: Container) -> UserNamespaceMode {
+        container.userns ?? defaults.userns ?? .host
+    }
 }
 
 /// The btrfs pool that holds images/ and containers/.
@@ -271,13 +280,22 @@ public struct Container: Sendable, Equatable {
     public var confinement: Confinement
     /// Health check, start order, stop signal, environment files.
     public var lifecycle: Lifecycle
+    /// `userns:`; nil: the manifest's `defaults.userns` (`Manifest.userns(of:)`).
+    public var userns: UserNamespaceMode?
+    /// `delegateCgroup: true`: the container's root manages its own cgroup (cgroup v2): a
+    /// cgroup namespace rooted there, cgroup2 mounted read-write at /sys/fs/cgroup, and the
+    /// cgroup's delegation files owned by container root.
+    public var delegateCgroup: Bool
 
     public init(name: String, image: String, hostname: String? = nil, namespaces: [Namespace] = Namespace.defaults,
                 mounts: [Mount] = [], network: NetworkAttachment? = nil, command: [String]?, entrypoint: [String]? = nil,
                 env: [(key: String, value: String)] = [], workdir: String? = nil, restart: RestartPolicy = .no,
                 capabilitiesAdd: [Capability] = [], capabilitiesDrop: [Capability] = [],
                 stopTimeout: Double = 10, protect: Bool = false, nameService: NameService = NameService(),
-                confinement: Confinement = Confinement(), lifecycle: Lifecycle = Lifecycle()) {
+                confinement: Confinement = Confinement(), lifecycle: Lifecycle = Lifecycle(), userns: UserNamespaceMode? = nil,
+                delegateCgroup: Bool = false) {
+        self.userns = userns
+        self.delegateCgroup = delegateCgroup
         self.nameService = nameService
         self.confinement = confinement
         self.lifecycle = lifecycle
@@ -319,6 +337,7 @@ public struct Container: Sendable, Equatable {
             && a.workdir == b.workdir && a.restart == b.restart && a.capabilitiesAdd == b.capabilitiesAdd
             && a.capabilitiesDrop == b.capabilitiesDrop && a.stopTimeout == b.stopTimeout && a.protect == b.protect
             && a.nameService == b.nameService && a.confinement == b.confinement && a.lifecycle == b.lifecycle
+            && a.userns == b.userns && a.delegateCgroup == b.delegateCgroup
     }
 }
 

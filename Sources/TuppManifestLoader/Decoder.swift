@@ -68,6 +68,14 @@ struct DocumentDecoder {
                 }
             }
         }
+        if let node = fields.take("defaults"), let defaults = decodeDefaults(node),
+           declareOnce("defaults", node, same: manifest.defaults == defaults, into: &manifest) {
+            manifest.defaults = defaults
+        }
+        if let node = fields.take("userns"), let settings = decodeUserNamespaces(node),
+           declareOnce("userns", node, same: manifest.userNamespaces == settings, into: &manifest) {
+            manifest.userNamespaces = settings
+        }
         for kind in ["images", "volumes", "networks", "containers"] {
             guard let section = fields.take(kind), var entries = mapping(section, kind, allowNull: true) else { continue }
             for (keyNode, value) in entries.all() {
@@ -103,6 +111,65 @@ struct DocumentDecoder {
             }
         }
         finish(&fields, in: "the manifest")
+    }
+
+    /// A top-level section may be repeated in several files when every declaration is
+    /// identical (as `storage`): true when this one is the first and should be stored.
+    mutating func declareOnce(_ key: String, _ node: Node, same: Bool, into manifest: inout Manifest) -> Bool {
+        guard let previous = manifest.sources[key] else {
+            manifest.sources[key] = location(node)
+            return true
+        }
+        if !same {
+            error(node, "\(key) is already declared differently at \(previous.file):\(previous.mark); declarations in several files must match")
+        }
+        return false
+    }
+
+    /// `defaults: { userns: host | auto }`.
+    mutating func decodeDefaults(_ node: Node) -> ContainerDefaults? {
+        guard var fields = mapping(node, "defaults") else { return nil }
+        var defaults = ContainerDefaults()
+        if let n = fields.take("userns") { defaults.userns = usernsMode(n, "defaults userns") }
+        finish(&fields, in: "defaults")
+        return defaults
+    }
+
+    /// `userns: { range: { start, size } }`.
+    mutating func decodeUserNamespaces(_ node: Node) -> UserNamespaceSettings? {
+        guard var fields = mapping(node, "userns") else { return nil }
+        var settings = UserNamespaceSettings()
+        if let rnode = fields.take("range"), var rfields = mapping(rnode, "userns.range") {
+            let startNode = rfields.take("start"), sizeNode = rfields.take("size")
+            let start = startNode.flatMap { integer($0, "userns.range.start") }
+            let size = sizeNode.flatMap { integer($0, "userns.range.size") }
+            if !rfields.had("start") { error(rnode, "userns.range needs \"start\" (the first host id, e.g. 1879048192)") }
+            if !rfields.had("size") { error(rnode, "userns.range needs \"size\" (a multiple of 65536 ids, e.g. 6553600 for 100 containers)") }
+            finish(&rfields, in: "userns.range")
+            if let start, let size, let startNode, let sizeNode {
+                let per = Int64(UserNamespaceSettings.idsPerContainer)
+                if start < 1 || start >= Int64(IDRange.idLimit) {
+                    error(startNode, "userns.range.start \(start) must be 1…4294967294 (0 is host root)")
+                } else if size < per || size % per != 0 {
+                    error(sizeNode, "userns.range.size \(size) must be a positive multiple of 65536 (each container gets 65536 ids)")
+                } else if UInt64(start) + UInt64(size) > IDRange.idLimit {
+                    error(sizeNode, "userns.range ends at \(UInt64(start) + UInt64(size) - 1), beyond the last valid id 4294967294")
+                } else {
+                    settings.range = IDRange(start: UInt64(start), size: UInt64(size))
+                }
+            }
+        }
+        finish(&fields, in: "userns")
+        return settings
+    }
+
+    mutating func usernsMode(_ node: Node, _ what: String) -> UserNamespaceMode? {
+        guard let text = string(node, what) else { return nil }
+        guard let mode = UserNamespaceMode(rawValue: text) else {
+            error(node, "\(what) must be host or auto (got \"\(text)\")\(suggestion(text, UserNamespaceMode.allCases.map(\.rawValue)))")
+            return nil
+        }
+        return mode
     }
 
     mutating func decodeEntry(_ kind: String, _ name: String, _ value: Node, into manifest: inout Manifest) {
@@ -316,7 +383,8 @@ struct DocumentDecoder {
                     guard let text = string(item, "namespace") else { continue }
                     guard let ns = Namespace(rawValue: text) else {
                         let supported = Namespace.allCases.map(\.rawValue).joined(separator: ", ")
-                        let hint = ["user", "cgroup", "time"].contains(text) ? " (\(text) namespaces are not supported yet)" : suggestion(text, Namespace.allCases.map(\.rawValue))
+                        let hint = text == "user" ? " (give the container `userns: auto` for a user namespace of its own)"
+                            : ["cgroup", "time"].contains(text) ? " (\(text) namespaces are not supported yet)" : suggestion(text, Namespace.allCases.map(\.rawValue))
                         error(item, "unknown namespace kind \"\(text)\"\(hint); supported: \(supported)")
                         continue
                     }
@@ -424,6 +492,10 @@ struct DocumentDecoder {
             if let d = duration(n) { stopTimeout = d }
         }
         let protect = fields.take("protect").flatMap { bool($0, "\(what) protect") } ?? false
+        var userns: UserNamespaceMode?
+        if let n = fields.take("userns") { note("userns", n); userns = usernsMode(n, "\(what) userns") }
+        var delegateCgroup = false
+        if let n = fields.take("delegateCgroup") { note("delegateCgroup", n); delegateCgroup = bool(n, "\(what) delegateCgroup") ?? false }
         let nameService = decodeNameService(&fields, what: what, path: prefix, manifest: &manifest)
         var confinement = decodeConfinement(&fields, what: what, path: prefix, manifest: &manifest)
         confinement.ambient = ambient
@@ -436,7 +508,7 @@ struct DocumentDecoder {
             name: name, image: image, hostname: hostname, namespaces: namespaces, mounts: mounts,
             network: attachment, command: command, entrypoint: entrypoint, env: env, workdir: workdir, restart: restart,
             capabilitiesAdd: add, capabilitiesDrop: drop, stopTimeout: stopTimeout, protect: protect,
-            nameService: nameService, confinement: confinement, lifecycle: lifecycle)
+            nameService: nameService, confinement: confinement, lifecycle: lifecycle, userns: userns, delegateCgroup: delegateCgroup)
     }
 
     /// A program and its arguments (`command`, `entrypoint`): a non-empty list of strings.

@@ -24,6 +24,8 @@ public struct DesiredContext: Sendable {
     public var destroying: Bool
     /// The content digest of each seccomp profile file the manifest names.
     public var seccompDigests: [String: String] = [:]
+    /// The maps of each container with `userns: auto` (`UserNamespaceAllocator`).
+    public var userNamespaces: [String: IDMapping] = [:]
 
     public init(imageDigests: [String: String] = [:], imageDefaults: [String: ImageDefaults] = [:], imageLayers: [String: [String]] = [:],
                 addresses: [String: IPv4Interface] = [:], kept: [KeptContainer] = [], hostResolvers: HostResolvers? = nil,
@@ -79,7 +81,8 @@ public enum DesiredState {
             var digest: String?
             if case .profile(let path) = c.confinement.seccomp { digest = context.seccompDigests[path] }
             out.append(ContainerKind.desired(c, network: c.network.flatMap { manifest.networks[$0.attach] },
-                                             address: context.addresses[name], names: names, seccompDigest: digest, image: defaults))
+                                             address: context.addresses[name], names: names, seccompDigest: digest, image: defaults,
+                                             userNamespace: context.userNamespaces[name]))
         }
         let publishing = context.destroying ? Manifest() : manifest
         if let ports = PortsKind.desired(PortsKind.published(publishing, addresses: context.addresses, kept: context.kept)) {

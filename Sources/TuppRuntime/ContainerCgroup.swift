@@ -95,6 +95,20 @@ public struct ContainerCgroup: Sendable, Equatable {
         }
     }
 
+    /// Delegates the cgroup to the container's root (`delegateCgroup`, cgroup v2 only), as
+    /// systemd's Delegate= does: the directory and the files that manage its subtree —
+    /// cgroup.procs, cgroup.threads, cgroup.subtree_control — become `owner`'s (the host ids
+    /// of container root), so it creates child cgroups and moves its processes among them.
+    /// The limit files stay host root's: the container cannot raise its own limits.
+    public func delegate(to owner: (uid: UInt32, gid: UInt32)) throws(SystemError) {
+        guard directories.count == 1, let directory = directories.first, Files.exists("\(directory)/cgroup.controllers") else {
+            throw SystemError.failure("delegate cgroup", directories.joined(separator: ", "), "delegation needs cgroup v2 (one unified hierarchy)")
+        }
+        for path in [directory] + ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"].map({ "\(directory)/\($0)" }) {
+            try Errno.check("chown", "\(path) to \(owner.uid):\(owner.gid)") { chown(path, owner.uid, owner.gid) }
+        }
+    }
+
     /// v2 only offers a controller to a cgroup whose parents enable it in their
     /// cgroup.subtree_control: enables what the limits need, from the root down.
     private func enableControllers(for directory: String, layout: CgroupLayout) throws(SystemError) {
@@ -178,9 +192,21 @@ public struct ContainerCgroup: Sendable, Equatable {
 
     /// The pids in the cgroup (as the host's pid namespace numbers them).
     public func processes() -> [Int32] {
-        guard let directory = killDirectory ?? directories.first,
-              let text = try? Files.readText("\(directory)/cgroup.procs", limit: 1 << 22) else { return [] }
-        return text.split(separator: "\n").compactMap { Int32($0) }
+        guard let directory = killDirectory ?? directories.first else { return [] }
+        // With a delegated cgroup the container's processes may live in child cgroups.
+        return Self.subtree(of: directory).flatMap { dir -> [Int32] in
+            guard let text = try? Files.readText("\(dir)/cgroup.procs", limit: 1 << 22) else { return [] }
+            return text.split(separator: "\n").compactMap { Int32($0) }
+        }
+    }
+
+    /// `directory` and the cgroups below it, deepest first.
+    static func subtree(of directory: String) -> [String] {
+        var out: [String] = []
+        for name in (try? Files.list(directory)) ?? [] where Files.isDirectory("\(directory)/\(name)") {
+            out += subtree(of: "\(directory)/\(name)")
+        }
+        return out + [directory]
     }
 
     /// The directory in which `file` exists.
@@ -235,6 +261,12 @@ public struct ContainerCgroup: Sendable, Equatable {
     }
 
     private func remove(directory: String, removingParent: Bool) throws(SystemError) {
+        // Child cgroups a delegated container made go first (rmdir refuses a parent).
+        for child in Self.subtree(of: directory).dropLast() where rmdir(child) != 0 && errno != ENOENT {
+            let single = ContainerCgroup(directories: [directory], killDirectory: directory, oomFile: nil)
+            try single.kill(timeout: 5)
+            try Errno.check("remove cgroup", child) { rmdir(child) }
+        }
         let deadline = Monotonic.nanoseconds() + 5_000_000_000
         while rmdir(directory) != 0 {
             let code = errno

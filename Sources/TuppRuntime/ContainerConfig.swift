@@ -1,5 +1,6 @@
 import Glibc
 import TuppBase
+import TuppFacts
 import TuppManifest
 import TuppSystem
 
@@ -65,6 +66,12 @@ public struct ContainerConfig: Sendable, Equatable {
     /// Run by the supervisor inside the container; nil: none.
     public var healthcheck: Healthcheck?
     public var onUnhealthy: OnUnhealthy = .none
+    /// A user namespace of its own with these maps (`userns: auto`): container root is
+    /// an unprivileged host user, the rootfs and binds are idmapped mounts. nil: the host's.
+    public var userNamespace: IDMapping?
+    /// Container root manages its own cgroup (cgroup v2): a cgroup namespace rooted at it,
+    /// cgroup2 read-write at /sys/fs/cgroup, its delegation files owned by container root.
+    public var delegateCgroup: Bool
 
     public init(name: String, rootfs: String, hostname: String? = nil,
                 namespaces: Set<Namespace> = Set(Namespace.allCases), mounts: [Mount] = [],
@@ -74,7 +81,9 @@ public struct ContainerConfig: Sendable, Equatable {
                 ambientCapabilities: [Capability] = [], user: UserSpec? = nil, readOnly: Bool = false,
                 shmSize: Int = 64 << 20, ulimits: [Ulimit] = [], devices: [DeviceGrant] = [],
                 seccomp: SeccompPolicy = .default, resources: ResourceLimits = ResourceLimits(),
-                cgroup: CgroupPlacement? = nil) {
+                cgroup: CgroupPlacement? = nil, userNamespace: IDMapping? = nil, delegateCgroup: Bool = false) {
+        self.userNamespace = userNamespace
+        self.delegateCgroup = delegateCgroup
         self.name = name
         self.rootfs = rootfs
         self.hostname = hostname ?? (namespaces.contains(.uts) ? name : nil)
@@ -171,6 +180,24 @@ public struct ContainerConfig: Sendable, Equatable {
             throw refuse("resources", "limits need a cgroup")
         }
         guard logLimitBytes >= 4096 else { throw refuse("logLimitBytes", "must be at least 4096") }
+        if delegateCgroup {
+            guard let cgroup, cgroup.layout.version == .v2 else {
+                throw refuse("delegateCgroup", "needs a cgroup on cgroup v2 (this host's controllers are on v1)")
+            }
+            guard !mounts.contains(where: { $0.target == "/sys" || $0.target == "/sys/fs" || $0.target == "/sys/fs/cgroup" }) else {
+                throw refuse("delegateCgroup", "/sys/fs/cgroup is mounted by tupp; no mount may cover it")
+            }
+        }
+        if let mapping = userNamespace {
+            for (what, lines) in [("uid", mapping.uids), ("gid", mapping.gids)] {
+                guard !lines.isEmpty, lines.count <= 5 else { throw refuse("userns", "the \(what) map needs 1…5 lines") }
+                for line in lines where line.count == 0 || line.inside + line.count > IDRange.idLimit || line.outside + line.count > IDRange.idLimit {
+                    throw refuse("userns", "\(what) map line \(line) leaves the valid ids 0…4294967294")
+                }
+            }
+            guard mapping.hostUID(0) != nil, mapping.hostGID(0) != nil else { throw refuse("userns", "the maps must map root (0)") }
+            guard !mapping.isIdentity else { throw refuse("userns", "an identity map is the host's namespace; leave userNamespace nil") }
+        }
         guard stopSignal > 0, stopSignal < 65, stopSignal != SIGKILL, stopSignal != SIGSTOP else {
             throw refuse("stopSignal", "\(stopSignal) is no signal a process can catch")
         }

@@ -67,6 +67,13 @@ public struct Runtime: Sendable {
             do {
                 try cgroup.create(limits: config.resources, devices: DevicePolicy.rules(granting: resolved.devices),
                                   layout: placement.layout)
+                if config.delegateCgroup {
+                    let root = config.userNamespace.map { ($0.hostUID(0) ?? 0, $0.hostGID(0) ?? 0) } ?? (0, 0)
+                    try cgroup.delegate(to: (UInt32(root.0), UInt32(root.1)))
+                    // Killed here, the spec already names the cgroup: the next start or
+                    // remove finds it, child cgroups included.
+                    Checkpoint.pass("cgroup delegated")
+                }
             } catch {
                 try? cgroup.remove()
                 throw error
@@ -154,6 +161,12 @@ public struct Runtime: Sendable {
             observation.healthFailures = record.healthFailures
         }
         observation.lastRunMilliseconds = record.ranMilliseconds
+        // The maps as the kernel shows them (userns: auto), read while the init runs; the
+        // pid checked again after, as for the namespaces.
+        if initAlive, let mapping = UserNamespaces.mapping(of: record.initPID),
+           ProcessStat.isAlive(pid: record.initPID, startTime: record.initStartTime) {
+            observation.userNamespace = mapping
+        }
         return observation
     }
 

@@ -1,4 +1,5 @@
 import Glibc
+import TuppFacts
 import TuppManifest
 import TuppSystem
 
@@ -12,7 +13,7 @@ import TuppSystem
 ///     (mount bind|tmpfs, mount-source?, mount-target, mount-options, mount-readonly)*,
 ///     user-uid, user-gid, user-group*, user-home, cap-ambient*, readonly, shm-size,
 ///     device*, (rlimit | rlimit-default)*, (seccomp, seccomp-cache?, seccomp-arch*, seccomp-rule*)?,
-///     (cgroup+, cgroup-kill, cgroup-oom?)?
+///     (cgroup+, cgroup-kill, cgroup-oom?, cgroup-delegate?)?, (uid-map+, gid-map+)?
 enum SpecFile {
     static func encode(_ config: ContainerConfig, _ resolved: ResolvedSettings) -> [UInt8] {
         var pairs: [(String, String)] = [("version", "1"), ("name", config.name), ("rootfs", config.rootfs)]
@@ -63,6 +64,11 @@ enum SpecFile {
             pairs += cgroup.directories.map { ("cgroup", $0) }
             if let kill = cgroup.killDirectory { pairs.append(("cgroup-kill", kill)) }
             if let oom = cgroup.oomFile { pairs.append(("cgroup-oom", oom)) }
+            if config.delegateCgroup { pairs.append(("cgroup-delegate", "1")) }
+        }
+        if let mapping = config.userNamespace {
+            pairs += mapping.uids.map { ("uid-map", $0.description) }
+            pairs += mapping.gids.map { ("gid-map", $0.description) }
         }
         var bytes: [UInt8] = []
         for (key, value) in pairs {

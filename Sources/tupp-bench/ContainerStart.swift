@@ -11,6 +11,8 @@ import TuppSystem
 /// cgroup), confined (tupp's default seccomp profile and a cgroup of its own on this
 /// host's hierarchies, created and removed with the container), and with `--unified`
 /// confined on that cgroup2 tree (the v2 code path) — the cost of confinement, side by side.
+/// With `--userns`, plain and confined again in a user namespace of their own (`userns:
+/// auto`: idmapped rootfs, /dev made by the shim, the init cloned from inside).
 struct StartTrue: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "start",
@@ -40,6 +42,9 @@ struct StartTrue: ParsableCommand {
     @Flag(help: "Only the plain start (for the one-shot row).")
     var plainOnly = false
 
+    @Flag(help: "Also start plain and confined in a user namespace (userns: auto).")
+    var userns = false
+
     func run() throws {
         // Compiled seccomp filters are cached across containers, as tupp's engine does in
         // its state directory: the warm-up round compiles, the rest read the cache.
@@ -51,6 +56,14 @@ struct StartTrue: ParsableCommand {
             confined.seccomp = .default
             confined.cgroup = CgroupPlacement(layout: try CgroupLayout.host(), parent: cgroupParent)
             variants.append(("start.tupp.confined", confined))
+            if userns {
+                // A block of tupp's default range, as the engine would allocate it.
+                let mapping = IDMapping.block(uid: 0x7000_0000 + 4000 * 65536, gid: 0x7000_0000 + 4000 * 65536)
+                var mapped = plain, confinedMapped = confined
+                mapped.userNamespace = mapping
+                confinedMapped.userNamespace = mapping
+                variants += [("start.tupp.userns", mapped), ("start.tupp.confined.userns", confinedMapped)]
+            }
             if let unified {
                 confined.cgroup = CgroupPlacement(layout: try CgroupLayout.unified(at: unified), parent: cgroupParent)
                 variants.append(("start.tupp.confined-v2", confined))

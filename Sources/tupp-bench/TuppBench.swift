@@ -10,5 +10,5 @@ struct TuppBench: AsyncParsableCommand {
         commandName: "tupp-bench",
         abstract: "tupp library benchmarks, side by side with the reference tools (run by bench/run).",
         subcommands: [StartTrue.self, ResidentMemory.self, SnapshotBench.self, NetworkBench.self, ImportBench.self, PortsBench.self,
-                      VolumeBench.self, PullBench.self])
+                      VolumeBench.self, PullBench.self, ChownBench.self])
 }

@@ -119,9 +119,11 @@ int cgroup_join(int *fds, int count) {
     return rc;
 }
 
-/// True when the cgroup at `dir` has no process left.
+/// True when the cgroup at `dir` has no process left — on v2 in its whole subtree
+/// ("populated 0" in cgroup.events), which a delegated container may have filled.
 static bool cgroup_empty(const char *dir) {
-    char text[64];
+    char text[256];
+    if (read_file(dir, "cgroup.events", text, sizeof text) > 0) return strstr(text, "populated 0") != NULL;
     return read_file(dir, "cgroup.procs", text, sizeof text) == 0;
 }
 

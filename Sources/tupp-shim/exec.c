@@ -5,8 +5,11 @@
 // user, capabilities, no_new_privs, seccomp filter and environment of its init. --user
 // (with its groups and home, resolved by TuppRuntime) replaces the container's user. The init is found through DIR/state and
 // pinned with a pidfd whose start time is checked after opening, so a recycled pid is
-// never joined. setns(pidfd, flags) joins every namespace at once; the pid namespace
-// applies to children only, hence the fork. The exit status is the command's (128+N
+// never joined. setns(pidfd, flags) joins every namespace at once — the user namespace,
+// when the container has one, first (the kernel's order), so the command is container
+// root there, an unprivileged host user; the pid namespace applies to children only,
+// hence the fork. rlimits are set before joining a user namespace: a raised hard limit
+// needs host privileges. The exit status is the command's (128+N
 // when killed by signal N); tupp-shim's own failures exit 125, like docker/podman.
 //
 // The command always starts a session of its own. With --tty the pty comes from the
@@ -75,8 +78,8 @@ static int namespaces_to_join(pid_t pid) {
     static const struct {
         const char *name;
         int flag;
-    } kinds[] = {{"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
-                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}};
+    } kinds[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
+                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP}};
     int flags = 0;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         char theirs[64], ours[64];
@@ -269,6 +272,8 @@ int exec_main(int argc, char **argv) {
     if (cgroup_open_procs(&spec, cgroup_fds, &failure) < 0)
         die("container %s: %s %s: %s", name, failure.op, failure.object, strerror(failure.err));
     int flags = namespaces_to_join(pid);
+    if ((flags & CLONE_NEWUSER) && limits_apply(&spec, &failure) < 0)
+        die("container %s: %s %s: %s", name, failure.op, failure.object, strerror(failure.err));
     if (flags && setns(pidfd, flags) < 0) die("join the namespaces of container %s (pid %d): %s", name, (int)pid, strerror(errno));
     close(pidfd);
 

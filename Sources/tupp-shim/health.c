@@ -5,7 +5,8 @@
 //
 // A check is two processes. The helper, forked from the (single-threaded) supervisor,
 // opens the cgroup's cgroup.procs on the host's side, pins the init with a pidfd (its
-// start time checked after opening), joins its namespaces, and forks the check, which
+// start time checked after opening), joins its namespaces (its user namespace first, when
+// it has one), and forks the check, which
 // joins the cgroup, becomes the container's user and execs the command with stdout and
 // stderr into a pipe the supervisor reads (bounded to HEALTH_OUTPUT_MAX bytes, as
 // Docker keeps). The helper exits with the check's status (128+N for a signal); the
@@ -71,8 +72,8 @@ static int namespaces_to_join(pid_t pid) {
     static const struct {
         const char *name;
         int flag;
-    } kinds[] = {{"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
-                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}};
+    } kinds[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
+                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP}};
     int flags = 0;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         char theirs[64], ours[64];
@@ -152,10 +153,18 @@ __attribute__((noreturn)) static void run_helper(const struct shim_spec *spec, p
         _exit(125);
     }
     int flags = namespaces_to_join(init_pid);
+    // With a user namespace (userns.c): rlimits first, a raised hard limit needs host
+    // privileges; joining it changes the credentials, which clears the parent-death signal.
+    if (flags > 0 && (flags & CLONE_NEWUSER) && limits_apply(spec, &failure) < 0) {
+        dprintf(output, "health check: %s %s: %s\n", failure.op, failure.object, strerror(failure.err));
+        _exit(125);
+    }
     if (flags < 0 || (flags && setns(pidfd, flags) < 0)) {
         dprintf(output, "health check: join the namespaces of pid %d: %s\n", (int)init_pid, strerror(errno));
         _exit(125);
     }
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != supervisor) _exit(125);
     close(pidfd);
     int alive[2];
     if (pipe2(alive, O_CLOEXEC) < 0) _exit(125);

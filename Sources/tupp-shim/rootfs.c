@@ -3,11 +3,18 @@
 //   1. / becomes rslave: nothing mounted here propagates back to the host.
 //   2. The rootfs is bind-mounted onto itself, so it is a mount point pivot_root accepts.
 //   3. /proc (of the new pid namespace), /dev (tmpfs, device nodes, devpts, shm),
-//      /sys read-only, then the spec's tmpfs and bind mounts.
+//      /sys read-only (with a delegated cgroup, cgroup2 writable at /sys/fs/cgroup), then
+//      the spec's tmpfs and bind mounts.
 //   4. pivot_root(".", ".") and a lazy unmount of the old root stacked on top: nothing of
 //      the host's tree stays reachable.
 //   5. With `readOnly`, / is remounted read-only (the mounts on it stay as they are).
 //   6. Masked /proc paths and /sys/firmware; read-only /proc/{bus,fs,irq,sys,sysrq-trigger}.
+//
+// In a user namespace (userns.c) the same sequence, except what container root may not
+// do itself: the rootfs, the binds and /dev come as detached mounts made by the shim
+// (idmapped; /dev with its device nodes), attached here with move_mount. Where the pid or
+// net namespace is the host's (owned by the host's user namespace), /proc or /sys cannot
+// be mounted from inside and the host's is bound instead, as runc does.
 //
 // Every mount target is resolved inside the root with openat2(RESOLVE_IN_ROOT |
 // RESOLVE_NO_SYMLINKS) and the mount goes to /proc/self/fd/N (runc's way), so an image
@@ -89,13 +96,7 @@ fail:;
 
 static void fd_path(char *out, size_t size, int fd) { snprintf(out, size, "/proc/self/fd/%d", fd); }
 
-/// Mount options: flag words become MS_* bits, everything else is filesystem data.
-struct mount_options {
-    unsigned long flags;
-    char data[1024];
-};
-
-static int parse_options(const char *text, struct mount_options *out) {
+int mount_options_parse(const char *text, struct mount_options *out) {
     static const struct {
         const char *name;
         unsigned long set, clear;
@@ -133,6 +134,7 @@ struct rootfs_context {
     const struct shim_spec *spec;
     struct shim_failure *failure;
     int root;  // the rootfs bind mount
+    const struct shim_trees *trees;  // in a user namespace: the shim's detached mounts
 };
 
 /// Resolves `target` inside the root (creating it), mounts there; -1 on failure.
@@ -152,6 +154,32 @@ fail:
     failure_set(ctx->failure, errno, "mount", errno == ELOOP ? symlink_detail : NULL, "%s in %s", target,
                 ctx->spec->rootfs);
     return -1;
+}
+
+static int remount_readonly(struct rootfs_context *ctx, int root, const char *target, unsigned long flags);
+
+/// Attaches the detached mount `tree` at `target` inside the root (created to match).
+static int attach_at(struct rootfs_context *ctx, int tree, const char *target, bool create_file) {
+    if (ensure_in_root(ctx->root, target, create_file) < 0) goto fail;
+    int fd = open_in_root(ctx->root, target, O_PATH);
+    if (fd < 0) goto fail;
+    int rc = move_mount(tree, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    if (rc == 0) return 0;
+fail:
+    failure_set(ctx->failure, errno, "attach", errno == ELOOP ? symlink_detail : NULL, "%s in %s", target, ctx->spec->rootfs);
+    return -1;
+}
+
+/// A kernel filesystem (proc, sysfs) mounted fresh; in a user namespace that does not own
+/// the pid or net namespace the kernel refuses (EPERM), and the host's is bound instead.
+static int mount_kernel_fs(struct rootfs_context *ctx, const char *target, const char *type, unsigned long flags) {
+    if (mount_at(ctx, target, false, type, type, flags, NULL) == 0) return 0;
+    if (!ctx->trees || ctx->failure->err != EPERM) return -1;
+    if (mount_at(ctx, target, false, target, NULL, MS_BIND | MS_REC, NULL) < 0) return -1;
+    return (flags & MS_RDONLY) ? remount_readonly(ctx, ctx->root, target, flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) : 0;
 }
 
 /// Remounts the mount now on top of `target` read-only, keeping `flags`.
@@ -200,7 +228,26 @@ fail:
     return -1;
 }
 
+/// /dev/pts and /dev/shm, on the /dev tmpfs.
+static int setup_dev_mounts(struct rootfs_context *ctx) {
+    // newinstance: the container's own pty numbering, not the host's /dev/pts.
+    if (mount_at(ctx, "/dev/pts", false, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+                 "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+        return -1;
+    if (!spec_overrides(ctx->spec, "/dev/shm")) {
+        char options[64];
+        snprintf(options, sizeof options, "mode=1777,size=%lldk", (ctx->spec->shm_size + 1023) / 1024);
+        if (mount_at(ctx, "/dev/shm", false, "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) < 0) return -1;
+    }
+    return 0;
+}
+
 static int setup_dev(struct rootfs_context *ctx) {
+    if (ctx->trees) {
+        // The shim made it, nodes and all (mknod is not allowed in a user namespace).
+        if (attach_at(ctx, ctx->trees->dev, "/dev", false) < 0) return -1;
+        return setup_dev_mounts(ctx);
+    }
     if (mount_at(ctx, "/dev", false, "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k") < 0)
         return -1;
     int dev = open_in_root(ctx->root, "/dev", O_DIRECTORY | O_RDONLY);
@@ -235,16 +282,7 @@ static int setup_dev(struct rootfs_context *ctx) {
     for (int i = 0; i < ctx->spec->devicec; i++)
         if (create_device(ctx, &ctx->spec->devices[i]) < 0) goto fail;
     close(dev);
-    // newinstance: the container's own pty numbering, not the host's /dev/pts.
-    if (mount_at(ctx, "/dev/pts", false, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
-                 "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
-        return -1;
-    if (!spec_overrides(ctx->spec, "/dev/shm")) {
-        char options[64];
-        snprintf(options, sizeof options, "mode=1777,size=%lldk", (ctx->spec->shm_size + 1023) / 1024);
-        if (mount_at(ctx, "/dev/shm", false, "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) < 0) return -1;
-    }
-    return 0;
+    return setup_dev_mounts(ctx);
 fail:
     close(dev);
     return -1;
@@ -254,7 +292,7 @@ static int setup_spec_mounts(struct rootfs_context *ctx) {
     for (int i = 0; i < ctx->spec->mountc; i++) {
         const struct shim_mount *m = &ctx->spec->mounts[i];
         struct mount_options options = {0};
-        if (parse_options(m->options, &options) < 0) {
+        if (mount_options_parse(m->options, &options) < 0) {
             failure_set(ctx->failure, EINVAL, "mount", "options too long", "%s in %s", m->target, ctx->spec->rootfs);
             return -1;
         }
@@ -263,6 +301,16 @@ static int setup_spec_mounts(struct rootfs_context *ctx) {
             unsigned long flags = options.flags | MS_NOSUID | MS_NODEV;
             if (mount_at(ctx, m->target, false, "tmpfs", "tmpfs", flags, options.data[0] ? options.data : NULL) < 0)
                 return -1;
+            continue;
+        }
+        if (ctx->trees) {
+            // Idmapped by the shim with its flags set; created to match: directory or file.
+            struct stat st;
+            if (fstat(ctx->trees->binds[i], &st) < 0) {
+                failure_set(ctx->failure, errno, "stat bind source", NULL, "%s (for %s in %s)", m->source, m->target, ctx->spec->rootfs);
+                return -1;
+            }
+            if (attach_at(ctx, ctx->trees->binds[i], m->target, !S_ISDIR(st.st_mode)) < 0) return -1;
             continue;
         }
         // A bind's target is created to match its source: directory or file.
@@ -354,28 +402,41 @@ static int apply_masks(struct rootfs_context *ctx, bool proc, bool sys) {
     return 0;
 }
 
-int rootfs_setup(const struct shim_spec *spec, struct shim_failure *failure) {
-    struct rootfs_context ctx = {.spec = spec, .failure = failure, .root = -1};
+int rootfs_setup(const struct shim_spec *spec, const struct shim_trees *trees, struct shim_failure *failure) {
+    struct rootfs_context ctx = {.spec = spec, .failure = failure, .root = -1, .trees = trees};
     mode_t saved_umask = umask(0);  // device nodes and directories get exactly their modes
 
     if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) {
         failure_set(failure, errno, "make rslave", NULL, "/ (for %s)", spec->rootfs);
         return -1;
     }
-    if (mount(spec->rootfs, spec->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
+    if (trees) {
+        // Over the rootfs directory, which is the working directory (userns.c): its path
+        // is not reachable by container root. The tree's descriptor is then the root.
+        if (move_mount(trees->rootfs, "", AT_FDCWD, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
+            failure_set(failure, errno, "attach", NULL, "the idmapped rootfs %s", spec->rootfs);
+            return -1;
+        }
+        ctx.root = fcntl(trees->rootfs, F_DUPFD_CLOEXEC, 3);
+    } else if (mount(spec->rootfs, spec->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
         failure_set(failure, errno, "bind", NULL, "rootfs %s onto itself", spec->rootfs);
         return -1;
+    } else {
+        ctx.root = open(spec->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
     }
-    ctx.root = open(spec->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (ctx.root < 0) {
         failure_set(failure, errno, "open", NULL, "rootfs %s", spec->rootfs);
         return -1;
     }
 
     bool proc = !spec_overrides(spec, "/proc"), dev = !spec_overrides(spec, "/dev"), sys = !spec_overrides(spec, "/sys");
-    if (proc && mount_at(&ctx, "/proc", false, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) goto fail;
+    if (proc && mount_kernel_fs(&ctx, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC) < 0) goto fail;
     if (dev && setup_dev(&ctx) < 0) goto fail;
-    if (sys && mount_at(&ctx, "/sys", false, "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    if (sys && mount_kernel_fs(&ctx, "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC) < 0) goto fail;
+    // A delegated cgroup: the container's cgroup namespace (its root is the container's
+    // cgroup) mounted writable, on the read-only /sys.
+    if (spec->cgroup_delegate &&
+        mount_at(&ctx, "/sys/fs/cgroup", false, "cgroup2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         goto fail;
     if (setup_spec_mounts(&ctx) < 0) goto fail;
 

@@ -12,6 +12,7 @@
 //                inheritable, ambient), no_new_privs
 //   limits.c     resource limits (setrlimit)
 //   seccomp.c    the seccomp filter: built with libseccomp, loaded last before exec
+//   userns.c     the user namespace (`userns: auto`): maps, idmapped mounts, the init's clone
 //   cgroup.c     joining the container's cgroup, killing through it, OOM kill counts
 //   log.c        errors from the container child, the rotated container log
 //   health.c     the health check: run inside the container, states, the last results
@@ -75,6 +76,13 @@ struct shim_device {
     gid_t gid;
     const char *path;     // absolute, below /dev
 };
+
+/// One line of a uid_map or gid_map: `count` ids from `inside` map to host ids from `outside`.
+struct shim_idmap {
+    unsigned long long inside, outside, count;
+};
+
+enum { SHIM_MAX_IDMAP = 5 };  // the kernel's limit before 4.15, enough for tupp's one line
 
 /// One resource limit for setrlimit(2).
 struct shim_rlimit {
@@ -152,6 +160,11 @@ struct shim_spec {
     int cgroupc;
     const char *cgroup_kill;  // the v2 directory (cgroup.kill) or the v1 freezer directory
     const char *cgroup_oom;   // a file with an "oom_kill N" line, NULL: OOM kills not counted
+    bool cgroup_delegate;     // v2: a cgroup namespace at it, cgroup2 rw at /sys/fs/cgroup
+
+    // The container's user namespace (userns.c); none when uid_mapc is 0.
+    struct shim_idmap uid_map[SHIM_MAX_IDMAP], gid_map[SHIM_MAX_IDMAP];
+    int uid_mapc, gid_mapc;
 };
 
 /// Reads and parses DIR/spec. On failure returns -1 with `error` describing why.
@@ -259,11 +272,51 @@ void cgroup_kill_all(const struct shim_spec *spec);
 /// -1 when the spec names no such file or it cannot be read.
 long long cgroup_oom_kills(const struct shim_spec *spec);
 
+// ---- userns.c -------------------------------------------------------------------------
+
+/// Detached mounts the shim makes for one run in a user namespace, attached by the init.
+struct shim_trees {
+    int rootfs;                  // the rootfs, idmapped
+    int dev;                     // the /dev tmpfs with its nodes; -1 when a mount overrides /dev
+    int binds[SHIM_MAX_ITEMS];   // per spec mount: the idmapped bind source; -1 for a tmpfs
+};
+
+/// The host id of `inside` through `map`; -1 when it is not mapped.
+long long userns_outside(const struct shim_idmap *map, int count, unsigned long long inside);
+
+/// Creates the user namespace with the `shared` namespaces (CLONE_NEWNET/IPC/UTS) owned
+/// by it, writes its maps, sets the netns's ping group range and the hostname inside, and
+/// joins the shared ones (not the user namespace). `*userns_fd` gets a descriptor of the
+/// user namespace. On failure fills `failure`, returns -1.
+int userns_create(const struct shim_spec *spec, int shared, int *userns_fd, struct shim_failure *failure);
+
+/// Makes the run's detached trees: the rootfs and binds idmapped, /dev filled.
+int userns_prepare_trees(const struct shim_spec *spec, int userns_fd, struct shim_trees *trees, struct shim_failure *failure);
+void userns_close_trees(struct shim_trees *trees);
+
+/// Clones the init with `flags` (CLONE_NEWNS, CLONE_NEWPID) from inside the user
+/// namespace, as the shim's child, with the spec's rlimits and its working directory in the
+/// rootfs. `close_in_child`: descriptors of the shim the init must not hold. Returns the
+/// init's pid in the shim, 0 in the init, -1 with `failure` set.
+pid_t userns_clone_init(const struct shim_spec *spec, int userns_fd, unsigned long flags, const int *close_in_child, int closec,
+                        bool *born_inside, struct shim_failure *failure);
+
 // ---- rootfs.c -------------------------------------------------------------------------
 
+/// Mount options: flag words become MS_* bits, everything else is filesystem data.
+struct mount_options {
+    unsigned long flags;
+    char data[1024];
+};
+
+/// "size=64m,nosuid,ro" → flags and data; -1 when too long.
+int mount_options_parse(const char *text, struct mount_options *out);
+
 /// In the new mount namespace: makes / rslave, builds the container's tree under the
-/// rootfs, pivots into it and applies masks. On failure fills `failure`, returns -1.
-int rootfs_setup(const struct shim_spec *spec, struct shim_failure *failure);
+/// rootfs, pivots into it and applies masks. `trees`: in a user namespace, the detached
+/// mounts to attach (the working directory is the rootfs); NULL without one. On failure
+/// fills `failure`, returns -1.
+int rootfs_setup(const struct shim_spec *spec, const struct shim_trees *trees, struct shim_failure *failure);
 
 // ---- events.c -------------------------------------------------------------------------
 

@@ -49,6 +49,12 @@
 //   cgroup           a cgroup directory the init and exec'd processes join (repeated)
 //   cgroup-kill      the directory stop kills through: v2 (cgroup.kill) or the v1 freezer
 //   cgroup-oom       a file with an "oom_kill N" line (memory.oom_control, memory.events)
+//   cgroup-delegate  0 | 1: the init gets a cgroup namespace rooted at its cgroup (v2) and
+//                    cgroup2 mounted read-write at /sys/fs/cgroup (TuppRuntime chowns the
+//                    cgroup's delegation files to container root)
+//   uid-map          "INSIDE OUTSIDE COUNT": a line of the user namespace's uid_map; any
+//                    uid-map asks for a user namespace (userns.c)   (repeated, ≤ 5)
+//   gid-map          the same for gid_map; required with uid-map    (repeated, ≤ 5)
 //
 // Unknown keys are an error: a newer writer must not be half-understood.
 #include "shim.h"
@@ -123,6 +129,17 @@ static bool parse_rlimit(const char *text, struct shim_rlimit *out) {
     if (!parse_ull(end + 1, &out->soft, &end) || *end != ' ') return false;
     if (!parse_ull(end + 1, &out->hard, &end) || *end) return false;
     return out->soft <= out->hard;
+}
+
+/// "INSIDE OUTSIDE COUNT", a count ≥ 1 and no id beyond 4294967294.
+static bool parse_idmap(const char *text, struct shim_idmap *out) {
+    char *end;
+    if (!parse_ull(text, &out->inside, &end) || *end != ' ') return false;
+    if (!parse_ull(end + 1, &out->outside, &end) || *end != ' ') return false;
+    if (!parse_ull(end + 1, &out->count, &end) || *end) return false;
+    const unsigned long long limit = 4294967295ULL;
+    return out->count >= 1 && out->inside < limit && out->outside < limit && out->count <= limit - out->inside &&
+           out->count <= limit - out->outside;
 }
 
 /// "c|b MAJOR MINOR MODE UID GID PATH", PATH below /dev.
@@ -318,6 +335,14 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
         } else if (!strcmp(key, "cgroup-oom")) {
             if (value[0] != '/') goto bad_value;
             spec->cgroup_oom = value;
+        } else if (!strcmp(key, "cgroup-delegate")) {
+            spec->cgroup_delegate = !strcmp(value, "1");
+        } else if (!strcmp(key, "uid-map") || !strcmp(key, "gid-map")) {
+            bool uid = key[0] == 'u';
+            int *count = uid ? &spec->uid_mapc : &spec->gid_mapc;
+            if (*count >= SHIM_MAX_IDMAP) goto too_many;
+            if (!parse_idmap(value, uid ? &spec->uid_map[*count] : &spec->gid_map[*count])) goto bad_value;
+            (*count)++;
         } else {
             goto unknown;
         }
@@ -344,6 +369,10 @@ static int spec_parse(const char *dir, struct shim_spec *spec, char *error, size
     }
     if (!(spec->namespaces & SHIM_NS_MOUNT)) {
         snprintf(error, error_size, "%s: the mount namespace is required", path);
+        return -1;
+    }
+    if ((spec->uid_mapc > 0) != (spec->gid_mapc > 0)) {
+        snprintf(error, error_size, "%s: a user namespace needs both uid-map and gid-map", path);
         return -1;
     }
     for (int i = 0; i < spec->mountc; i++) {

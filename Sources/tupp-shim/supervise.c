@@ -38,6 +38,12 @@
 // (rootfs.c) → rlimits (limits.c) → user, groups, capabilities, no_new_privs (caps.c) →
 // seccomp (seccomp.c) → exec. When the command ends, whatever is left in the cgroup is
 // killed before a restart, and stop kills through the cgroup.
+//
+// With a user namespace (userns.c) the user namespace comes first and owns net, ipc and
+// uts; each run, the shim makes the idmapped trees, and the init is cloned from inside the
+// user namespace by a short-lived middle process (rlimits are set there, while it still
+// has host privileges). The seccomp filter is prepared once by the shim: the init, an
+// unprivileged host user, cannot read the cache.
 #include "shim.h"
 
 #include <errno.h>
@@ -95,6 +101,12 @@ struct supervisor {
     bool stopping;
     long long kill_at_ms;     // SIGKILL deadline while stopping, 0: none
     long long restart_at_ms;  // backoff deadline, 0: none
+
+    // With a user namespace (spec.uid_mapc > 0): its descriptor, and the seccomp filter
+    // prepared by the shim. (A run's trees live on spawn_init's stack: a start's worth.)
+    int userns_fd;
+    struct shim_filter filter;
+    bool filter_ready;
 };
 
 static const char *ns_names[5] = {"mnt", "pid", "net", "uts", "ipc"};
@@ -221,7 +233,8 @@ static char wait_for(int go_fd) {
     return byte;
 }
 
-__attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd, int error_fd) {
+/// `trees`: in a user namespace, the run's detached mounts (userns.c); NULL without one.
+__attribute__((noreturn)) static void init_child(struct supervisor *s, const struct shim_trees *trees, int go_fd, int error_fd) {
     struct shim_failure failure;
     // Die with the shim. Set before waiting for "go": if the shim died between clone and
     // this prctl, the read below sees EOF instead (the shim held the pipe's write end),
@@ -229,9 +242,16 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
     // check — in a new pid namespace it is 0 whoever the parent is.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     wait_for(go_fd);  // in the container's cgroup now
-    struct shim_filter filter;
+    // A delegated cgroup is the root of the container's own cgroup namespace.
+    if (s->spec.cgroup_delegate && unshare(CLONE_NEWCGROUP) < 0) {
+        failure_set(&failure, errno, "unshare", NULL, "a cgroup namespace for %s", s->spec.rootfs);
+        wait_for(go_fd);
+        failure_exit(error_fd, &failure);
+    }
+    bool userns = trees != NULL;
+    struct shim_filter filter = s->filter;
     struct shim_failure compile_failure;
-    bool compiled = seccomp_prepare(&s->spec.seccomp, &filter, &compile_failure) == 0;
+    bool compiled = s->filter_ready || seccomp_prepare(&s->spec.seccomp, &filter, &compile_failure) == 0;
     wait_for(go_fd);
     if (!compiled) failure_exit(error_fd, &compile_failure);
 
@@ -240,8 +260,9 @@ __attribute__((noreturn)) static void init_child(struct supervisor *s, int go_fd
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);  // an ignored signal would stay ignored across exec
 
-    if (rootfs_setup(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
-    if (limits_apply(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
+    if (rootfs_setup(&s->spec, trees, &failure) < 0) failure_exit(error_fd, &failure);
+    // In a user namespace the middle process set them (userns.c).
+    if (!userns && limits_apply(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
     if (identity_apply(&s->spec, &failure) < 0) failure_exit(error_fd, &failure);
     if (chdir(s->spec.workdir) < 0) {
         failure_set(&failure, errno, "chdir", "the workdir must exist in the image and be reachable by the user",
@@ -282,12 +303,39 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
     }
     unsigned long flags = CLONE_NEWNS;
     if (s->spec.namespaces & SHIM_NS_PID) flags |= CLONE_NEWPID;
+    bool born_inside = false;
+    pid_t pid;
+    if (s->spec.uid_mapc > 0) {
+        // The trees of this run; the shim's copies close once the init holds its own.
+        struct shim_trees trees;
+        if (userns_prepare_trees(&s->spec, s->userns_fd, &trees, failure) < 0) {
+            close(go[0]);
+            close(go[1]);
+            close(error[0]);
+            close(error[1]);
+            return -1;
+        }
+        int theirs[] = {go[1], error[0]};
+        pid = userns_clone_init(&s->spec, s->userns_fd, flags | SIGCHLD, theirs, 2, &born_inside, failure);
+        if (pid == 0) init_child(s, &trees, go[0], error[1]);
+        userns_close_trees(&trees);
+        if (pid < 0) {
+            close(go[0]);
+            close(go[1]);
+            close(error[0]);
+            close(error[1]);
+            return -1;
+        }
+        close(go[0]);
+        close(error[1]);
+        *out = (struct pending_init){.pid = pid, .go_fd = go[1], .error_fd = error[0], .in_cgroup = born_inside};
+        return 0;
+    }
     // On cgroup v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP): nothing
     // to migrate. Otherwise a raw clone with a NULL stack, which behaves like fork(2) but
     // takes namespace flags; the shim is single-threaded, so the child may use malloc and
     // stdio freely.
-    bool born_inside = false;
-    pid_t pid = cgroup_clone_into(&s->spec, flags, &born_inside);
+    pid = cgroup_clone_into(&s->spec, flags, &born_inside);
     if (pid < 0 && !born_inside) pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
     if (pid < 0) {
         failure_set(failure, errno, "clone", NULL, "the init of %s", s->spec.rootfs);
@@ -300,7 +348,7 @@ static int spawn_init(struct supervisor *s, struct pending_init *out, struct shi
     if (pid == 0) {
         close(go[1]);
         close(error[0]);
-        init_child(s, go[0], error[1]);
+        init_child(s, NULL, go[0], error[1]);
     }
     close(go[0]);
     close(error[1]);
@@ -689,11 +737,19 @@ int supervise_main(const char *dir) {
     if (s.spec.namespaces & SHIM_NS_NET) shared |= CLONE_NEWNET;
     if (s.spec.namespaces & SHIM_NS_IPC) shared |= CLONE_NEWIPC;
     if (s.spec.namespaces & SHIM_NS_UTS) shared |= CLONE_NEWUTS;
+    s.userns_fd = -1;
+    if (s.spec.uid_mapc > 0) {
+        // The user namespace owns the shared ones (userns.c); the ping range is set per run.
+        if (userns_create(&s.spec, shared, &s.userns_fd, &failure) < 0) fail_start(&s, &failure);
+        if (seccomp_prepare(&s.spec.seccomp, &s.filter, &failure) < 0) fail_start(&s, &failure);
+        s.filter_ready = true;
+        shared = 0;
+    }
     if (shared && unshare(shared) < 0) {
         failure_set(&failure, errno, "unshare", NULL, "net/ipc/uts namespaces for %s", s.spec.rootfs);
         fail_start(&s, &failure);
     }
-    if (s.spec.namespaces & SHIM_NS_NET) {
+    if (shared & CLONE_NEWNET) {
         // As Docker does: unprivileged ICMP echo sockets for every group in this netns,
         // so ping works without CAP_NET_RAW. /proc/sys/net follows the opener's netns.
         int fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
@@ -703,7 +759,7 @@ int supervise_main(const char *dir) {
         }
         close(fd);
     }
-    if ((s.spec.namespaces & SHIM_NS_UTS) && s.spec.hostname &&
+    if ((shared & CLONE_NEWUTS) && s.spec.hostname &&
         sethostname(s.spec.hostname, strlen(s.spec.hostname)) < 0) {
         failure_set(&failure, errno, "sethostname", NULL, "%s", s.spec.hostname);
         fail_start(&s, &failure);

@@ -48,6 +48,9 @@ struct StatusCommand: ParsableCommand {
                     ("memory_bytes", s.memoryBytes.map { .int(Int64($0)) } ?? .null),
                     ("pids_current", s.pids.map { .int(Int64($0)) } ?? .null),
                     ("cpu_seconds", s.cpuSeconds.map { .double(($0 * 1000).rounded() / 1000) } ?? .null),
+                    ("userns", s.usernsUIDMap.map { uids in
+                        JSON.object([("uid_map", .string(uids)), ("gid_map", .string(s.usernsGIDMap ?? ""))])
+                    } ?? .null),
                 ])
             }
             emit(JSON.Node.array(items).serialized() + "\n")
@@ -57,14 +60,20 @@ struct StatusCommand: ParsableCommand {
             emit("No containers.\n")
             return
         }
-        emitTable([["NAME", "PROJECT", "STATE", "HEALTH", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "MEMORY", "PIDS", "CPU", "RESTARTS", "LAST EXIT"]]
-                  + statuses.map { s in
-            [s.name, s.project ?? "-", s.stoppedByUser ? "\(s.state) (tupp stop)" : s.state, s.health ?? "-", s.pid.map(String.init) ?? "-",
-             s.uptime.map(formatUptime) ?? "-", s.image ?? "-",
-             s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","),
-             s.memoryBytes.map { Units.formatSize(UInt64($0)) } ?? "-", s.pids.map(String.init) ?? "-",
-             s.cpuSeconds.map { "\(($0 * 100).rounded() / 100)s" } ?? "-", String(s.restarts), s.lastRun ?? s.lastExit ?? "-"]
-        })
+        // USERNS only when a container has one: the host ids its root and users run as.
+        let userns = statuses.contains { $0.usernsHostIDs != nil }
+        var header = ["NAME", "PROJECT", "STATE", "HEALTH", "PID", "UPTIME", "IMAGE", "ADDRESS", "PORTS", "MEMORY", "PIDS", "CPU", "RESTARTS", "LAST EXIT"]
+        if userns { header.append("USERNS") }
+        let rows: [[String]] = statuses.map { s in
+            var row: [String] = [s.name, s.project ?? "-", s.stoppedByUser ? "\(s.state) (tupp stop)" : s.state, s.health ?? "-",
+                                 s.pid.map(String.init) ?? "-", s.uptime.map(formatUptime) ?? "-", s.image ?? "-"]
+            row += [s.address ?? "-", s.ports.isEmpty ? "-" : s.ports.joined(separator: ","),
+                    s.memoryBytes.map { Units.formatSize(UInt64($0)) } ?? "-", s.pids.map(String.init) ?? "-"]
+            row += [s.cpuSeconds.map { "\(($0 * 100).rounded() / 100)s" } ?? "-", String(s.restarts), s.lastRun ?? s.lastExit ?? "-"]
+            if userns { row.append(s.usernsHostIDs ?? "host") }
+            return row
+        }
+        emitTable([header] + rows)
     }
 }
 

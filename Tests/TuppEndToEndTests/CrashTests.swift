@@ -216,6 +216,43 @@ import TuppTestSupport
         }
     }
 
+    /// `userns: auto` switched on — a restarts into a user namespace, b is created in one —
+    /// killed at every point. The allocator keeps no state of its own: a range lives in the
+    /// intent record (`creating` carries the new maps) and in the live process's
+    /// /proc/PID/uid_map, so a crash between choosing a range and recording it must neither
+    /// move one (a container ending on another block after one crash than after the others)
+    /// nor hand one out twice.
+    @Test func usernsSwitchKilledAtEveryCheckpointKeepsRangesDisjointAndStable() throws {
+        guard try ready() else { return }
+        let i = try Installation()
+        defer { i.finish() }
+        // The default pool, stated: the same on a host whose /etc/subuid names tupp.
+        let changed = "defaults: { userns: auto }\nuserns: { range: { start: 1879048192, size: 268304384 } }\n" + Self.base
+        /// "HOST_START COUNT" of the one line of a uid_map or gid_map, read from /proc.
+        func hostRange(_ name: String, _ file: String) throws -> String? {
+            let pid = try i.initProcess(of: name).pid
+            let words = try #require(try Files.readText("/proc/\(pid)/\(file)")).split(whereSeparator: \.isWhitespace)
+            return words.count == 3 && words[0] == "0" ? "\(words[1]) \(words[2])" : nil
+        }
+        try keepingForwarding {
+            var first: [String: String]?
+            try crashEverywhere(i, start: Self.manifest(withB: false), change: changed) { _, point throws in
+                var ranges: [String: String] = [:]
+                for name in ["a", "b"] {
+                    let uids = try #require(try hostRange(name, "uid_map"), "\(name) runs with one map line after a crash at \(point)")
+                    #expect(try hostRange(name, "gid_map") == uids, "\(name): gids paired with uids after a crash at \(point)")
+                    let words = uids.split(separator: " ").compactMap { UInt64($0) }
+                    #expect(words.count == 2 && words[1] == 65536 && words[0] >= 0x7000_0000 && (words[0] - 0x7000_0000) % 65536 == 0,
+                            "\(name): one whole block of the default pool after a crash at \(point): \(uids)")
+                    ranges[name] = uids
+                }
+                #expect(ranges["a"] != ranges["b"], "disjoint after a crash at \(point): \(ranges)")
+                if first == nil { first = ranges }
+                #expect(ranges == first, "the same ranges after every crash; after one at \(point): \(ranges), not \(first ?? [:])")
+            }
+        }
+    }
+
     /// A destroy killed at each point: an apply afterwards brings everything back, and a
     /// destroy (also killed there first) removes everything.
     @Test func destroyKilledAtEveryCheckpointConvergesBothWays() throws {

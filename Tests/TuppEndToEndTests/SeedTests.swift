@@ -33,7 +33,9 @@ import TuppTestSupport
 
     func inode(_ pid: String, _ kind: String) -> UInt64? { ProcEntry.namespace(pid, kind) }
 
-    @Test func seedWalkthrough() throws {
+    /// `userns`: the same walkthrough with `defaults: { userns: auto }` — container root an
+    /// unprivileged host user — must pass unchanged.
+    @Test(arguments: [false, true]) func seedWalkthrough(userns: Bool) throws {
         guard try Host.require(.root, .btrfs, .command("/bin/busybox"), .command("/usr/bin/nsenter"), .command("/bin/btrfs"),
                                .command("/usr/bin/lsns"), .command("/usr/bin/python3")) else { return }
         let i = try Installation()
@@ -41,7 +43,7 @@ import TuppTestSupport
         let hostname = try #require(try Files.readText("/proc/sys/kernel/hostname")).trimmingCharacters()
 
         // Step 0: before the network is attached only lo exists inside.
-        let full = try Self.seedManifest(i)
+        let full = (userns ? "defaults: { userns: auto }\n" : "") + (try Self.seedManifest(i))
         let withoutNetwork = full.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { !$0.contains("attach: docker") && !$0.hasPrefix("    network:") && !$0.contains("interface: eth0") && !$0.contains("address: 10.214") }
             .joined(separator: "\n")
@@ -127,7 +129,8 @@ import TuppTestSupport
             #expect(container[kind] != nil && container[kind] != host[kind], "lsns: \(kind) of the container \(container[kind] ?? "?") vs the host's \(host[kind] ?? "?")")
             #expect(container[kind] == inode(pid, kind).map(String.init), "lsns and /proc agree on \(kind)")
         }
-        #expect(container["cgroup"] == host["cgroup"] && container["user"] == host["user"], "the namespaces not asked for are the host's")
+        #expect(container["cgroup"] == host["cgroup"], "the namespaces not asked for are the host's")
+        #expect((container["user"] != host["user"]) == userns, "lsns: a user namespace of its own only with userns: auto")
         // Only the pool is mounted on the host; the container's mounts are its own.
         i.expectOnlyDeclared("the seed, running")
 
@@ -154,9 +157,32 @@ import TuppTestSupport
         #expect(again.status == 0 && again.stdout.contains("No changes."), "\(again)")
         #expect(try i.tupp("plan", "--detailed-exitcode", manifest).status == 0)
 
+        // With a user namespace: root inside is the range's first host id.
+        let containerUserNamespace = try #require(PinnedNamespace(pid: original.pid, kind: "user"))
+        if userns {
+            #expect(containerUserNamespace.inode != inode("self", "user"))
+            #expect(containerUserNamespace.members().contains { $0.hasPrefix("\(original.pid) ") }, "the witness sees the live one")
+            let map = try i.tupp("exec", "tupperware", "--", "cat", "/proc/self/uid_map").stdout.split(whereSeparator: \.isWhitespace)
+            #expect(map.count == 3 && map[0] == "0" && map[2] == "65536", "\(map)")
+            #expect(try procUID(original.pid) == map.dropFirst().first.map(String.init))
+            #expect(mounts.first { $0.mountPoint == "/" }?.options.contains("idmapped") == true, "\(mounts)")
+        } else {
+            #expect(containerUserNamespace.inode == inode("self", "user"))
+        }
+
+        #expect(processesMounting(root: "/containers/tupperware", ofFilesystemAt: pool).contains(original.pid))
+        let poolDevice = try #require(try MountInfo.read().last { $0.mountPoint == pool }?.device)
+
         // Destroy leaves nothing: no subvolume, mount, loop device, link, process or state.
         let destroy = try i.tupp("destroy", "--include-storage", manifest)
         #expect(destroy.status == 0, "\(destroy)")
+        // No namespace: no process is left in the container's user namespace, and no
+        // process anywhere has a mount of its snapshot (idmapped or not).
+        #expect(!userns || containerUserNamespace.members().isEmpty, "left in the user namespace: \(containerUserNamespace.members())")
+        let mounting = ((try? Files.list("/proc")) ?? []).filter { p in
+            Int32(p) != nil && ((try? Files.readText("/proc/\(p)/mountinfo")) ?? nil)?.contains(" \(poolDevice) /containers/tupperware ") == true
+        }
+        #expect(mounting.isEmpty, "mounts of the snapshot left in \(mounting)")
         i.expectNothingLeft()
         #expect(!Files.exists("\(i.root.path)/pool.img"))
     }
@@ -193,6 +219,12 @@ import TuppTestSupport
         #expect(try i.tupp("exec", "tupperware-tar", "--", "cat", "/etc/alpine-release").stdout == "3.19.0\n")
         #expect(try i.nsenter("tupperware-tar", ["/bin/cat", "/etc/alpine-release"]).stdout == "3.19.0\n")
         i.expectOnlyDeclared("after the image and its container were replaced")
+    }
+
+    /// The real uid of `pid` on the host (/proc/PID/status).
+    func procUID(_ pid: Int32) throws -> String? {
+        try Files.readText("/proc/\(pid)/status")?.split(separator: "\n").first { $0.hasPrefix("Uid:") }?
+            .split(whereSeparator: \.isWhitespace).dropFirst().first.map(String.init)
     }
 
     func field(_ name: String, in text: String) -> String? {

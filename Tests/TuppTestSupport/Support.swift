@@ -139,3 +139,51 @@ public func eventually(seconds: Double = 5, _ condition: () throws -> Bool) reth
     }
     return try condition()
 }
+
+/// Processes with a mount of `root` (a path inside the filesystem) of the filesystem
+/// mounted at `mountPoint` on the host, in whatever mount namespace: /proc/PID/mountinfo's
+/// "MAJOR:MINOR ROOT" columns. A container's idmapped rootfs shows there while any process
+/// of it lives.
+public func processesMounting(root: String, ofFilesystemAt mountPoint: String) -> [Int32] {
+    guard let device = ((try? MountInfo.read()) ?? []).last(where: { $0.mountPoint == mountPoint })?.device else { return [] }
+    let needle = " \(device) \(root) "
+    return ((try? Files.list("/proc")) ?? []).compactMap(Int32.init).filter { pid in
+        ((try? Files.readText("/proc/\(pid)/mountinfo")) ?? nil)?.contains(needle) == true
+    }
+}
+
+/// A process's namespace held open by the test: while it is, its inode number cannot be
+/// given to a namespace created after it is gone (the kernel reuses freed numbers at once,
+/// and tests running beside this one make namespaces all the time), so "who is still in
+/// it" asks about this namespace only.
+public final class PinnedNamespace: @unchecked Sendable {
+    public let inode: UInt64
+    private let fd: Int32
+
+    /// nil when the process or the namespace kind is not there.
+    public init?(pid: Int32, kind: String) {
+        let fd = open("/proc/\(pid)/ns/\(kind)", O_RDONLY | O_CLOEXEC)
+        var st = stat()
+        guard fd >= 0, fstat(fd, &st) == 0 else {
+            if fd >= 0 { close(fd) }
+            return nil
+        }
+        self.fd = fd
+        inode = UInt64(st.st_ino)
+        self.kind = kind
+    }
+
+    private let kind: String
+
+    deinit { close(fd) }
+
+    /// The processes in it now, zombies included (a zombie keeps its credentials, and
+    /// with them its user namespace, until it is reaped).
+    public func members() -> [String] {
+        ((try? Files.list("/proc")) ?? []).filter { Int32($0) != nil && ProcEntry.namespace($0, kind) == inode }.map { pid in
+            let status = (try? Files.readText("/proc/\(pid)/status")) ?? nil
+            let fields = status?.split(separator: "\n").filter { $0.hasPrefix("Name:") || $0.hasPrefix("State:") || $0.hasPrefix("PPid:") }
+            return "\(pid) (\(fields?.map { $0.split(separator: "\t").dropFirst().joined(separator: " ") }.joined(separator: ", ") ?? "gone"))"
+        }
+    }
+}

@@ -63,6 +63,8 @@ struct ContainerReconciler: Reconciler {
         lap("name files")
         observeConfinement(context, records: records, processes: facts.processes, into: &facts, &observation)
         lap("cgroups and seccomp profiles")
+        allocateUserNamespaces(context, records: records, processes: facts.processes, &observation)
+        checkCgroupDelegation(context, &observation)
         if let resolvers = try? ResolvConf.readHost() {
             observation.desiredContext.hostResolvers = HostResolvers(host: resolvers.host, resolvedUpstream: resolvers.resolvedUpstream)
         }
@@ -70,6 +72,49 @@ struct ContainerReconciler: Reconciler {
         observation.merge(ContainerKind.interpret(declared: Set(context.manifest.containers.keys), records: records, facts: facts,
                                                   images: observation.state, installation: context.installation))
         lap("judgement")
+    }
+
+    /// The host ids of every container with `userns: auto`: what each container holds now
+    /// (its record, its live process), the pool (`userns.range`, tupp's /etc/subuid and
+    /// /etc/subgid entries, the default), and — only when a container needs a new range —
+    /// every other user namespace on the host and other users' subordinate ids.
+    func allocateUserNamespaces(_ context: ObserveContext, records: [String: Record], processes: [String: ProcessObservation],
+                                _ observation: inout Observation) {
+        let wanting = context.manifest.containers.values.filter { context.manifest.userns(of: $0) == .auto }.map(\.name)
+        var held: [String: IDMapping] = [:]
+        for (name, record) in records { held[name] = record.heldUserNamespace }
+        for (name, process) in processes { if let live = process.userNamespace { held[name] = live } }
+        // A destroy plans deletions only: nothing to allocate.
+        guard !wanting.isEmpty, !context.destroying else { return }
+        let subordinate = UserNamespaces.subordinateIDs()
+        let pool = UserNamespaceAllocator.Pool.choose(context.manifest.userNamespaces, subuid: subordinate.uids, subgid: subordinate.gids)
+        var inUse = UserNamespaceAllocator.InUse(uids: subordinate.uids.filter { $0.user != "tupp" }.map(\.range),
+                                                 gids: subordinate.gids.filter { $0.user != "tupp" }.map(\.range))
+        if wanting.contains(where: { held[$0].flatMap(pool.block(of:)) == nil }) {
+            // Our own containers' maps are in `held`; what else the host maps is in use.
+            let own = Set(held.values.flatMap { $0.uids.map(\.hostRange) }), ownGIDs = Set(held.values.flatMap { $0.gids.map(\.hostRange) })
+            let live = UserNamespaces.hostRangesInUse()
+            inUse.uids += live.uids.filter { !own.contains($0) }
+            inUse.gids += live.gids.filter { !ownGIDs.contains($0) }
+        }
+        switch UserNamespaceAllocator.allocate(wanting: wanting, held: held, pool: pool, inUse: inUse, installation: context.installation) {
+        case .success(let mappings): observation.desiredContext.userNamespaces = mappings
+        case .failure(let e):
+            observation.state.problems.append("container.\(e.container): no free range of 65536 host ids left in \(e.pool) for userns: auto; widen userns.range or remove containers")
+        }
+    }
+
+    /// `delegateCgroup` needs cgroup v2 (a v1 hierarchy cannot be delegated safely):
+    /// refused at plan time on a v1 or hybrid host.
+    func checkCgroupDelegation(_ context: ObserveContext, _ observation: inout Observation) {
+        let delegating = context.manifest.containers.values.filter(\.delegateCgroup).map(\.name).sorted()
+        guard !delegating.isEmpty, !context.destroying else { return }
+        let layout = try? CgroupLayout.host()
+        guard layout?.version != .v2 else { return }
+        let why = layout.map { _ in "this host's cgroup controllers are on v1" } ?? "this host's cgroups cannot be read"
+        for name in delegating {
+            observation.state.problems.append("container.\(name): delegateCgroup needs cgroup v2; \(why) — remove delegateCgroup, or boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1)")
+        }
     }
 
     /// Seccomp profile files (digest, and that they parse), limits the host cannot
@@ -275,6 +320,8 @@ struct ContainerReconciler: Reconciler {
             let name = spec.name
             let rootfs = "\(root)/containers/\(name)"
             record.status = .updating
+            // The range the new process gets is this container's from now on, before it starts.
+            record.startingUserNamespace = change.after.flatMap(ContainerKind.userNamespace)
             try context.save(record)
             let unfinished = change.conditions(ContainerCondition.self).contains(.updateUnfinished)
             var process = context.observation.facts[ContainerFacts.self]?.processes[name] ?? runtime.observe(directory: directory(name))

@@ -37,6 +37,14 @@ public enum ContainerAttribute {
     public static let ambient = AttributePath("capabilities_ambient")
     /// ...except cgroup limits, written into the live cgroup: `resources.memory`, …
     public static let resources = AttributePath("resources")
+    /// `userns: auto` (absent for host), and its maps as /proc/PID/uid_map shows them:
+    /// `userns.uid_map`, `userns.gid_map`. A change restarts the process on the same
+    /// snapshot: nothing on disk is shifted (idmapped mounts).
+    public static let userns = AttributePath("userns")
+    public static let usernsUIDMap = userns.child("uid_map")
+    public static let usernsGIDMap = userns.child("gid_map")
+    /// `delegateCgroup: true` (absent when false): restarts the process.
+    public static let delegateCgroup = AttributePath("delegate_cgroup")
 
     /// Its /etc/hosts lines of the manifest's `hosts:`.
     public static let hosts = AttributePath("hosts")
@@ -73,6 +81,9 @@ public enum ContainerAttribute {
         AttributeRule(devices, .restart, optional: true),
         AttributeRule(ambient, .restart, optional: true),
         AttributeRule(resources, .inPlace, family: true, optional: true),
+        AttributeRule(userns, .restart, optional: true),
+        AttributeRule(userns, .restart, family: true, optional: true),
+        AttributeRule(delegateCgroup, .restart, optional: true),
         AttributeRule(dns, .inPlace, optional: true),
         AttributeRule(hosts, .inPlace, optional: true),
         AttributeRule(peers, .inPlace, optional: true),
@@ -134,9 +145,15 @@ public struct ContainerSpec: ResourceSpec, Equatable {
     /// The containers this one waits for before its command starts.
     public var dependsOn: [String: Dependency]
     public var envFiles: [String]
+    /// `userns: auto`: the maps allocated to it (`UserNamespaceAllocator`); nil: the host's.
+    public var userNamespace: IDMapping?
+    /// Container root manages its own cgroup (cgroup v2).
+    public var delegateCgroup: Bool
 
     public init(_ c: Container, network: Network?, address: IPv4Interface?, names: NameSettings = NameSettings(),
-                seccompDigest: String? = nil, image: ImageDefaults = .none) {
+                seccompDigest: String? = nil, image: ImageDefaults = .none, userNamespace: IDMapping? = nil) {
+        self.userNamespace = userNamespace
+        delegateCgroup = c.delegateCgroup
         self.names = names
         confinement = c.confinement
         self.seccompDigest = seccompDigest
@@ -344,6 +361,27 @@ extension Record {
     /// Set by `tupp stop`, cleared by `tupp start`.
     public static let stoppedFact = "stopped"
 
+    /// The maps a restart starts the process with (`userns: auto`), recorded with the
+    /// `updating` intent while the attributes still hold the ones from before: killed after
+    /// the new process started and before `ready` — its supervisor maybe still dying, not yet
+    /// the container's to observe — the range stays this container's instead of moving (or
+    /// going to another one). Cleared with the other facts when the record is `ready`.
+    public var startingUserNamespace: IDMapping? {
+        get {
+            guard let uids = facts["startingUIDMap"].flatMap(IDMapping.parse(rendered:)),
+                  let gids = facts["startingGIDMap"].flatMap(IDMapping.parse(rendered:)) else { return nil }
+            return IDMapping(uids: uids, gids: gids)
+        }
+        set {
+            facts["startingUIDMap"] = newValue.map { IDMapping.render($0.uids) }
+            facts["startingGIDMap"] = newValue.map { IDMapping.render($0.gids) }
+        }
+    }
+
+    /// The host ids the record holds for its container: those a restart under way starts it
+    /// with, else the recorded ones; nil for the host's user namespace.
+    public var heldUserNamespace: IDMapping? { startingUserNamespace ?? ContainerKind.userNamespace(attributes) }
+
     /// Stopped with `tupp stop`.
     public var stoppedByUser: Bool { facts[Record.stoppedFact] == "true" }
 
@@ -404,8 +442,9 @@ public struct ContainerFacts: Sendable {
 public enum ContainerKind {
     public static func desired(_ c: Container, network: Network?, address: IPv4Interface?,
                                names: NameSettings = NameSettings(), seccompDigest: String? = nil,
-                               image: ImageDefaults = .none) -> DesiredResource {
-        let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest, image: image)
+                               image: ImageDefaults = .none, userNamespace: IDMapping? = nil) -> DesiredResource {
+        let spec = ContainerSpec(c, network: network, address: address, names: names, seccompDigest: seccompDigest, image: image,
+                                 userNamespace: userNamespace)
         var dependencies = [ResourceAddress(.image, c.image)]
         if let attachment = c.network { dependencies.append(ResourceAddress(.network, attachment.attach)) }
         for volume in Set(c.mounts.filter { $0.kind == .volume }.compactMap(\.source)).sorted() {
@@ -456,6 +495,8 @@ public enum ContainerKind {
         if !k.devices.isEmpty { a[ContainerAttribute.devices] = .strings(k.devices.map { "\($0.path):\($0.permissions)" }) }
         if !k.ambient.isEmpty { a[ContainerAttribute.ambient] = .strings(k.ambient.map(\.name)) }
         for (key, value) in resourceAttributes(k.resources) { a[ContainerAttribute.resources.child(key)] = value }
+        for (path, value) in usernsAttributes(c.userNamespace) { a[path] = value }
+        if c.delegateCgroup { a[ContainerAttribute.delegateCgroup] = .bool(true) }
         a[ContainerAttribute.dns] = .strings(c.names.resolverLines)
         a[ContainerAttribute.hosts] = .strings(HostsFile.display(c.names.extraLines))
         a[ContainerAttribute.peers] = c.names.members.summary(except: c.name)
@@ -485,6 +526,23 @@ public enum ContainerKind {
         }
         if !c.envFiles.isEmpty { a[ContainerAttribute.envFile] = .strings(c.envFiles) }
         return a
+    }
+
+    /// `userns`, `userns.uid_map`, `userns.gid_map` of a container with a user namespace;
+    /// none for the host's (so containers recorded before user namespaces do not change).
+    public static func usernsAttributes(_ mapping: IDMapping?) -> [(AttributePath, Value)] {
+        guard let mapping else { return [] }
+        return [(ContainerAttribute.userns, .string(UserNamespaceMode.auto.rawValue)),
+                (ContainerAttribute.usernsUIDMap, .string(IDMapping.render(mapping.uids))),
+                (ContainerAttribute.usernsGIDMap, .string(IDMapping.render(mapping.gids)))]
+    }
+
+    /// The maps `attributes` (a record's) hold; nil for the host's namespace.
+    public static func userNamespace(_ attributes: Attributes) -> IDMapping? {
+        guard attributes[ContainerAttribute.userns]?.string == UserNamespaceMode.auto.rawValue,
+              let uids = attributes[ContainerAttribute.usernsUIDMap]?.string.flatMap(IDMapping.parse(rendered:)),
+              let gids = attributes[ContainerAttribute.usernsGIDMap]?.string.flatMap(IDMapping.parse(rendered:)) else { return nil }
+        return IDMapping(uids: uids, gids: gids)
     }
 
     /// The limits `attributes` (a record's) hold.
@@ -631,6 +689,20 @@ public enum ContainerKind {
                         resource.drift.append(Drift(address, "its /etc/hosts was changed outside tupp", path: path,
                                                     recorded: recorded, observed: value))
                     }
+                }
+            }
+
+            // The user namespace as the kernel shows it, while the process runs.
+            if process.isRunning {
+                let recorded = userNamespace(record.attributes)
+                for path in [ContainerAttribute.userns, ContainerAttribute.usernsUIDMap, ContainerAttribute.usernsGIDMap] {
+                    resource.attributes[path] = nil
+                }
+                for (path, value) in usernsAttributes(process.userNamespace) { resource.attributes[path] = value }
+                if record.status == .ready, process.userNamespace != recorded {
+                    let seen = process.userNamespace.map { "uid_map \(IDMapping.render($0.uids))" } ?? "the host's user namespace"
+                    let wanted = recorded.map { "uid_map \(IDMapping.render($0.uids))" } ?? "the host's user namespace"
+                    resource.drift.append(Drift(address, "its process runs in \(seen), not \(wanted) as recorded"))
                 }
             }
 
