@@ -167,8 +167,8 @@ SECTIONS = [
         ("1,000 containers on one /21 bridge", "plan.1000"),
     ], [("100 containers ≤ 2× 1 container (issue 19)", lambda m: m["plan.100"] <= 2 * m["plan.1"]),
         ("1,000 containers ≤ 200 ms (issue 19)", lambda m: m["plan.1000"] <= 200.0)]),
-    ("100 containers from scratch (pool, image, bridge exist; `--settle 0`: apply's watch of started commands is "
-     "waiting, not work)", [
+    ("100 containers from scratch (pool, image, bridge exist; with `--settle 0`, as apply's watch of started "
+     "commands is waiting, not work)", [
         ("100 sequential `crun run /bin/true` (ref)", "apply.100.crun"),
         ("**tupp apply** of 100 containers, each with veth + address + route, left running", "apply.100"),
     ], ("≤ 0.5× 100 crun runs (issue 19)", lambda m: m["apply.100"] <= 0.5 * m["apply.100.crun"])),
@@ -301,7 +301,7 @@ def main():
     out.append("# tupp benchmark results")
     out.append("")
     out.append("Written by `bench/run` from one run; every row of a section was measured in the same run on "
-               "the same machine. Do not edit by hand: run `sudo bench/run` again.")
+               "the same machine. Do not edit by hand: run `bench/run` (as root) again.")
     out.append("")
     out.append(f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     out.append(f"- machine: {cpu_model}, {os.cpu_count()} CPUs, {mem_kb / 1048576:.1f} GiB RAM (a VM; other builds may share the CPUs)")
