@@ -19,30 +19,19 @@ extension NetlinkSocket {
     }
 
     func dumpLinks() throws(SystemError) -> [LinkInfo] {
-        var links: [LinkInfo] = []
-        try dump("dump links", type: RTM_GETLINK, header: ifinfomsg(), skipStatistics: true) { message in
-            if let link = RtnetlinkParser.link(message) { links.append(link) }
-        }
-        return links
+        try dump("dump links", type: RTM_GETLINK, header: ifinfomsg(), skipStatistics: true, RtnetlinkParser.link)
     }
 
     func dumpAddresses() throws(SystemError) -> [AddressInfo] {
-        var addresses: [AddressInfo] = []
         try dump("dump addresses", type: RTM_GETADDR, header: ifaddrmsg(ifa_family: UInt8(AF_INET), ifa_prefixlen: 0,
-                                                                        ifa_flags: 0, ifa_scope: 0, ifa_index: 0)) { message in
-            if let address = RtnetlinkParser.address(message) { addresses.append(address) }
-        }
-        return addresses
+                                                                        ifa_flags: 0, ifa_scope: 0, ifa_index: 0),
+                 RtnetlinkParser.address)
     }
 
     func dumpRoutes() throws(SystemError) -> [RouteInfo] {
-        var routes: [RouteInfo] = []
         var header = rtmsg()
         header.rtm_family = UInt8(AF_INET)
-        try dump("dump routes", type: RTM_GETROUTE, header: header) { message in
-            if let route = RtnetlinkParser.route(message) { routes.append(route) }
-        }
-        return routes
+        return try dump("dump routes", type: RTM_GETROUTE, header: header, RtnetlinkParser.route)
     }
 
     /// RTM_GETLINK for one name (not a dump); nil when the kernel has no such link.
@@ -59,18 +48,24 @@ extension NetlinkSocket {
         return found
     }
 
-    /// A dump request; retried (up to three times) when the kernel flags it as
-    /// interrupted because the table changed while it was being read.
-    private func dump<Header: BitwiseCopyable>(_ operation: String, type: Int, header: Header, skipStatistics: Bool = false,
-                              _ receive: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws(SystemError) {
+    /// A dump request, each reply parsed by `parse`; retried when the kernel flags it as
+    /// interrupted because the table changed while it was being read (other containers
+    /// starting or stopping), from scratch: what an interrupted dump delivered is dropped,
+    /// or a link read before the interruption would be listed twice.
+    private func dump<Header: BitwiseCopyable, Item>(_ operation: String, type: Int, header: Header, skipStatistics: Bool = false,
+                                                     _ parse: (UnsafeMutablePointer<nlmsghdr>) -> Item?) throws(SystemError) -> [Item] {
         var attempt = 0
         while true {
+            var items: [Item] = []
             do {
                 try request(operation, "all", type: type, header: header, flags: NLM_F_DUMP,
-                            skipStatistics: skipStatistics, name: nil, receive)
-                return
-            } catch where error.code == EAGAIN && attempt < 3 {
+                            skipStatistics: skipStatistics, name: nil) { message in
+                    if let item = parse(message) { items.append(item) }
+                }
+                return items
+            } catch where error.code == EAGAIN && attempt < 10 {
                 attempt += 1
+                usleep(UInt32(500 * attempt))  // let a burst of changes pass
             }
         }
     }
