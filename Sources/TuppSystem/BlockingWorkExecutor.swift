@@ -17,29 +17,31 @@ public final class BlockingWorkExecutor: TaskExecutor, @unchecked Sendable {
     private var queue: [UnownedJob] = []
     private var started = 0
     private var idle = 0
-    private var mutex = pthread_mutex_t()
-    private var wakeup = pthread_cond_t()
+    // Allocated, not stored: pthread objects must not move, and Swift does not promise a
+    // stable address for a stored property passed with `&`.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wakeup = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     public init(threads: Int) {
         limit = max(1, threads)
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&wakeup, nil)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wakeup, nil)
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        pthread_mutex_lock(&mutex)
+        pthread_mutex_lock(mutex)
         queue.append(job)
         // Idle threads each take one queued job once woken; a thread more when they cannot
         // take them all.
         let startThread = queue.count > idle && started < limit
-        if startThread { started += 1 } else { pthread_cond_signal(&wakeup) }
-        pthread_mutex_unlock(&mutex)
+        if startThread { started += 1 } else { pthread_cond_signal(wakeup) }
+        pthread_mutex_unlock(mutex)
         // Without a new thread the job waits for a busy one to come back.
         if startThread && !startWorker() {
-            pthread_mutex_lock(&mutex)
+            pthread_mutex_lock(mutex)
             started -= 1
-            pthread_mutex_unlock(&mutex)
+            pthread_mutex_unlock(mutex)
         }
     }
 
@@ -60,14 +62,14 @@ public final class BlockingWorkExecutor: TaskExecutor, @unchecked Sendable {
 
     private func work() -> Never {
         while true {
-            pthread_mutex_lock(&mutex)
+            pthread_mutex_lock(mutex)
             while queue.isEmpty {
                 idle += 1
-                pthread_cond_wait(&wakeup, &mutex)
+                pthread_cond_wait(wakeup, mutex)
                 idle -= 1
             }
             let job = queue.removeFirst()
-            pthread_mutex_unlock(&mutex)
+            pthread_mutex_unlock(mutex)
             job.runSynchronously(on: asUnownedTaskExecutor())
         }
     }
