@@ -74,25 +74,6 @@ static void read_state(const char *dir, pid_t *pid, unsigned long long *start, c
     }
 }
 
-static int namespaces_to_join(pid_t pid) {
-    static const struct {
-        const char *name;
-        int flag;
-    } kinds[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
-                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP}};
-    int flags = 0;
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        char theirs[64], ours[64];
-        struct stat a, b;
-        snprintf(theirs, sizeof theirs, "/proc/%d/ns/%s", (int)pid, kinds[i].name);
-        snprintf(ours, sizeof ours, "/proc/self/ns/%s", kinds[i].name);
-        if (stat(theirs, &a) < 0) die("stat %s: %s", theirs, strerror(errno));
-        if (stat(ours, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) continue;
-        flags |= kinds[i].flag;
-    }
-    return flags;
-}
-
 static struct termios saved_termios;
 static bool terminal_raw;
 
@@ -271,7 +252,8 @@ int exec_main(int argc, char **argv) {
     int cgroup_fds[16];
     if (cgroup_open_procs(&spec, cgroup_fds, &failure) < 0)
         die("container %s: %s %s: %s", name, failure.op, failure.object, strerror(failure.err));
-    int flags = namespaces_to_join(pid);
+    int flags = namespaces_to_join(pid, &failure);
+    if (flags < 0) die("%s %s: %s", failure.op, failure.object, strerror(failure.err));
     if ((flags & CLONE_NEWUSER) && limits_apply(&spec, &failure) < 0)
         die("container %s: %s %s: %s", name, failure.op, failure.object, strerror(failure.err));
     if (flags && setns(pidfd, flags) < 0) die("join the namespaces of container %s (pid %d): %s", name, (int)pid, strerror(errno));

@@ -66,27 +66,6 @@ void health_stop(struct health_monitor *h) {
     h->deadline_ms = 0;
 }
 
-/// The namespaces of `pid` that differ from ours (the supervisor's own net/ipc/uts are
-/// the container's already); -1 when one cannot be read.
-static int namespaces_to_join(pid_t pid) {
-    static const struct {
-        const char *name;
-        int flag;
-    } kinds[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
-                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP}};
-    int flags = 0;
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        char theirs[64], ours[64];
-        struct stat a, b;
-        snprintf(theirs, sizeof theirs, "/proc/%d/ns/%s", (int)pid, kinds[i].name);
-        snprintf(ours, sizeof ours, "/proc/self/ns/%s", kinds[i].name);
-        if (stat(theirs, &a) < 0) return -1;
-        if (stat(ours, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) continue;
-        flags |= kinds[i].flag;
-    }
-    return flags;
-}
-
 /// The check itself, in the container's namespaces: never returns.
 __attribute__((noreturn)) static void run_check(const struct shim_spec *spec, int *cgroup_fds, int output, int alive,
                                                 const struct shim_filter *filter) {
@@ -152,7 +131,7 @@ __attribute__((noreturn)) static void run_helper(const struct shim_spec *spec, p
         dprintf(output, "health check: the container's init %d is gone\n", (int)init_pid);
         _exit(125);
     }
-    int flags = namespaces_to_join(init_pid);
+    int flags = namespaces_to_join(init_pid, &failure);
     // With a user namespace (userns.c): rlimits first, a raised hard limit needs host
     // privileges; joining it changes the credentials, which clears the parent-death signal.
     if (flags > 0 && (flags & CLONE_NEWUSER) && limits_apply(spec, &failure) < 0) {

@@ -381,6 +381,10 @@ int exec_main(int argc, char **argv);
 
 /// Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 when unknown.
 unsigned long long process_start_time(pid_t pid);
+/// The CLONE_NEW* flags of the namespaces of `pid` that differ from ours (for setns on
+/// its pidfd: exec and health checks join only those); -1 with `failure` set when one
+/// cannot be read.
+int namespaces_to_join(pid_t pid, struct shim_failure *failure);
 /// The environment for a process in this container: spec env plus the defaults
 /// (PATH, HOME, HOSTNAME, TERM) for keys the spec does not set.
 void build_environment(const struct shim_spec *spec, const char **extra, int extrac);

@@ -141,6 +141,28 @@ unsigned long long process_start_time(pid_t pid) {
     return strtoull(p, NULL, 10);
 }
 
+int namespaces_to_join(pid_t pid, struct shim_failure *failure) {
+    static const struct {
+        const char *name;
+        int flag;
+    } kinds[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC},
+                 {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP}};
+    int flags = 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        char theirs[64], ours[64];
+        struct stat a, b;
+        snprintf(theirs, sizeof theirs, "/proc/%d/ns/%s", (int)pid, kinds[i].name);
+        snprintf(ours, sizeof ours, "/proc/self/ns/%s", kinds[i].name);
+        if (stat(theirs, &a) < 0) {
+            failure_set(failure, errno, "stat", NULL, "%s", theirs);
+            return -1;
+        }
+        if (stat(ours, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) continue;
+        flags |= kinds[i].flag;
+    }
+    return flags;
+}
+
 void build_environment(const struct shim_spec *spec, const char **extra, int extrac) {
     clearenv();
     for (int i = 0; i < spec->envc; i++) putenv((char *)spec->env[i]);
