@@ -39,16 +39,3 @@ extension ContainerConfig {
         return Mount(kind: .bind, source: "\(volumes)/\(name)", target: mount.target, options: mount.options, readonly: mount.readonly)
     }
 }
-
-extension LayerEvent {
-    init(_ p: LayerProgress) {
-        let phase: Phase = switch p.phase {
-        case .present: .present
-        case .downloading: .downloading
-        case .unpacking: .unpacking
-        case .done: .done
-        }
-        self.init(index: p.index, count: p.count, digest: p.digest, phase: phase, bytes: p.bytes, total: p.total,
-                  bytesPerSecond: p.bytesPerSecond)
-    }
-}

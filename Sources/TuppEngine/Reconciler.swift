@@ -1,4 +1,5 @@
 import Logging
+import TuppBase
 import TuppManifest
 import TuppPlan
 import TuppRuntime
@@ -45,7 +46,7 @@ struct ApplyContext: Sendable {
     /// Progress lines for the resource being changed ("120 MiB (240 MiB/s)", warnings).
     let progress: @Sendable (String) -> Void
     /// Each layer's progress while an image is pulled or imported from layers.
-    var layerProgress: @Sendable (LayerEvent) -> Void = { _ in }
+    var layerProgress: @Sendable (LayerProgress) -> Void = { _ in }
     /// The projects declaring the resource once this change is applied (nil: as recorded).
     var projects: [String: String]? = nil
 

@@ -1,3 +1,4 @@
+import TuppBase
 import TuppPlan
 
 /// Receives apply progress: the CLI prints lines for people or JSON lines for machines.
@@ -7,7 +8,7 @@ public protocol ApplyReporter: Sendable {
     func start(_ change: Plan.ResourceChange)
     func progress(_ change: Plan.ResourceChange, _ message: String)
     /// One layer's progress while `change` pulls or imports an image from layers.
-    func layer(_ change: Plan.ResourceChange, _ event: LayerEvent)
+    func layer(_ change: Plan.ResourceChange, _ event: LayerProgress)
     func complete(_ change: Plan.ResourceChange, milliseconds: Double)
     /// Applied, but the command it started did not stay up, or finished, within the
     /// settle time: `note` says how ("exited with code 1 after 40 ms (restarting, attempt 3)").
@@ -21,40 +22,7 @@ extension ApplyReporter {
         complete(change, milliseconds: milliseconds)
     }
 
-    public func layer(_ change: Plan.ResourceChange, _ event: LayerEvent) {}
-}
-
-/// One layer of an image being pulled (or imported from an OCI layout): several arrive
-/// at once while layers download in parallel.
-public struct LayerEvent: Sendable, Equatable {
-    public enum Phase: String, Sendable {
-        /// Already in the pool's layer store: nothing to fetch.
-        case present
-        case downloading
-        case unpacking
-        case done
-    }
-
-    /// 0-based from the bottom layer.
-    public var index: Int
-    public var count: Int
-    /// The layer blob's digest, as registries and `docker pull` name layers.
-    public var digest: String
-    public var phase: Phase
-    /// Bytes downloaded (the blob's size once it is unpacking or done).
-    public var bytes: UInt64
-    public var total: UInt64
-    public var bytesPerSecond: Double
-
-    public init(index: Int, count: Int, digest: String, phase: Phase, bytes: UInt64, total: UInt64, bytesPerSecond: Double) {
-        self.index = index
-        self.count = count
-        self.digest = digest
-        self.phase = phase
-        self.bytes = bytes
-        self.total = total
-        self.bytesPerSecond = bytesPerSecond
-    }
+    public func layer(_ change: Plan.ResourceChange, _ event: LayerProgress) {}
 }
 
 /// How an apply ended, resource by resource.

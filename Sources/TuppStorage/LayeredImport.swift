@@ -6,28 +6,6 @@ import TuppFacts
 import TuppRegistry
 import TuppSystem
 
-/// One layer's progress during an import from layers (registry or OCI layout).
-public struct LayerProgress: Sendable, Equatable {
-    public enum Phase: String, Sendable {
-        /// Already in the layer store: nothing to fetch or unpack.
-        case present
-        case downloading
-        case unpacking
-        case done
-    }
-
-    /// 0-based from the bottom layer.
-    public var index: Int
-    public var count: Int
-    /// The layer blob's digest, as registries and `docker pull` name layers.
-    public var digest: String
-    public var phase: Phase
-    /// Blob bytes downloaded (or, once unpacked, the blob's size).
-    public var bytes: UInt64
-    public var total: UInt64
-    public var bytesPerSecond: Double
-}
-
 /// Where an image built from layers comes from.
 enum LayeredSource {
     case layout(path: String, tag: String?)

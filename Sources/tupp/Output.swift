@@ -76,7 +76,7 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
 
     /// On a tty one line per layer with its bytes and rate, redrawn as they move; else a
     /// line when each layer is in place.
-    func layer(_ change: Plan.ResourceChange, _ event: LayerEvent) {
+    func layer(_ change: Plan.ResourceChange, _ event: LayerProgress) {
         let line = "  " + Self.layerLine(event)
         lock.withLock { state in
             guard tty else {
@@ -102,7 +102,7 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
     }
 
     /// "layer 2/3 sha256:0123456789ab  downloading 12.0 MiB / 30.0 MiB (25.1 MiB/s)".
-    static func layerLine(_ e: LayerEvent) -> String {
+    static func layerLine(_ e: LayerProgress) -> String {
         let digest = e.digest.hasPrefix("sha256:") ? "sha256:" + e.digest.dropFirst(7).prefix(12) : e.digest
         let head = "layer \(e.index + 1)/\(e.count) \(digest)"
         let rate = e.bytesPerSecond > 0 ? " (\(Units.formatSize(UInt64(e.bytesPerSecond)))/s)" : ""
@@ -173,7 +173,7 @@ final class TextReporter: ApplyReporter, @unchecked Sendable {
 final class JSONReporter: ApplyReporter, @unchecked Sendable {
     let version: String
     /// Per layer of the image being pulled: its last phase and when a line was last written.
-    private let layers = Mutex<[String: (LayerEvent.Phase, Double)]>([:])
+    private let layers = Mutex<[String: (LayerProgress.Phase, Double)]>([:])
 
     init(version: String) { self.version = version }
 
@@ -193,7 +193,7 @@ final class JSONReporter: ApplyReporter, @unchecked Sendable {
 
     /// A `progress` line with a `layer` object: on each change of phase and at most once a
     /// second while it downloads.
-    func layer(_ change: Plan.ResourceChange, _ event: LayerEvent) {
+    func layer(_ change: Plan.ResourceChange, _ event: LayerProgress) {
         let key = "\(change.address) \(event.index)"
         let now = wallClock()
         let due = layers.withLock { seen -> Bool in

@@ -141,7 +141,7 @@ struct ImageReconciler: Reconciler {
             let progress: (ImportProgress) -> Void = { p in
                 if !layered, let line = meter.line(bytes: p.bytesRead) { context.progress(line) }
             }
-            let layerProgress: @Sendable (LayerProgress) -> Void = { context.layerProgress(LayerEvent($0)) }
+            let layerProgress = context.layerProgress
             let imported: ImportedImage
             if case .registry(let registry) = image.source {
                 // The digest the plan showed, not whatever the tag points to by now.
