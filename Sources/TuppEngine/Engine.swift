@@ -125,7 +125,7 @@ public struct Engine: Sendable {
                                      refresh: options.refresh)
         for reconciler in reconcilers {
             await reconciler.observe(&observation, context)
-            lap("\(reconciler.kind)s")
+            lap(reconciler.kind == .ports ? "ports" : "\(reconciler.kind)s")
         }
         // Which projects declare each resource is the record's to say, whatever the kind.
         for (address, record) in observation.records {

@@ -1,45 +1,29 @@
-import Dispatch
+import CTuppSys
+import Glibc
 import TuppFacts
 import TuppSystem
 
 extension NetlinkSession {
     /// Snapshots of many network namespaces (one per container), in the order given.
     ///
-    /// All sockets are opened by one throw-away thread that joins each namespace in
-    /// turn (setns is cheap; a thread per namespace is not); the dumps are then read on
-    /// up to two threads and the sockets closed at once, so no namespace is kept alive
-    /// afterwards. A namespace that is gone (its container died) yields a failure for
-    /// that entry only.
+    /// Each lane (`Lanes`: one per core for many namespaces) is a throw-away thread that
+    /// joins each of its namespaces in turn (setns is cheap; a thread per namespace is
+    /// not), dumps it through a socket made there and closes the socket at once, so no
+    /// namespace is kept alive afterwards. A namespace that is gone (its container died)
+    /// yields a failure for that entry only.
     public static func snapshots(ofNamespaces netnsPaths: [String]) -> [Result<NetworkSnapshot, SystemError>] {
-        let work = LaneWork(sockets: NamespaceSockets.open(each: netnsPaths))
-        let lanes = netnsPaths.count >= 16 ? 2 : 1
-        DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-            for index in stride(from: lane, to: netnsPaths.count, by: lanes) {
-                work.read(index)
+        Lanes.map(netnsPaths.count) { indices in
+            let paths = indices.map { netnsPaths[$0] }
+            let snapshots = try? NamespaceThread.run(joining: []) { () -> [Result<NetworkSnapshot, SystemError>] in
+                paths.map { path in
+                    Result { () throws(SystemError) -> NetworkSnapshot in
+                        let fd = try FileDescriptor.open(path, O_RDONLY)
+                        try Errno.check("join network namespace", path) { tupp_setns(fd.rawValue, Int32(TUPP_CLONE_NEWNET)) }
+                        return try NetlinkSocket(namespace: path).snapshot()
+                    }
+                }
             }
+            return snapshots ?? paths.map { .failure(SystemError.failure("open netlink socket in", $0, "could not start a thread")) }
         }
-        return work.finish()
     }
-}
-
-/// The sockets and result slots shared by the lanes. Lane `k` touches only the indices
-/// congruent to `k`, so no socket is used by two threads and no slot written twice;
-/// `concurrentPerform` returning orders every write before `finish()`.
-private final class LaneWork: @unchecked Sendable {
-    private var sockets: [Result<NetlinkSocket, SystemError>?]
-    private var results: [Result<NetworkSnapshot, SystemError>?]
-
-    init(sockets: [Result<NetlinkSocket, SystemError>]) {
-        self.sockets = sockets
-        results = Array(repeating: nil, count: sockets.count)
-    }
-
-    func read(_ index: Int) {
-        results[index] = sockets[index]!.flatMap { socket in
-            Result { () throws(SystemError) -> NetworkSnapshot in try socket.snapshot() }
-        }
-        sockets[index] = nil  // close now: the namespace must not be kept alive
-    }
-
-    func finish() -> [Result<NetworkSnapshot, SystemError>] { results.map { $0! } }
 }

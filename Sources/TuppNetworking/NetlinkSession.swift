@@ -207,21 +207,6 @@ enum NamespaceSockets {
             throw SystemError.failure("open netlink socket in", netnsPath, "\(error)")
         }
     }
-
-    /// One socket per namespace, all made on a single throw-away thread that joins each
-    /// namespace in turn (setns is cheap; a thread per namespace is not).
-    static func open(each netnsPaths: [String]) -> [Result<NetlinkSocket, SystemError>] {
-        let results = try? NamespaceThread.run(joining: []) { () -> [Result<NetlinkSocket, SystemError>] in
-            netnsPaths.map { path in
-                Result { () throws(SystemError) -> NetlinkSocket in
-                    let fd = try FileDescriptor.open(path, O_RDONLY)
-                    try Errno.check("join network namespace", path) { tupp_setns(fd.rawValue, Int32(TUPP_CLONE_NEWNET)) }
-                    return try NetlinkSocket(namespace: path)
-                }
-            }
-        }
-        return results ?? netnsPaths.map { .failure(SystemError.failure("open netlink socket in", $0, "could not start a thread")) }
-    }
 }
 
 extension NetlinkSession {

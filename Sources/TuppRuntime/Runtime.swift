@@ -275,25 +275,28 @@ public struct Runtime: Sendable {
         return update
     }
 
-    /// The hostnames of many running containers, read on one throw-away thread that
-    /// joins each UTS namespace in turn (a plan reads every container's). nil for a
-    /// container that is not running or shares the host's UTS namespace.
+    /// The hostnames of many running containers (a plan reads every container's): each
+    /// lane of `Lanes` is a throw-away thread that joins each of its UTS namespaces in
+    /// turn. nil for a container that is not running or shares the host's UTS namespace.
     public func hostnames(of observations: [ProcessObservation]) -> [String?] {
         let hostUTS = namespaceInode(pid: "self", kind: "uts")
-        let result = try? NamespaceThread.run(joining: []) { () -> [String?] in
-            observations.map { observation -> String? in
-                let pid = observation.shimPID
-                guard pid > 0, let namespace = try? FileDescriptor.open("/proc/\(pid)/ns/uts", O_RDONLY),
-                      ProcessStat.isAlive(pid: pid, startTime: observation.shimStartTime) else { return nil }
-                var info = stat()
-                guard fstat(namespace.rawValue, &info) == 0, UInt64(info.st_ino) != hostUTS,
-                      tupp_setns(namespace.rawValue, Int32(TUPP_CLONE_NEWUTS)) == 0 else { return nil }
-                var buffer = [CChar](repeating: 0, count: 256)
-                guard gethostname(&buffer, buffer.count - 1) == 0 else { return nil }
-                return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return Lanes.map(observations.count) { indices in
+            let mine = indices.map { observations[$0] }
+            let names = try? NamespaceThread.run(joining: []) { () -> [String?] in
+                mine.map { observation -> String? in
+                    let pid = observation.shimPID
+                    guard pid > 0, let namespace = try? FileDescriptor.open("/proc/\(pid)/ns/uts", O_RDONLY),
+                          ProcessStat.isAlive(pid: pid, startTime: observation.shimStartTime) else { return nil }
+                    var info = stat()
+                    guard fstat(namespace.rawValue, &info) == 0, UInt64(info.st_ino) != hostUTS,
+                          tupp_setns(namespace.rawValue, Int32(TUPP_CLONE_NEWUTS)) == 0 else { return nil }
+                    var buffer = [CChar](repeating: 0, count: 256)
+                    guard gethostname(&buffer, buffer.count - 1) == 0 else { return nil }
+                    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                }
             }
+            return names ?? Array(repeating: nil, count: mine.count)
         }
-        return result ?? Array(repeating: nil, count: observations.count)
     }
 
     /// Changes the hostname inside the running container (same processes, no restart).

@@ -226,11 +226,17 @@ struct PlugTests {
         for (n, holder) in holders.enumerated() {
             try host.plug(Self.plug(net, holder, veth: n, host: UInt32(10 + n)))
         }
-        let paths = holders.map(\.path) + ["/proc/0/ns/net"]
+        // Enough namespaces for several lanes, each told apart by an address on its lo.
+        let bare = try (0..<33).map { _ in try net.holder() }
+        for (n, holder) in bare.enumerated() {
+            _ = try Witness.run(["/usr/bin/nsenter", "--net=\(holder.path)", "/usr/sbin/ip", "addr", "add", "127.1.0.\(n + 1)/32", "dev", "lo"])
+        }
+        let paths = holders.map(\.path) + ["/proc/0/ns/net"] + bare.map(\.path)
+        #expect(Lanes.count(for: paths.count) > 1 || sysconf(Int32(_SC_NPROCESSORS_ONLN)) == 1)
 
         let results = NetlinkSession.snapshots(ofNamespaces: paths)
 
-        #expect(results.count == 4)
+        #expect(results.count == paths.count)
         for (n, result) in results.prefix(3).enumerated() {
             let seen = try result.get()
             let eth0 = try #require(seen.link(named: "eth0"))
@@ -238,6 +244,11 @@ struct PlugTests {
             #expect(seen.defaultRoute?.gateway == net.gateway.address)
         }
         #expect(systemError { _ = try results[3].get() }?.code == ENOENT)
+        for (n, result) in results.dropFirst(4).enumerated() {
+            let seen = try result.get()
+            let lo = try #require(seen.link(named: "lo"))
+            #expect(seen.addresses(onLink: lo.index).map(\.description) == ["127.1.0.\(n + 1)/32"])
+        }
 
         // The observation holds no namespace: killing the holders still removes the pairs.
         holders.forEach { $0.stop() }

@@ -27,9 +27,9 @@ struct ContainerReconciler: Reconciler {
             t = Monotonic.nanoseconds()
         }
         // One pass over the supervisors, then one netns snapshot per running container.
+        let processes = Lanes.map(names.count) { context.runtime.observe(directory: context.store.containerDirectory(names[$0])) }
         var netnsPaths: [(String, String)] = []
-        for name in names {
-            let process = context.runtime.observe(directory: context.store.containerDirectory(name))
+        for (name, process) in zip(names, processes) {
             facts.processes[name] = process
             if process.shimPID > 0, ![.absent, .exited, .stopped, .supervisorDied].contains(process.state),
                process.namespaces[.net] != nil {
@@ -49,16 +49,19 @@ struct ContainerReconciler: Reconciler {
         lap("hostnames")
         // The name files tupp wrote: /etc/hosts by its stamp (read only when it changed), the
         // small resolv.conf whole.
-        for name in names where facts.processes[name]!.isRunning {
-            let directory = context.store.containerDirectory(name)
+        let running = names.filter { facts.processes[$0]!.isRunning }
+        let nameFiles = Lanes.map(running.count) { i -> (stamp: String?, hosts: String?, resolv: String?) in
+            let directory = context.store.containerDirectory(running[i])
             let hosts = ContainerNameFiles.hostsPath(runtimeDirectory: directory)
-            if let stamp = (try? ContainerNameFiles.stamp(hosts)) ?? nil {
-                facts.hostsStamps[name] = stamp
-                if stamp != records[name]?.hostsStamp {
-                    facts.hostsFiles[name] = (try? Files.readText(hosts, limit: 16 << 20)) ?? nil
-                }
-            }
-            facts.resolvFiles[name] = (try? Files.readText(ContainerNameFiles.resolvConfPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil
+            let stamp = (try? ContainerNameFiles.stamp(hosts)) ?? nil
+            let changed = stamp != nil && stamp != records[running[i]]?.hostsStamp
+            return (stamp, changed ? (try? Files.readText(hosts, limit: 16 << 20)) ?? nil : nil,
+                    (try? Files.readText(ContainerNameFiles.resolvConfPath(runtimeDirectory: directory), limit: 1 << 20)) ?? nil)
+        }
+        for (name, files) in zip(running, nameFiles) {
+            facts.hostsStamps[name] = files.stamp
+            facts.hostsFiles[name] = files.hosts
+            facts.resolvFiles[name] = files.resolv
         }
         lap("name files")
         observeConfinement(context, records: records, processes: facts.processes, into: &facts, &observation)
@@ -135,6 +138,14 @@ struct ContainerReconciler: Reconciler {
             }
         }
         let limited = context.manifest.containers.filter { !$0.value.confinement.resources.declared.isEmpty }
+        // Running containers with limits: their limit files, read back (the others have none to drift).
+        let enforced = records.compactMap { name, record -> (String, ResourceLimits)? in
+            let limits = ContainerKind.resourceLimits(record.attributes)
+            return processes[name]?.isRunning == true && !limits.declared.isEmpty ? (name, limits) : nil
+        }
+        // Without limits, declared or enforced, the host's cgroup layout is not read (it is
+        // mountinfo, every v1 controller's root and every block device's scheduler).
+        guard !limited.isEmpty || !enforced.isEmpty else { return }
         let layout: CgroupLayout
         do {
             layout = try CgroupLayout.host()
@@ -149,11 +160,8 @@ struct ContainerReconciler: Reconciler {
                 }
             }
         }
-        // Containers with limits: their limit files, read back (the others have none to drift).
-        for (name, record) in records where processes[name]?.isRunning == true {
-            let limits = ContainerKind.resourceLimits(record.attributes)
-            guard !limits.declared.isEmpty,
-                  let drift = context.runtime.limitDrift(directory: context.store.containerDirectory(name), expecting: limits,
+        for (name, limits) in enforced {
+            guard let drift = context.runtime.limitDrift(directory: context.store.containerDirectory(name), expecting: limits,
                                                          layout: layout) else { continue }
             facts.limitDrift[name] = drift.map(\.description)
         }
