@@ -75,6 +75,14 @@ extension NetlinkSession {
     /// afterwards costs 20–50 ms of kernel wait. The kernel refuses to bring a veth peer
     /// up during creation (ENOTCONN: the pair is not linked yet), hence the inside steps.
     /// On failure the pair is deleted again, so nothing is left half-made.
+    /// The host end of a pair gets no IPv6 address, as the container's end gets no IPv6
+    /// (tupp-shim disables it for interfaces created in the container's namespace): the
+    /// networks are IPv4, and a link-local address on each new pair made it multicast
+    /// (DAD, MLD) to every port of the bridge — with 1,000 containers on one bridge, most
+    /// of the kernel's time went there. Set while the container's end is still down, so
+    /// the pair never has one. nil when the kernel has no IPv6.
+    static let hostEndAddressMode: UInt8? = Files.exists("/proc/sys/net/ipv6") ? UInt8(IN6_ADDR_GEN_MODE_NONE.rawValue) : nil
+
     public func plug(_ plug: ContainerPlug) throws(SystemError) {
         try Self.validate(plug.hostName)
         try Self.validate(plug.interface)
@@ -87,7 +95,12 @@ extension NetlinkSession {
         // Between these two points the host end carries no ownership mark yet.
         Checkpoint.pass("veth \(plug.hostName) created")
         do {
-            try withSocket { try $0.modifyLink(named: plug.hostName, "set alias of") { rtnl_link_set_ifalias($0, plug.alias) } }
+            try withSocket {
+                try $0.modifyLink(named: plug.hostName, "set alias and IPv6 address mode of") { link in
+                    rtnl_link_set_ifalias(link, plug.alias)
+                    if let mode = Self.hostEndAddressMode { _ = rtnl_link_inet6_set_addr_gen_mode(link, mode) }
+                }
+            }
             Checkpoint.pass("veth \(plug.hostName) marked")
             try withSocket { try $0.setHairpin(plug.hostName) }
             Checkpoint.pass("veth \(plug.hostName) in hairpin mode")

@@ -8,10 +8,12 @@ import TuppSystem
 /// containers asked N times: N² tables formatted (1,000 containers: 33 s of system time).
 /// The btrfs mounts of each namespace are kept for `maximumAge`; /proc is listed on every
 /// question, and only namespaces not seen before are read. A namespace whose kept table
-/// pins the path is read again before it is believed. What the kept tables can miss: a
-/// bind mount made in the last `maximumAge` inside a namespace already read — a window
-/// like the one between any such check and the deletion it guards. Our own namespace
-/// (where mounts made on the host show) is read by the caller every time.
+/// pins the path is read again before it is believed. Each pid's namespace is kept as
+/// well, ours included. What the kept tables can miss, for at most `maximumAge`: a bind
+/// mount made inside a namespace already read, and a namespace made by a process already
+/// seen (unshare(2) moves the process itself) — a window like the one between any such
+/// check and the deletion it guards. Our own namespace (where mounts made on the host
+/// show) is read by the caller every time.
 final class ForeignMounts: Sendable {
     static let shared = ForeignMounts()
 
@@ -50,8 +52,11 @@ final class ForeignMounts: Sendable {
         var member: [UInt64: Int32] = [:]
         for entry in (try? Files.list("/proc")) ?? [] {
             guard let pid = Int32(entry) else { continue }
-            guard let inode = tables.namespaceOfPid[pid] ?? namespaceInode(pid: entry, kind: "mnt"), inode != own else { continue }
+            guard let inode = tables.namespaceOfPid[pid] ?? namespaceInode(pid: entry, kind: "mnt") else { continue }
+            // Kept for pids in our own namespace too (every supervisor is): else each
+            // question stat'ed them all again (destroying 1,000 containers: a million stats).
             alive[pid] = inode
+            guard inode != own else { continue }
             if member[inode] == nil { member[inode] = pid }
             guard tables.mounts[inode] == nil, let mounts = try? MountInfo.read(pid: entry) else { continue }
             tables.mounts[inode] = (pid, mounts.filter { $0.fsType == "btrfs" })

@@ -32,6 +32,14 @@ import TuppTestSupport
         let a = try i.initProcess(of: "a")
         let eth0 = try Spawn.run(["/usr/bin/nsenter", "-t", String(a.pid), "-n", "/sbin/ip", "-j", "link", "show", "dev", "eth0"]).stdout
         #expect(eth0.contains("\"mtu\":1400"), "\(eth0)")
+        // IPv4 networks: neither end of the pair has an IPv6 address (none to multicast to
+        // every port of the bridge), and lo keeps ::1.
+        let inet6 = try Spawn.run(["/usr/bin/nsenter", "-t", String(a.pid), "-n", "/sbin/ip", "-6", "-o", "addr", "show"]).stdout
+        #expect(inet6.contains("lo    inet6 ::1/128") && !inet6.contains("eth0"), "\(inet6)")
+        let hostEnd = try #require(Inventory.take(Inventory.Scope(prefixes: [], installations: [i.installationID])).links.first { $0.master == i.bridge })
+        let hostInet6 = try Spawn.run(["/sbin/ip", "-6", "-o", "addr", "show", "dev", hostEnd.name])
+        #expect(hostInet6.status == 0 && hostInet6.stdout.isEmpty, "\(hostInet6)")
+        #expect(try Spawn.run(["/sbin/ip", "-d", "link", "show", "dev", hostEnd.name]).stdout.contains("addrgenmode none"))
         let rules = try Spawn.run(["/usr/sbin/nft", "list", "table", "ip", table])
         #expect(rules.status == 0 && rules.stdout.contains("ip saddr \(i.subnet)") && rules.stdout.contains("masquerade"), "\(rules)")
         #expect(try Files.readText("/proc/sys/net/ipv4/ip_forward")?.trimmingCharacters() == "1")

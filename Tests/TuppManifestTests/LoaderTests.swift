@@ -289,6 +289,11 @@ import TuppTestSupport
         #expect(Names.interfaceProblem("eth0") == nil)
         #expect(Names.interfaceProblem("a:b") != nil)
         #expect(Names.interfaceProblem("sixteen-bytes-xx") != nil)
+        #expect(Names.hostsEntryProblem("db_1.svc-2.Example") == nil)
+        #expect(Names.hostsEntryProblem(String(repeating: "a", count: 63) + ".b") == nil)
+        for bad in ["", "x-", "-x", "a..b", "a.", "a\r\nb", "é", "a b", String(repeating: "a", count: 64), String(repeating: "a.", count: 127) + "aa"] {
+            #expect(Names.hostsEntryProblem(bad) != nil, "\(bad)")
+        }
     }
 
     @Test func ipv4() {
