@@ -75,13 +75,15 @@ extension NetlinkSession {
     /// afterwards costs 20–50 ms of kernel wait. The kernel refuses to bring a veth peer
     /// up during creation (ENOTCONN: the pair is not linked yet), hence the inside steps.
     /// On failure the pair is deleted again, so nothing is left half-made.
-    /// The host end of a pair gets no IPv6 address, as the container's end gets no IPv6
-    /// (tupp-shim disables it for interfaces created in the container's namespace): the
-    /// networks are IPv4, and a link-local address on each new pair made it multicast
-    /// (DAD, MLD) to every port of the bridge — with 1,000 containers on one bridge, most
-    /// of the kernel's time went there. Set while the container's end is still down, so
-    /// the pair never has one. nil when the kernel has no IPv6.
-    static let hostEndAddressMode: UInt8? = Files.exists("/proc/sys/net/ipv6") ? UInt8(IN6_ADDR_GEN_MODE_NONE.rawValue) : nil
+    /// Neither end of a pair gets an IPv6 address (`addrgenmode none`, as Docker leaves a
+    /// network without IPv6): the networks are IPv4, and a link-local address on each new
+    /// pair made it multicast (DAD, MLD) to every port of the bridge — with 1,000
+    /// containers on one bridge, most of the kernel's time went there. Set on each end
+    /// while the container's end is still down, so the pair never has one; lo keeps ::1.
+    /// (Through netlink, not net.ipv6.conf.*: every network namespace adds a same-named
+    /// entry under /proc/sys/net, so a path lookup there grows with the container count.)
+    /// nil when the kernel has no IPv6.
+    static let addressMode: UInt8? = Files.exists("/proc/sys/net/ipv6") ? UInt8(IN6_ADDR_GEN_MODE_NONE.rawValue) : nil
 
     public func plug(_ plug: ContainerPlug) throws(SystemError) {
         try Self.validate(plug.hostName)
@@ -98,7 +100,7 @@ extension NetlinkSession {
             try withSocket {
                 try $0.modifyLink(named: plug.hostName, "set alias and IPv6 address mode of") { link in
                     rtnl_link_set_ifalias(link, plug.alias)
-                    if let mode = Self.hostEndAddressMode { _ = rtnl_link_inet6_set_addr_gen_mode(link, mode) }
+                    if let mode = Self.addressMode { _ = rtnl_link_inet6_set_addr_gen_mode(link, mode) }
                 }
             }
             Checkpoint.pass("veth \(plug.hostName) marked")
@@ -108,6 +110,7 @@ extension NetlinkSession {
             try inside.withSocket { socket in
                 try socket.setUp("lo")
                 Checkpoint.pass("lo up inside")
+                try socket.withoutIPv6Address(plug.interface)
                 try socket.setUp(plug.interface)
                 Checkpoint.pass("\(plug.interface) up inside")
                 let peer = try socket.requireLink(named: plug.interface)
@@ -162,6 +165,8 @@ extension NetlinkSession {
             Checkpoint.pass("veth \(plug.hostName) up")
         }
         if host.alias != plug.alias {
+            // Unmarked: plug() stopped before its mark, which comes with the address mode.
+            try withSocket { try $0.withoutIPv6Address(plug.hostName) }
             try setAlias(name: plug.hostName, alias: plug.alias)
             repairs.append(.restoredAlias)
             Checkpoint.pass("veth \(plug.hostName) marked")
@@ -182,6 +187,7 @@ extension NetlinkSession {
             Checkpoint.pass("lo up inside")
         }
         if !peer.isUp {
+            try inside.withSocket { try $0.withoutIPv6Address(plug.interface) }
             try inside.setUp(name: plug.interface)
             repairs.append(.broughtUpInterface)
             Checkpoint.pass("\(plug.interface) up inside")
@@ -204,6 +210,12 @@ extension NetlinkSession {
 extension NetlinkSocket {
     /// One RTM_NEWLINK: the veth with its host end named, enslaved and up, and its peer
     /// named, addressed and sized inside the namespace behind `peerNamespace`.
+    /// `addrgenmode none` on `name` (see `NetlinkSession.addressMode`); before it comes up.
+    func withoutIPv6Address(_ name: String) throws(SystemError) {
+        guard let mode = NetlinkSession.addressMode else { return }
+        try modifyLink(named: name, "set IPv6 address mode of") { _ = rtnl_link_inet6_set_addr_gen_mode($0, mode) }
+    }
+
     func createVethPair(_ plug: ContainerPlug, bridgeIndex: Int, mtu: Int, peerNamespace: Int32) throws(SystemError) {
         guard let host = rtnl_link_veth_alloc() else {
             throw SystemError("allocate veth", plug.hostName, errno: ENOMEM)

@@ -281,13 +281,6 @@ struct shim_trees {
     int binds[SHIM_MAX_ITEMS];   // per spec mount: the idmapped bind source; -1 for a tmpfs
 };
 
-/// Interfaces created from now on in the calling thread's network namespace get no IPv6
-/// (net.ipv6.conf.default.disable_ipv6): tupp's networks are IPv4, and a link-local
-/// address makes every new container's interface multicast (DAD, MLD, router
-/// solicitation) to every port of the bridge. lo, already there, keeps ::1. A kernel
-/// without IPv6 has nothing to disable. On failure fills `failure`, returns -1.
-int netns_without_ipv6_interfaces(const char *rootfs, struct shim_failure *failure);
-
 /// The host id of `inside` through `map`; -1 when it is not mapped.
 long long userns_outside(const struct shim_idmap *map, int count, unsigned long long inside);
 

@@ -163,18 +163,6 @@ int namespaces_to_join(pid_t pid, struct shim_failure *failure) {
     return flags;
 }
 
-int netns_without_ipv6_interfaces(const char *rootfs, struct shim_failure *failure) {
-    int fd = open("/proc/sys/net/ipv6/conf/default/disable_ipv6", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) return 0;  // no IPv6 in this kernel
-    if (fd < 0 || write_all(fd, "1", 1) < 0) {
-        failure_set(failure, errno, "write", NULL, "net.ipv6.conf.default.disable_ipv6 for %s", rootfs);
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
 void build_environment(const struct shim_spec *spec, const char **extra, int extrac) {
     clearenv();
     for (int i = 0; i < spec->envc; i++) putenv((char *)spec->env[i]);
@@ -792,7 +780,6 @@ int supervise_main(const char *dir) {
             fail_start(&s, &failure);
         }
         close(fd);
-        if (netns_without_ipv6_interfaces(s.spec.rootfs, &failure) < 0) fail_start(&s, &failure);
     }
     if ((shared & CLONE_NEWUTS) && s.spec.hostname &&
         sethostname(s.spec.hostname, strlen(s.spec.hostname)) < 0) {

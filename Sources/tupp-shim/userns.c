@@ -341,8 +341,7 @@ static pid_t middle(const struct shim_spec *spec, int userns_fd, unsigned long f
         failure_set(&report.failure, errno, "become", NULL, "root of the user namespace of %s", spec->rootfs);
         goto fail;
     }
-    if ((spec->namespaces & SHIM_NS_NET) &&
-        (set_ping_range(spec, &report.failure) < 0 || netns_without_ipv6_interfaces(spec->rootfs, &report.failure) < 0)) goto fail;
+    if ((spec->namespaces & SHIM_NS_NET) && set_ping_range(spec, &report.failure) < 0) goto fail;
     // CLONE_PARENT: the init is the shim's child (it reaps it, PDEATHSIG follows the
     // shim); its exit signal is this process's own, SIGCHLD.
     pid_t pid = (pid_t)syscall(SYS_clone, flags | CLONE_PARENT, NULL, NULL, NULL, 0);

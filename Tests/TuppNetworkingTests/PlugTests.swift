@@ -76,6 +76,9 @@ struct PlugTests {
         let route = try #require(try Witness.defaultRoute(netns: holder.path))
         #expect(route.gateway == net.gateway.address.description && route.device == "eth0")
         #expect(Witness.flags(try #require(try Witness.link("lo", netns: holder.path))).contains("UP"))
+        // IPv4 networks: neither end has an IPv6 address to multicast to every bridge port.
+        #expect(try Witness.run(["/usr/sbin/ip", "-6", "-o", "addr", "show", "dev", plug.hostName]).stdout.isEmpty)
+        #expect(try Witness.run(Witness.inside(holder.path) + ["/usr/sbin/ip", "-6", "-o", "addr", "show", "dev", "eth0"]).stdout.isEmpty)
 
         // The snapshot pairs the two ends by index and netns id.
         let hostSeen = try host.snapshot()
@@ -198,6 +201,12 @@ struct PlugTests {
         let repairs = try host.ensurePlugged(plug)
         #expect(Set(repairs) == [.attachedToBridge, .replacedAddress, .replacedDefaultRoute])
         #expect(try Witness.link(plug.hostName)?["master"] as? String == net.bridge)
+        #expect(try Witness.ping(plug.address.address))
+
+        // Downed inside with IPv6 addresses allowed again: up without one.
+        #expect(try Witness.run(Witness.inside(holder.path) + ["/usr/sbin/ip", "link", "set", "eth0", "down", "addrgenmode", "eui64"]).status == 0)
+        #expect(try host.ensurePlugged(plug).contains(.broughtUpInterface))
+        #expect(try Witness.run(Witness.inside(holder.path) + ["/usr/sbin/ip", "-6", "-o", "addr", "show", "dev", "eth0"]).stdout.isEmpty)
         #expect(try Witness.ping(plug.address.address))
     }
 
