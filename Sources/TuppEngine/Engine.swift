@@ -379,7 +379,7 @@ public struct Engine: Sendable {
             do {
                 let text = try HostsFile.render(container: name, hostname: record.attributes[ContainerAttribute.hostname]?.string,
                                                 address: record.containerAddress?.address, extras: HostsFile.entries(extras),
-                                                peers: members.addresses)
+                                                peers: members.lines)
                 let path = ContainerNameFiles.hostsPath(runtimeDirectory: store.containerDirectory(name))
                 _ = try ContainerNameFiles.write(path, text)
                 record.attributes[ContainerAttribute.peers] = members.summary(except: name)

@@ -22,11 +22,18 @@ public enum HostsFile {
     public static func render(container: String, hostname: String?, address: IPv4Address?,
                               extras: [String: IPv4Address] = [:],
                               peers: [String: IPv4Address] = [:]) throws(HostsNameError) -> String {
+        try render(container: container, hostname: hostname, address: address, extras: extras, peers: PeerLines(peers))
+    }
+
+    /// The same, with the peers' lines made once for all the containers of a network.
+    public static func render(container: String, hostname: String?, address: IPv4Address?,
+                              extras: [String: IPv4Address], peers: PeerLines) throws(HostsNameError) -> String {
         var own = [hostname ?? container]
         if container != own[0] { own.append(container) }
-        for name in own + extras.keys + peers.keys {
+        for name in own + extras.keys {
             if let problem = nameProblem(name) { throw HostsNameError(name: name, problem: problem) }
         }
+        if let problem = peers.problem { throw problem }
         var lines = [
             "# /etc/hosts of container \(container), written by tupp: edits are overwritten.",
             "127.0.0.1\tlocalhost",
@@ -39,8 +46,27 @@ public enum HostsFile {
         lines.append("\(address ?? IPv4Address(0x7f00_0101))\t\(own.joined(separator: " "))")
         lines += extraLines(extras)
         lines.append(peersMarker)
-        lines += peerLines(peers, except: container)
+        lines += peers.lines(except: container)
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Every container of a network as /etc/hosts lines, sorted by name, each name checked:
+    /// every one of its containers' files lists all the others, so a network of N
+    /// containers would otherwise sort, format and check N names N times.
+    public struct PeerLines: Sendable {
+        let entries: [(name: String, line: String)]
+        /// The first name that cannot stand in /etc/hosts.
+        public let problem: HostsNameError?
+
+        public init(_ peers: [String: IPv4Address]) {
+            entries = peers.keys.sorted().map { ($0, "\(peers[$0]!)\t\($0)") }
+            problem = entries.lazy.compactMap { entry in nameProblem(entry.name).map { HostsNameError(name: entry.name, problem: $0) } }.first
+        }
+
+        /// The lines of all but `container`.
+        public func lines(except container: String) -> [String] {
+            entries.compactMap { $0.name == container ? nil : $0.line }
+        }
     }
 
     /// Separates the extras from the other containers, so both can be read back.
@@ -53,7 +79,7 @@ public enum HostsFile {
 
     /// The other containers' lines, sorted by name.
     public static func peerLines(_ peers: [String: IPv4Address], except container: String) -> [String] {
-        peers.keys.sorted().filter { $0 != container }.map { "\(peers[$0]!)\t\($0)" }
+        PeerLines(peers).lines(except: container)
     }
 
     /// "NAME ADDRESS" for each of `lines` ("ADDRESS<tab>NAME"): how a plan shows them.

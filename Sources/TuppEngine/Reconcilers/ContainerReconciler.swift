@@ -274,7 +274,7 @@ struct ContainerReconciler: Reconciler {
             let dir = directory(spec.name)
             try Files.createDirectory(dir, mode: 0o700)
             let hosts = try HostsFile.render(container: spec.name, hostname: spec.hostname, address: spec.network?.address.address,
-                                             extras: spec.names.extraHosts, peers: spec.names.members.addresses)
+                                             extras: spec.names.extraHosts, peers: spec.names.members.lines)
             let resolv = try ResolvConf.render(spec.names.resolver, container: spec.name)
             let wroteHosts = try ContainerNameFiles.write(ContainerNameFiles.hostsPath(runtimeDirectory: dir), hosts)
             let wroteResolv = try ContainerNameFiles.write(ContainerNameFiles.resolvConfPath(runtimeDirectory: dir), resolv)

@@ -1,3 +1,4 @@
+import Synchronization
 import TuppBase
 import TuppFacts
 import TuppManifest
@@ -220,6 +221,9 @@ public struct NetworkMembers: Sendable, Equatable {
     public private(set) var addresses: [String: IPv4Address] = [:]
     /// XOR of every member's hash: a member's view of the others is this minus itself.
     public private(set) var digest: UInt64 = 0
+    /// The /etc/hosts lines, made on first use and shared by every copy (a new one per
+    /// change: copies made before a change keep theirs).
+    private var rendered = RenderedLines()
 
     public init() {}
 
@@ -231,6 +235,25 @@ public struct NetworkMembers: Sendable, Equatable {
         if let old = addresses[name] { digest ^= Self.hash(name, old) }
         addresses[name] = address
         digest ^= Self.hash(name, address)
+        rendered = RenderedLines()
+    }
+
+    /// The members as /etc/hosts lines, made once for all the network's containers.
+    public var lines: HostsFile.PeerLines {
+        rendered.value.withLock { lines in
+            if let lines { return lines }
+            let made = HostsFile.PeerLines(addresses)
+            lines = made
+            return made
+        }
+    }
+
+    public static func == (a: NetworkMembers, b: NetworkMembers) -> Bool {
+        a.addresses == b.addresses && a.digest == b.digest
+    }
+
+    private final class RenderedLines: Sendable {
+        let value = Mutex<HostsFile.PeerLines?>(nil)
     }
 
     static func hash(_ name: String, _ address: IPv4Address) -> UInt64 { StableHash(name, address.description).value }
@@ -240,7 +263,7 @@ public struct NetworkMembers: Sendable, Equatable {
     public func summary(except container: String) -> Value {
         let others = addresses.count - (addresses[container] == nil ? 0 : 1)
         if others <= Self.listedUpTo {
-            return .strings(HostsFile.display(HostsFile.peerLines(addresses, except: container)))
+            return .strings(HostsFile.display(lines.lines(except: container)))
         }
         let own = addresses[container].map { Self.hash(container, $0) } ?? 0
         return .string("\(others) containers (\(String(digest ^ own, radix: 16)))")
