@@ -280,9 +280,18 @@ public struct ContainerCgroup: Sendable, Equatable {
             usleep(2_000)
         }
         if removingParent {
+            // Kept while other containers' cgroups are in it (the kernel says EBUSY, or
+            // ENOTEMPTY). With none left, EBUSY is a child just removed that is still going
+            // offline — v1 confirms a cgroup's death after an RCU grace period — and clears
+            // within milliseconds: asked again, else the installation's directory stayed.
             let parent = Paths.dirname(directory)
-            if rmdir(parent) != 0 && errno != ENOTEMPTY && errno != EBUSY && errno != ENOENT {
-                throw SystemError("remove cgroup", parent)
+            let deadline = Monotonic.nanoseconds() + 1_000_000_000
+            while rmdir(parent) != 0 {
+                let code = errno
+                if code == ENOTEMPTY || code == ENOENT { break }
+                guard code == EBUSY || code == EINTR else { throw SystemError("remove cgroup", parent, errno: code) }
+                if Self.subtree(of: parent).count > 1 || Monotonic.nanoseconds() > deadline { break }
+                usleep(2_000)
             }
         }
     }

@@ -114,12 +114,17 @@ import TuppTestSupport
         for kind in ["mnt", "uts", "ipc", "net", "pid"] {
             #expect(inode(pid, kind) != nil && inode(pid, kind) != inode("self", kind), "\(kind) namespace is new")
         }
+        // lsns reads every process in /proc; under the whole suite it once printed nothing for
+        // a container that was running: asked again (up to five times) before it counts.
         func lsns(_ pid: String) throws -> [String: String] {
-            let out = try Spawn.run(["/usr/bin/lsns", "-p", pid, "-o", "TYPE,NS", "-n"]).stdout
             var found: [String: String] = [:]
-            for line in out.split(separator: "\n") {
-                let words = line.split(separator: " ")
-                if words.count == 2 { found[String(words[0])] = String(words[1]) }
+            for attempt in 0..<5 where found.isEmpty {
+                if attempt > 0 { usleep(100_000) }
+                let out = try Spawn.run(["/usr/bin/lsns", "-p", pid, "-o", "TYPE,NS", "-n"]).stdout
+                for line in out.split(separator: "\n") {
+                    let words = line.split(separator: " ")
+                    if words.count == 2 { found[String(words[0])] = String(words[1]) }
+                }
             }
             return found
         }
