@@ -77,11 +77,6 @@ public enum HostsFile {
         extras.keys.sorted().map { "\(extras[$0]!)\t\($0)" }
     }
 
-    /// The other containers' lines, sorted by name.
-    public static func peerLines(_ peers: [String: IPv4Address], except container: String) -> [String] {
-        PeerLines(peers).lines(except: container)
-    }
-
     /// "NAME ADDRESS" for each of `lines` ("ADDRESS<tab>NAME"): how a plan shows them.
     public static func display(_ lines: [String]) -> [String] {
         lines.map { line in

@@ -64,17 +64,6 @@ public enum PlugRepair: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension NetlinkSession {
-    /// Connects a container: a veth pair whose host end (`hostName`) is enslaved to the
-    /// bridge, up, in hairpin mode (`setHairpin`) and marked with `alias`, and whose peer
-    /// is born inside the container's namespace as `interface` with `mac` and `mtu`; then,
-    /// inside: lo up, the interface up, `address`, and the default route via `gateway`.
-    /// Call on the host session.
-    ///
-    /// The peer is created in place (IFLA_NET_NS_FD on the veth peer, which libnl's veth
-    /// support encodes through rtnl_link_fill_info): moving a link between namespaces
-    /// afterwards costs 20–50 ms of kernel wait. The kernel refuses to bring a veth peer
-    /// up during creation (ENOTCONN: the pair is not linked yet), hence the inside steps.
-    /// On failure the pair is deleted again, so nothing is left half-made.
     /// Neither end of a pair gets an IPv6 address (`addrgenmode none`, as Docker leaves a
     /// network without IPv6): the networks are IPv4, and a link-local address on each new
     /// pair made it multicast (DAD, MLD) to every port of the bridge — with 1,000
@@ -85,6 +74,18 @@ extension NetlinkSession {
     /// nil when the kernel has no IPv6.
     static let addressMode: UInt8? = Files.exists("/proc/sys/net/ipv6") ? UInt8(IN6_ADDR_GEN_MODE_NONE.rawValue) : nil
 
+    /// Connects a container: a veth pair whose host end (`hostName`) is enslaved to the
+    /// bridge, up, in hairpin mode (`setHairpin`) and marked with `alias`, and whose peer
+    /// is born inside the container's namespace as `interface` with `mac` and `mtu`; then,
+    /// inside: lo up, the interface up, `address`, and the default route via `gateway`.
+    /// Call on the host session.
+    ///
+    /// The peer is created in place (IFLA_NET_NS_FD on the veth peer, which libnl's veth
+    /// support encodes through rtnl_link_fill_info): moving a link between namespaces
+    /// afterwards costs 20–50 ms of kernel wait. The kernel refuses to bring a veth peer
+    /// up during creation (ENOTCONN: the pair is not linked yet), hence the inside steps.
+    /// On failure the pair is deleted again, so nothing is left half-made. Neither end
+    /// gets an IPv6 address (`addressMode`).
     public func plug(_ plug: ContainerPlug) throws(SystemError) {
         try Self.validate(plug.hostName)
         try Self.validate(plug.interface)
@@ -208,14 +209,14 @@ extension NetlinkSession {
 }
 
 extension NetlinkSocket {
-    /// One RTM_NEWLINK: the veth with its host end named, enslaved and up, and its peer
-    /// named, addressed and sized inside the namespace behind `peerNamespace`.
     /// `addrgenmode none` on `name` (see `NetlinkSession.addressMode`); before it comes up.
     func withoutIPv6Address(_ name: String) throws(SystemError) {
         guard let mode = NetlinkSession.addressMode else { return }
         try modifyLink(named: name, "set IPv6 address mode of") { _ = rtnl_link_inet6_set_addr_gen_mode($0, mode) }
     }
 
+    /// One RTM_NEWLINK: the veth with its host end named, enslaved and up, and its peer
+    /// named, addressed and sized inside the namespace behind `peerNamespace`.
     func createVethPair(_ plug: ContainerPlug, bridgeIndex: Int, mtu: Int, peerNamespace: Int32) throws(SystemError) {
         guard let host = rtnl_link_veth_alloc() else {
             throw SystemError("allocate veth", plug.hostName, errno: ENOMEM)
