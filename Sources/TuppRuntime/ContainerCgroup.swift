@@ -290,7 +290,9 @@ public struct ContainerCgroup: Sendable, Equatable {
                 let code = errno
                 if code == ENOTEMPTY || code == ENOENT { break }
                 guard code == EBUSY || code == EINTR else { throw SystemError("remove cgroup", parent, errno: code) }
-                if Self.subtree(of: parent).count > 1 || Monotonic.nanoseconds() > deadline { break }
+                // A directory's link count is 2 + its subdirectories (kernfs): one stat, not a
+                // walk of every other container's cgroup on each removal.
+                if ((try? Files.status(parent)) ?? nil).map({ $0.st_nlink > 2 }) ?? true || Monotonic.nanoseconds() > deadline { break }
                 usleep(2_000)
             }
         }
